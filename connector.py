@@ -1,0 +1,579 @@
+"""Fivetran Connector SDK connector that syncs RavenDB collections into a Fivetran destination.
+
+Each collection becomes one table keyed by the document id. A sync streams every collection ordered by
+`@metadata.'@last-modified'` from the cursor saved in the state, flattens each document into a row and
+upserts it, checkpointing every 1,000 records and at the end of each collection. Documents deleted from
+collections with revisions enabled are read from the revisions bin and marked deleted.
+
+The cursor is RavenDB's own 7-digit `@last-modified` string and the query reads `>=` it: documents that share
+the cursor's timestamp are read again (idempotent upserts) instead of being skipped, so a write that lands in
+the same 100-ns tick as the last synced document, a stale index or a restart never loses a document.
+"""
+
+import base64
+import binascii
+import json
+import math
+import re
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from fivetran_connector_sdk import Connector
+from fivetran_connector_sdk import Logging as log
+from fivetran_connector_sdk import Operations as op
+from ravendb import DocumentStore
+from ravendb.documents.commands.stream import QueryStreamCommand
+from ravendb.documents.operations.statistics import GetCollectionStatisticsOperation
+from ravendb.documents.queries.index_query import IndexQuery
+from ravendb.exceptions.exceptions import (
+    AllTopologyNodesDownException,
+    AuthorizationException,
+    DatabaseDoesNotExistException,
+)
+from ravendb.exceptions.raven_exceptions import RavenException
+from ravendb.tools.parsers import JSONLRavenStreamParser
+from ravendb.tools.utils import Utils
+
+_CHECKPOINT_EVERY_RECORDS = 1_000
+_DEFAULT_BATCH_SIZE = 1_000  # documents handed from the reader per batch; see README "batch_size"
+_MAX_BATCH_SIZE = 100_000
+_STREAM_READ_BYTES = 1 << 16  # bytes per socket read of a stream (the client's default is 512)
+_CONNECT_TIMEOUT_SECONDS = 5.0
+_INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for RavenDB's auto index to catch up before streaming
+_MAX_ATTEMPTS = 5
+_BACKOFF_FIRST_SECONDS = 1.0
+_BACKOFF_CAP_SECONDS = 30.0
+_STATE_VERSION = 1
+_BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
+_DATABASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
+
+# The only query the sync sends. The collection is the one part RQL cannot take as a parameter: it is escaped
+# exactly as the ravendb client escapes it (Utils.escape_collection_name) inside single quotes.
+_CHANGED_SINCE_RQL = (
+    "from '{collection}' where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
+)
+
+
+class ConfigurationError(ValueError):
+    """A configuration value is missing or malformed; the message names the setting."""
+
+
+class SourceError(RuntimeError):
+    """RavenDB refused or failed a request; the message names the setting to check where one applies."""
+
+
+class ClientCertificate(NamedTuple):
+    """The client certificate and key as one unencrypted PEM, ready for the ravendb client."""
+
+    pem: bytes
+    subject: str
+    not_after: datetime
+
+
+class Settings(NamedTuple):
+    urls: tuple[str, ...]
+    database: str
+    certificate: ClientCertificate | None
+    server_ca_pem: bytes | None
+    collections: tuple[str, ...]  # empty: every user collection of the database
+    batch_size: int
+
+
+class CollectionReport(NamedTuple):
+    collection: str
+    documents: int
+    seconds: float
+
+
+def validate_configuration(configuration: dict) -> Settings:
+    """Parse and check every setting before any I/O; raise ConfigurationError naming the first bad one."""
+    urls = _parse_urls(_required(configuration, "ravendb_urls"))
+    database = _required(configuration, "database_name")
+    if not _DATABASE_NAME.fullmatch(database):
+        raise ConfigurationError(
+            f"database_name: {database!r} is not a RavenDB database name "
+            "(expected 1-128 letters, digits, '_', '-' or '.')"
+        )
+    secure = urls[0].startswith("https://")
+    certificate_text = _optional(configuration, "certificate_base64")
+    password = _optional(configuration, "certificate_password")
+    if secure and certificate_text is None:
+        raise ConfigurationError(
+            "certificate_base64: required for https:// URLs (base64 of the client certificate PEM or PFX)"
+        )
+    if not secure and certificate_text is not None:
+        raise ConfigurationError(
+            "certificate_base64: a client certificate needs https:// in ravendb_urls, which use http://"
+        )
+    certificate = _parse_certificate(certificate_text, password) if certificate_text else None
+    server_ca_text = _optional(configuration, "server_ca_base64")
+    server_ca = _parse_server_ca(server_ca_text) if server_ca_text else None
+    return Settings(
+        urls=urls,
+        database=database,
+        certificate=certificate,
+        server_ca_pem=server_ca,
+        collections=_parse_collections(_optional(configuration, "collection_name")),
+        batch_size=_parse_batch_size(_optional(configuration, "batch_size")),
+    )
+
+
+def schema(configuration: dict) -> list[dict]:
+    """Declare one table per collection with the columns every document has."""
+    settings = validate_configuration(configuration)
+    with open_store(settings) as store:
+        collections = resolve_collections(store, settings, known=())
+    return [
+        {"table": collection, "primary_key": ["Id"], "columns": {"Id": "STRING", "LastModified": "UTC_DATETIME"}}
+        for collection in collections
+    ]
+
+
+def update(configuration: dict, state: dict) -> None:
+    """Sync every selected collection from its saved cursor, then checkpoint the final state."""
+    settings = validate_configuration(configuration)
+    sync_state = SyncState.load(state)
+    with open_store(settings) as store:
+        collections = resolve_collections(store, settings, known=tuple(sync_state.cursors))
+        for collection in collections:
+            report = sync_collection(store, settings, collection, sync_state)
+            rate = report.documents / report.seconds if report.seconds > 0 else 0.0
+            log.info(
+                f"{collection}: synced {report.documents} documents in {report.seconds:.1f} s ({rate:,.0f} docs/s)"
+            )
+    op.checkpoint(sync_state.to_dict())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configuration parsing (pure)
+
+
+def _required(configuration: dict, key: str) -> str:
+    value = _optional(configuration, key)
+    if value is None:
+        raise ConfigurationError(f"{key}: required setting is missing or empty")
+    return value
+
+
+def _optional(configuration: dict, key: str) -> str | None:
+    value = configuration.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{key}: expected a string, got {type(value).__name__}")
+    return value.strip() or None
+
+
+def _parse_urls(text: str) -> tuple[str, ...]:
+    urls = tuple(part.strip().rstrip("/") for part in text.split(","))
+    for url in urls:
+        _check_url(url)
+    if len({url.split("://", 1)[0] for url in urls}) > 1:
+        raise ConfigurationError("ravendb_urls: mixes http:// and https:// URLs; a cluster uses one scheme")
+    if len(set(urls)) != len(urls):
+        raise ConfigurationError("ravendb_urls: lists the same URL twice")
+    return urls
+
+
+def _check_url(url: str) -> None:
+    expected = "expected http(s)://host[:port], comma-separated for a cluster"
+    if not url:
+        raise ConfigurationError(f"ravendb_urls: contains an empty entry ({expected})")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"ravendb_urls: {url!r} is not a valid URL ({exc}; {expected})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"ravendb_urls: {url!r} is not a valid URL ({expected})")
+    if parts.path or parts.query or parts.fragment or parts.username or port == 0:
+        raise ConfigurationError(f"ravendb_urls: {url!r} has more than scheme, host and port ({expected})")
+
+
+def _parse_collections(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return ()
+    names = tuple(name.strip() for name in text.split(","))
+    for name in names:
+        if not name:
+            raise ConfigurationError("collection_name: contains an empty name (expected Name1,Name2,...)")
+        if name.startswith("@"):
+            raise ConfigurationError(f"collection_name: {name!r} is a RavenDB system collection")
+        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
+            raise ConfigurationError(f"collection_name: {name!r} contains control characters")
+    if len({name.lower() for name in names}) != len(names):
+        raise ConfigurationError("collection_name: lists a collection twice (names are case-insensitive)")
+    return names
+
+
+def _parse_batch_size(text: str | None) -> int:
+    if text is None:
+        return _DEFAULT_BATCH_SIZE
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigurationError(f"batch_size: {text!r} is not an integer") from None
+    if not 1 <= value <= _MAX_BATCH_SIZE:
+        raise ConfigurationError(f"batch_size: {value} is out of range (expected 1 to {_MAX_BATCH_SIZE})")
+    return value
+
+
+def _decode_base64(key: str, text: str) -> bytes:
+    compact = "".join(text.split())
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError(f"{key}: not valid base64 (expected the base64 of a certificate file)") from None
+
+
+def _parse_certificate(text: str, password: str | None) -> ClientCertificate:
+    """Accept a PEM (certificate + key, optional chain) or a PFX/PKCS#12, told apart by content."""
+    data = _decode_base64("certificate_base64", text)
+    secret = password.encode() if password is not None else None
+    if b"-----BEGIN" in data:
+        key, certificates = _load_pem(data, secret)
+    elif data[:1] == b"\x30":
+        key, certificates = _load_pfx(data, secret)
+    else:
+        raise ConfigurationError("certificate_base64: decodes to neither a PEM nor a PFX/PKCS#12 file")
+    if key is None:
+        raise ConfigurationError("certificate_base64: holds no private key (expected certificate and key)")
+    if not certificates:
+        raise ConfigurationError("certificate_base64: holds no certificate (expected certificate and key)")
+    leaf = _certificate_for_key(key, certificates)
+    _check_validity(leaf)
+    pem = b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in [leaf, *certificates] if cert)
+    pem += key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return ClientCertificate(pem=pem, subject=leaf.subject.rfc4514_string(), not_after=leaf.not_valid_after_utc)
+
+
+def _load_pem(data: bytes, password: bytes | None) -> tuple[Any, list[x509.Certificate]]:
+    try:
+        certificates = x509.load_pem_x509_certificates(data) if b"CERTIFICATE-----" in data else []
+    except ValueError:
+        raise ConfigurationError("certificate_base64: the PEM certificate block is malformed") from None
+    match = re.search(rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", data, re.DOTALL)
+    if match is None:
+        return None, certificates
+    encrypted = b"ENCRYPTED" in match.group(0)[:40] or b"Proc-Type: 4,ENCRYPTED" in match.group(0)
+    if encrypted and password is None:
+        raise ConfigurationError("certificate_password: the PEM private key is encrypted; a password is required")
+    try:
+        key = serialization.load_pem_private_key(match.group(0), password if encrypted else None)
+    except (ValueError, TypeError) as exc:
+        if encrypted:
+            raise ConfigurationError("certificate_password: wrong password for the PEM private key") from None
+        raise ConfigurationError(f"certificate_base64: the PEM private key cannot be read ({exc})") from None
+    return key, certificates
+
+
+def _load_pfx(data: bytes, password: bytes | None) -> tuple[Any, list[x509.Certificate]]:
+    for candidate in (password,) if password is not None else (None, b""):
+        try:
+            key, leaf, chain = pkcs12.load_key_and_certificates(data, candidate)
+        except ValueError:
+            continue
+        return key, [cert for cert in (leaf, *chain) if cert is not None]
+    if password is None:
+        raise ConfigurationError(
+            "certificate_password: the PFX file is password-protected (or not a PFX); set certificate_password"
+        )
+    raise ConfigurationError("certificate_password: wrong password for the PFX file (or the file is damaged)")
+
+
+def _certificate_for_key(key: Any, certificates: list[x509.Certificate]) -> x509.Certificate:
+    wanted = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for certificate in certificates:
+        found = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if found == wanted:
+            return certificate
+    raise ConfigurationError("certificate_base64: the private key does not belong to any certificate in the file")
+
+
+def _check_validity(certificate: x509.Certificate, now: datetime | None = None) -> None:
+    now = now or datetime.now(timezone.utc)
+    starts, ends = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    if now < starts:
+        raise ConfigurationError(f"certificate_base64: the certificate is not valid before {starts.isoformat()}")
+    if now > ends:
+        raise ConfigurationError(f"certificate_base64: the certificate expired on {ends.isoformat()}")
+
+
+def _parse_server_ca(text: str) -> bytes:
+    data = _decode_base64("server_ca_base64", text)
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ConfigurationError("server_ca_base64: expected the base64 of a PEM CA certificate") from None
+    return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certificates)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sync state and rows (pure)
+
+
+@dataclass
+class SyncState:
+    """Per-collection cursors: the `@last-modified` of the last document upserted, in RavenDB's own format."""
+
+    cursors: dict[str, str]
+
+    @classmethod
+    def load(cls, state: dict | None) -> "SyncState":
+        if not state:
+            return cls(cursors={})
+        cursors = state.get("cursors", {})
+        if state.get("version") != _STATE_VERSION or not isinstance(cursors, dict):
+            raise SourceError(f"state: unsupported state layout {state!r:.200}; reset the connector to resync")
+        for collection, cursor in cursors.items():
+            if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
+                raise SourceError(f"state: cursor of {collection!r} is {cursor!r}, not a RavenDB timestamp")
+        return cls(cursors=dict(cursors))
+
+    def to_dict(self) -> dict:
+        return {"version": _STATE_VERSION, "cursors": dict(self.cursors)}
+
+
+def flatten(document: dict) -> dict:
+    """Turn a RavenDB document into one row: Id, LastModified and its fields, nested objects joined by `_`."""
+    metadata = document["@metadata"]
+    row: dict[str, Any] = {}
+    _flatten_into(row, "", document)
+    row["Id"] = metadata["@id"]
+    row["LastModified"] = parse_last_modified(metadata["@last-modified"])
+    return row
+
+
+def _flatten_into(row: dict, prefix: str, value: dict) -> None:
+    for key, item in value.items():
+        if key.startswith("@"):
+            continue
+        name = prefix + key
+        if isinstance(item, dict):
+            _flatten_into(row, name + "_", item)
+        elif isinstance(item, list):
+            row[name] = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+        elif isinstance(item, float) and not math.isfinite(item):
+            row[name] = None
+        else:
+            row[name] = item
+
+
+def parse_last_modified(raw: str) -> datetime:
+    """RavenDB's `2024-05-01T10:11:12.1234567Z` as an aware UTC datetime, truncated to the microsecond."""
+    if len(raw) != 28 or raw[19] != "." or raw[27] != "Z":
+        raise SourceError(f"RavenDB returned @last-modified {raw!r}, expected yyyy-MM-ddTHH:mm:ss.fffffffZ")
+    return datetime.fromisoformat(raw[:26] + "+00:00")
+
+
+def changed_since_query(collection: str, since: str) -> IndexQuery:
+    query = IndexQuery(_CHANGED_SINCE_RQL.format(collection=Utils.escape_collection_name(collection)))
+    query.query_parameters = {"since": since}
+    return query
+
+
+# ----------------------------------------------------------------------------------------------------------
+# RavenDB: the only functions that talk to the store
+
+
+@contextmanager
+def open_store(settings: Settings) -> Iterator[DocumentStore]:
+    """An initialised DocumentStore; its certificate file exists only inside the block, owner-readable."""
+    _check_reachable(settings.urls)
+    with _private_files(settings) as (certificate_path, ca_path):
+        store = DocumentStore(list(settings.urls), settings.database)
+        store.certificate_pem_path = certificate_path
+        store.trust_store_path = ca_path
+        try:
+            with _translated_errors(settings):
+                store.initialize()
+            yield store
+        finally:
+            store.close()
+
+
+@contextmanager
+def _private_files(settings: Settings) -> Iterator[tuple[str | None, str | None]]:
+    with tempfile.TemporaryDirectory(prefix="ravendb-connector-") as directory:
+        certificate_path = _write_private(directory, "client.pem", settings.certificate and settings.certificate.pem)
+        ca_path = _write_private(directory, "server-ca.pem", settings.server_ca_pem)
+        yield certificate_path, ca_path
+
+
+def _write_private(directory: str, name: str, content: bytes | None) -> str | None:
+    if content is None:
+        return None
+    path = Path(directory) / name
+    path.touch(mode=0o600)
+    path.write_bytes(content)
+    return str(path)
+
+
+def _check_reachable(urls: tuple[str, ...]) -> None:
+    """Fail fast when no URL accepts a TCP connection; warn about the ones that do not."""
+    failures = []
+    for url in urls:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=_CONNECT_TIMEOUT_SECONDS).close()
+        except OSError as exc:
+            failures.append(f"{url} ({exc.strerror or exc})")
+    if len(failures) == len(urls):
+        raise SourceError(f"ravendb_urls: no server is reachable: {'; '.join(failures)}")
+    if failures:
+        log.warning(f"ravendb_urls: unreachable, failing over to the other nodes: {'; '.join(failures)}")
+
+
+def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[str, ...]) -> list[str]:
+    """The configured collections, or every user collection; a vanished collection is logged, not an error."""
+    with _translated_errors(settings):
+        statistics = store.maintenance.send(GetCollectionStatisticsOperation())
+    present = {name for name in statistics.collections if not name.startswith("@")}
+    if not settings.collections:
+        for gone in sorted(set(known) - present):
+            log.warning(f"{gone}: collection no longer exists in {settings.database}; its table is kept")
+        return sorted(present)
+    by_lower = {name.lower(): name for name in present}
+    selected = []
+    for name in settings.collections:
+        actual = by_lower.get(name.lower())
+        if actual is not None:
+            selected.append(actual)
+        elif name in known:
+            log.warning(f"{name}: collection no longer exists in {settings.database}; its table is kept")
+        else:
+            available = ", ".join(sorted(present)) or "none"
+            raise SourceError(
+                f"collection_name: {name!r} does not exist in database {settings.database!r} (has: {available})"
+            )
+    return selected
+
+
+def sync_collection(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> CollectionReport:
+    """Upsert every document of `collection` changed since its cursor, retrying transient failures."""
+    log.info(f"{collection}: sync started from {state.cursors.get(collection, 'the beginning')}")
+    started = time.monotonic()
+    documents = 0
+    for attempt in range(1, _MAX_ATTEMPTS + 1):
+        try:
+            documents += _stream_into_destination(store, settings, collection, state)
+            break
+        except SourceError:
+            raise
+        except _TRANSIENT_ERRORS as exc:
+            if attempt == _MAX_ATTEMPTS:
+                raise SourceError(f"ravendb_urls: {collection} failed {attempt} times, last: {exc}") from exc
+            delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1))
+            log.warning(f"{collection}: {type(exc).__name__} ({exc}); resuming from the cursor in {delay:.0f} s")
+            time.sleep(delay)
+    op.checkpoint(state.to_dict())
+    return CollectionReport(collection, documents, time.monotonic() - started)
+
+
+def _stream_into_destination(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> int:
+    since = state.cursors.get(collection, _BEGINNING_OF_TIME)
+    _wait_for_index(store, settings, collection, since)
+    upserted = 0
+    for document in _stream(store, settings, changed_since_query(collection, since)):
+        last_modified = document["@metadata"]["@last-modified"]
+        if last_modified < since:
+            raise SourceError(f"{collection}: RavenDB returned documents out of @last-modified order")
+        op.upsert(collection, flatten(document))
+        state.cursors[collection] = since = last_modified
+        upserted += 1
+        if upserted % _CHECKPOINT_EVERY_RECORDS == 0:
+            op.checkpoint(state.to_dict())
+    return upserted
+
+
+def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, since: str) -> None:
+    """Let the auto index behind the query catch up, so one sync reads every write made before it started."""
+    rql = _CHANGED_SINCE_RQL.format(collection=Utils.escape_collection_name(collection))
+    timeout = timedelta(seconds=_INDEX_WAIT_SECONDS)
+    with store.open_session() as session, _translated_errors(settings):
+        query = session.advanced.raw_query(rql).add_parameter("since", since)
+        try:
+            list(query.wait_for_non_stale_results(timeout).take(0))
+        except TimeoutError:
+            log.warning(f"{collection}: index still stale after {timeout}; later writes follow next sync")
+
+
+def _stream(store: DocumentStore, settings: Settings, query: IndexQuery) -> Iterator[dict]:
+    """Documents of a query streamed as JSON lines, parsed by the client's own JSONL parser."""
+    command = QueryStreamCommand(store.conventions, query)
+    with _translated_errors(settings):
+        store.get_request_executor().execute_command(command)
+    response = command.result.response
+    try:
+        parser = JSONLRavenStreamParser(response.iter_lines(chunk_size=_STREAM_READ_BYTES))
+        with _translated_errors(settings):
+            parser.next_query_statistics()
+        while True:
+            try:
+                yield parser.next_item()
+            except StopIteration:
+                return
+    finally:
+        response.close()
+
+
+_TRANSIENT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    AllTopologyNodesDownException,
+)
+
+
+@contextmanager
+def _translated_errors(settings: Settings) -> Iterator[None]:
+    """Turn the client's exceptions into one-line errors that name the setting to check."""
+    urls = ", ".join(settings.urls)
+    try:
+        yield
+    except AuthorizationException as exc:
+        raise SourceError(
+            f"certificate_base64: {urls} rejected the client certificate for database {settings.database!r} "
+            "(unknown to the cluster, expired, or without access to this database)"
+        ) from exc
+    except DatabaseDoesNotExistException as exc:
+        raise SourceError(f"database_name: database {settings.database!r} does not exist on {urls}") from exc
+    except requests.exceptions.SSLError as exc:
+        raise SourceError(f"ravendb_urls: TLS with {urls} failed: {_tls_reason(exc)}") from exc
+    except RavenException as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"RavenDB at {urls} refused a request: {first_line}") from exc
+
+
+def _tls_reason(exc: requests.exceptions.SSLError) -> str:
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "the server certificate is not trusted (for a self-signed CA, set server_ca_base64)"
+    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+        return "the server does not speak TLS on this port (use http:// for a server without TLS)"
+    return "handshake failed (check the client certificate and the server's TLS setup)"
+
+
+connector = Connector(update=update, schema=schema)
+
+if __name__ == "__main__":
+    with open("configuration.json", encoding="utf-8") as configuration_file:
+        connector.debug(configuration=json.load(configuration_file))

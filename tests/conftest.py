@@ -1,0 +1,122 @@
+"""Shared fixtures: a base configuration, a document factory, a recorder of op.* calls and a fake store."""
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import connector
+from tests.fakes import FakeDocumentStore
+
+# pytest_plugins = ["tests.standin.fixtures"]  # enabled once the stand-in server lands
+
+
+@pytest.fixture
+def base_configuration() -> dict[str, str]:
+    """A valid configuration for a plain-http local server, every value a string as Fivetran passes them."""
+    return {"ravendb_urls": "http://127.0.0.1:8080", "database_name": "Northwind", "collection_name": "Orders"}
+
+
+@dataclass
+class RecordedOps:
+    """What a sync handed to Fivetran, in order."""
+
+    calls: list[tuple[str, Any, Any]] = field(default_factory=list)
+
+    def upsert(self, table: str, data: dict) -> None:
+        self.calls.append(("upsert", table, dict(data)))
+
+    def update(self, table: str, modified: dict) -> None:
+        self.calls.append(("update", table, dict(modified)))
+
+    def delete(self, table: str, keys: dict) -> None:
+        self.calls.append(("delete", table, dict(keys)))
+
+    def checkpoint(self, state: dict) -> None:
+        self.calls.append(("checkpoint", None, state))
+
+    def rows(self, table: str) -> dict[str, dict]:
+        """The table as the destination would hold it after the sync: last upsert per Id wins."""
+        rows: dict[str, dict] = {}
+        for kind, name, data in self.calls:
+            if name == table and kind == "upsert":
+                rows[data["Id"]] = data
+            elif name == table and kind == "delete":
+                rows.pop(data["Id"], None)
+        return rows
+
+    @property
+    def upserts(self) -> list[tuple[str, dict]]:
+        return [(name, data) for kind, name, data in self.calls if kind == "upsert"]
+
+    @property
+    def checkpoints(self) -> list[dict]:
+        return [data for kind, _, data in self.calls if kind == "checkpoint"]
+
+
+@pytest.fixture
+def ops(monkeypatch: pytest.MonkeyPatch) -> RecordedOps:
+    recorder = RecordedOps()
+    monkeypatch.setattr(connector, "op", recorder)
+    return recorder
+
+
+@pytest.fixture
+def fake_store(monkeypatch: pytest.MonkeyPatch) -> type[FakeDocumentStore]:
+    """Replace ravendb.DocumentStore in connector.py with the in-memory fake; the TCP probe always succeeds."""
+    monkeypatch.setattr(FakeDocumentStore, "documents", {})
+    monkeypatch.setattr(FakeDocumentStore, "instances", [])
+    monkeypatch.setattr(connector, "DocumentStore", FakeDocumentStore)
+    monkeypatch.setattr(connector, "_check_reachable", lambda urls: None)
+    return FakeDocumentStore
+
+
+@pytest.fixture
+def make_document():
+    """Build a RavenDB document as the server returns it; timestamps default to one per second."""
+    counter = itertools.count(1)
+
+    def build(
+        collection: str = "Orders", last_modified: str | None = None, doc_id: str | None = None, **fields: Any
+    ) -> dict:
+        number = next(counter)
+        metadata = {
+            "@id": doc_id or f"{collection.lower()}/{number}-A",
+            "@collection": collection,
+            "@change-vector": f"A:{number}-x",
+            "@last-modified": last_modified or f"2024-05-01T10:00:{number % 60:02d}.{number:07d}Z",
+        }
+        return {**fields, "@metadata": metadata}
+
+    return build
+
+
+@dataclass
+class RecordedLog:
+    """Every line connector.py logged, as (level, message)."""
+
+    lines: list[tuple[str, str]] = field(default_factory=list)
+
+    def info(self, message: str) -> None:
+        self.lines.append(("INFO", message))
+
+    def warning(self, message: str) -> None:
+        self.lines.append(("WARNING", message))
+
+    def severe(self, message: str) -> None:
+        self.lines.append(("SEVERE", message))
+
+    def fine(self, message: str) -> None:
+        self.lines.append(("FINE", message))
+
+    def messages(self, level: str | None = None) -> list[str]:
+        return [message for line_level, message in self.lines if level in (None, line_level)]
+
+
+@pytest.fixture(autouse=True)
+def logs(monkeypatch: pytest.MonkeyPatch) -> RecordedLog:
+    """Capture connector.py's log lines (the SDK logger needs the debug runner to be set up)."""
+    recorder = RecordedLog()
+    monkeypatch.setattr(connector, "log", recorder)
+    return recorder

@@ -1,0 +1,189 @@
+"""update() and schema() against a mocked DocumentStore: what lands, in what order, with which checkpoints."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+import connector
+from connector import SourceError, flatten
+
+
+def store(fake_store, *documents):
+    for document in documents:
+        fake_store.documents[document["@metadata"]["@id"]] = document
+
+
+def test_schema_declares_id_and_last_modified_per_configured_collection(fake_store, make_document, base_configuration):
+    store(fake_store, make_document("Orders"), make_document("Companies"))
+
+    tables = connector.schema(base_configuration)
+
+    assert tables == [
+        {"table": "Orders", "primary_key": ["Id"], "columns": {"Id": "STRING", "LastModified": "UTC_DATETIME"}}
+    ]
+
+
+def test_schema_discovers_user_collections_without_system_ones(fake_store, make_document, base_configuration):
+    del base_configuration["collection_name"]
+    store(fake_store, make_document("Orders"), make_document("Companies"), make_document("@hilo"))
+
+    assert [table["table"] for table in connector.schema(base_configuration)] == ["Companies", "Orders"]
+
+
+def test_first_sync_upserts_every_document_with_id_and_last_modified(
+    fake_store, make_document, base_configuration, ops
+):
+    store(fake_store, make_document(last_modified="2024-05-01T10:11:12.1234567Z", doc_id="orders/1-A", Freight=3))
+
+    connector.update(base_configuration, {})
+
+    assert ops.upserts == [
+        (
+            "Orders",
+            {
+                "Freight": 3,
+                "Id": "orders/1-A",
+                "LastModified": datetime(2024, 5, 1, 10, 11, 12, 123456, tzinfo=timezone.utc),
+            },
+        )
+    ]
+
+
+def test_cursor_keeps_the_full_seven_digit_timestamp(fake_store, make_document, base_configuration, ops):
+    store(fake_store, make_document(last_modified="2024-05-01T10:11:12.1234567Z"))
+
+    connector.update(base_configuration, {})
+
+    assert ops.checkpoints[-1] == {"version": 1, "cursors": {"Orders": "2024-05-01T10:11:12.1234567Z"}}
+
+
+def test_next_sync_asks_for_documents_at_or_after_the_cursor(fake_store, make_document, base_configuration, ops):
+    store(fake_store, make_document())
+    state = {"version": 1, "cursors": {"Orders": "2024-05-01T10:11:12.1234567Z"}}
+
+    connector.update(base_configuration, state)
+
+    rql, parameters = fake_store.instances[0].queries[0]
+    assert rql == "from 'Orders' where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
+    assert parameters == {"since": "2024-05-01T10:11:12.1234567Z"}
+
+
+def test_documents_sharing_the_cursor_timestamp_are_read_again_not_skipped(
+    fake_store, make_document, base_configuration, ops
+):
+    tick = "2024-05-01T10:11:12.1234567Z"
+    store(fake_store, make_document(last_modified=tick, doc_id="orders/2-A"))
+    connector.update(base_configuration, {})
+    store(fake_store, make_document(last_modified=tick, doc_id="orders/1-A"))  # same tick, smaller id, written later
+
+    connector.update(base_configuration, ops.checkpoints[-1])
+
+    assert set(ops.rows("Orders")) == {"orders/1-A", "orders/2-A"}
+
+
+def test_checkpoint_every_thousand_records_and_at_the_end(fake_store, make_document, base_configuration, ops):
+    store(fake_store, *(make_document(last_modified=f"2024-05-01T10:00:00.{n:07d}Z") for n in range(2500)))
+
+    connector.update(base_configuration, {})
+
+    cursors = [state["cursors"]["Orders"] for state in ops.checkpoints]
+    assert cursors == [
+        "2024-05-01T10:00:00.0000999Z",
+        "2024-05-01T10:00:00.0001999Z",
+        "2024-05-01T10:00:00.0002499Z",
+        "2024-05-01T10:00:00.0002499Z",
+    ]
+
+
+def test_each_checkpoint_follows_the_upserts_it_covers(fake_store, make_document, base_configuration, ops):
+    store(fake_store, *(make_document() for _ in range(1500)))
+
+    connector.update(base_configuration, {})
+
+    first_checkpoint = next(i for i, call in enumerate(ops.calls) if call[0] == "checkpoint")
+    assert first_checkpoint == 1000
+
+
+def test_store_is_closed_and_certificate_file_removed_when_the_sync_fails(
+    fake_store, make_document, base_configuration, ops, monkeypatch
+):
+    store(fake_store, make_document())
+    monkeypatch.setattr(connector, "flatten", lambda document: 1 / 0)
+
+    with pytest.raises(ZeroDivisionError):
+        connector.update(base_configuration, {})
+
+    assert fake_store.instances[0].closed
+
+
+def test_unknown_collection_names_the_setting_and_lists_what_exists(fake_store, make_document, base_configuration):
+    store(fake_store, make_document("Orders"))
+    base_configuration["collection_name"] = "Ordres"
+
+    with pytest.raises(
+        SourceError,
+        match=r"^collection_name: 'Ordres' does not exist in database 'Northwind' "
+        r"\(has: Orders\)$",
+    ):
+        connector.update(base_configuration, {})
+
+
+def test_collection_names_match_case_insensitively_as_in_ravendb(fake_store, make_document, base_configuration, ops):
+    store(fake_store, make_document("Orders"))
+    base_configuration["collection_name"] = "orders"
+
+    connector.update(base_configuration, {})
+
+    assert [table for table, _ in ops.upserts] == ["Orders"]
+
+
+def test_a_collection_gone_since_the_last_sync_is_logged_not_an_error(
+    fake_store, make_document, base_configuration, ops
+):
+    del base_configuration["collection_name"]
+    store(fake_store, make_document("Orders"))
+    state = {"version": 1, "cursors": {"Archive": "2024-05-01T10:11:12.1234567Z"}}
+
+    connector.update(base_configuration, state)
+
+    assert ops.checkpoints[-1]["cursors"]["Archive"] == "2024-05-01T10:11:12.1234567Z"
+
+
+@pytest.mark.parametrize(
+    "state",
+    [{"cursors": {}}, {"version": 1, "cursors": {"Orders": "2024-05-01"}}, {"version": 1, "cursors": []}],
+    ids=["no-version", "truncated-cursor", "cursors-not-a-map"],
+)
+def test_a_state_the_connector_did_not_write_is_refused(fake_store, base_configuration, state):
+    with pytest.raises(SourceError, match=r"^state: "):
+        connector.update(base_configuration, state)
+
+
+def test_collection_name_with_quotes_is_escaped_not_injected(fake_store, make_document, base_configuration, ops):
+    hostile = "Orders' or true or '"
+    store(fake_store, make_document(hostile))
+    base_configuration["collection_name"] = hostile
+
+    connector.update(base_configuration, {})
+
+    assert fake_store.instances[0].queries[0][0].startswith("from 'Orders\\' or true or \\'' where ")
+    assert len(ops.upserts) == 1
+
+
+class TestFlatten:
+    def test_nested_objects_join_with_underscore(self, make_document):
+        row = flatten(make_document(ShippingAddress={"City": "Reims", "Location": {"Latitude": 49.25}}))
+
+        assert row["ShippingAddress_City"] == "Reims"
+        assert row["ShippingAddress_Location_Latitude"] == 49.25
+
+    def test_arrays_become_json_text(self, make_document):
+        row = flatten(make_document(Lines=[{"Product": "products/1-A", "Quantity": 2}], Tags=[]))
+
+        assert row["Lines"] == '[{"Product":"products/1-A","Quantity":2}]'
+        assert row["Tags"] == "[]"
+
+    def test_keys_starting_with_at_are_skipped(self, make_document):
+        row = flatten(make_document(Name="x", **{"@flags": "y"}))
+
+        assert set(row) == {"Name", "Id", "LastModified"}
