@@ -55,6 +55,9 @@ _INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for RavenDB's auto index to
 _MAX_ATTEMPTS = 5
 _BACKOFF_FIRST_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 30.0
+_SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
+_MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _STATE_VERSION = 1
 _BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -65,6 +68,8 @@ _LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
 _CHANGED_SINCE_RQL = (
     "from '{collection}' where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
 )
+_NEWEST_RQL = "from '{collection}' order by @metadata.'@last-modified' desc"
+_RAVEN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?")
 
 
 class ConfigurationError(ValueError):
@@ -132,14 +137,14 @@ def validate_configuration(configuration: dict) -> Settings:
 
 
 def schema(configuration: dict) -> list[dict]:
-    """Declare one table per collection with the columns every document has."""
+    """One table per collection: Id and LastModified, plus the text and JSON columns a sample of documents shows."""
     settings = validate_configuration(configuration)
     with open_store(settings) as store:
         collections = resolve_collections(store, settings, known=())
-    return [
-        {"table": collection, "primary_key": ["Id"], "columns": {"Id": "STRING", "LastModified": "UTC_DATETIME"}}
-        for collection in collections
-    ]
+        return [
+            {"table": name, "primary_key": ["Id"], "columns": declare_columns(newest_documents(store, settings, name))}
+            for name in collections
+        ]
 
 
 def update(configuration: dict, state: dict) -> None:
@@ -352,28 +357,103 @@ class SyncState:
 
 
 def flatten(document: dict) -> dict:
-    """Turn a RavenDB document into one row: Id, LastModified and its fields, nested objects joined by `_`."""
+    """Turn a RavenDB document into one row: Id, LastModified and its fields, nested objects joined by `_`.
+
+    Values are shaped so the destination types them by their JSON type, without loss: text stays text,
+    integers are integers (beyond 64 bits: text), non-integers are exact decimal text (typed DOUBLE, never the
+    SDK's 4-byte FLOAT), booleans are `true`/`false`, arrays are JSON.
+    """
     metadata = document["@metadata"]
     row: dict[str, Any] = {}
-    _flatten_into(row, "", document)
+    _flatten_into(row, "", document, _MAX_FLATTEN_DEPTH)
     row["Id"] = metadata["@id"]
     row["LastModified"] = parse_last_modified(metadata["@last-modified"])
     return row
 
 
-def _flatten_into(row: dict, prefix: str, value: dict) -> None:
+def _flatten_into(row: dict, prefix: str, value: dict, depth: int) -> None:
     for key, item in value.items():
-        if key.startswith("@"):
+        if key[:1] == "@":
             continue
         name = prefix + key
-        if isinstance(item, dict):
-            _flatten_into(row, name + "_", item)
-        elif isinstance(item, list):
-            row[name] = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
-        elif isinstance(item, float) and not math.isfinite(item):
-            row[name] = None
-        else:
+        if isinstance(item, str) or item is None:
             row[name] = item
+        elif isinstance(item, dict) and depth > 1:
+            _flatten_into(row, name + "_", item, depth - 1)
+        else:
+            row[name] = _cell(item)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
+    if isinstance(value, float):
+        return _exact_float_text(value)
+    return value  # list or (too deep) dict: the SDK sends it as JSON
+
+
+def _exact_float_text(value: float) -> str | None:
+    """The shortest text that reads back as the same double, always with a decimal point (so DOUBLE, not text)."""
+    if not math.isfinite(value):
+        return None
+    text = repr(value)
+    if "." in text:
+        return text
+    mantissa, _, exponent = text.partition("e")
+    return f"{mantissa}.0e{exponent}" if exponent else f"{mantissa}.0"
+
+
+def declare_columns(sample: list[dict]) -> dict[str, str]:
+    """Id, LastModified, and STRING or JSON for the fields of the sample whose values would otherwise be mistyped.
+
+    Only types that accept any value are declared, so a later document can never fail the sync: a field with text
+    values ("51100", "true") or mixed JSON types becomes STRING, one mixing arrays or objects with others JSON.
+    Fields holding only numbers, booleans, RavenDB dates or arrays are left to the destination to type.
+    """
+    kinds: dict[str, set[str]] = {}
+    for document in sample:
+        _collect_kinds(kinds, "", document, _MAX_FLATTEN_DEPTH)
+    columns = {"Id": "STRING", "LastModified": "UTC_DATETIME"}
+    for name, found in sorted(kinds.items()):
+        declared = _declared_type(found - {"null"})
+        if declared and name not in columns:
+            columns[name] = declared
+    return columns
+
+
+def _collect_kinds(kinds: dict[str, set[str]], prefix: str, value: dict, depth: int) -> None:
+    for key, item in value.items():
+        if key[:1] == "@":
+            continue
+        name = prefix + key
+        if isinstance(item, dict) and depth > 1:
+            _collect_kinds(kinds, name + "_", item, depth - 1)
+        else:
+            kinds.setdefault(name, set()).add(_json_kind(item))
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int" if _INT64_MIN <= value <= _INT64_MAX else "bigint"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "date" if _RAVEN_DATE.fullmatch(value) else "text"
+    return "json"
+
+
+def _declared_type(kinds: set[str]) -> str | None:
+    if "json" in kinds:
+        return "JSON" if len(kinds) > 1 else None
+    if kinds <= {"int", "number"} or kinds in ({"bool"}, {"date"}):
+        return None
+    return "STRING"
 
 
 def parse_last_modified(raw: str) -> datetime:
@@ -465,6 +545,12 @@ def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[s
                 f"collection_name: {name!r} does not exist in database {settings.database!r} (has: {available})"
             )
     return selected
+
+
+def newest_documents(store: DocumentStore, settings: Settings, collection: str) -> list[dict]:
+    query = IndexQuery(_NEWEST_RQL.format(collection=Utils.escape_collection_name(collection)))
+    query.page_size = _SAMPLE_DOCUMENTS
+    return list(_stream(store, settings, query))
 
 
 def sync_collection(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> CollectionReport:

@@ -33,8 +33,12 @@ class FakeRequestExecutor:
 
     def execute_command(self, command, session_info=None) -> None:
         query = command._index_query
-        self.store.queries.append((query.query, dict(query.query_parameters or {})))
-        documents = self.store.changed_since(query.query, query.query_parameters["since"])
+        if not query.query.endswith(" desc"):
+            self.store.queries.append((query.query, dict(query.query_parameters or {})))
+        if query.query.endswith(" desc"):
+            documents = self.store.changed_since(query.query, "")[::-1][: query.page_size]
+        else:
+            documents = self.store.changed_since(query.query, query.query_parameters["since"])
         stats = {
             "Stats": {
                 "ResultEtag": 1,
