@@ -34,6 +34,7 @@ from fivetran_connector_sdk import Connector
 from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 from ravendb import DocumentStore
+from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
 from ravendb.documents.commands.stream import QueryStreamCommand
 from ravendb.documents.operations.statistics import GetCollectionStatisticsOperation
 from ravendb.documents.queries.index_query import IndexQuery
@@ -153,6 +154,7 @@ def update(configuration: dict, state: dict) -> None:
     sync_state = SyncState.load(state)
     with open_store(settings) as store:
         collections = resolve_collections(store, settings, known=tuple(sync_state.cursors))
+        sync_deletes(store, settings, collections, sync_state)
         for collection in collections:
             report = sync_collection(store, settings, collection, sync_state)
             rate = report.documents / report.seconds if report.seconds > 0 else 0.0
@@ -336,9 +338,11 @@ def _parse_server_ca(text: str) -> bytes:
 
 @dataclass
 class SyncState:
-    """Per-collection cursors: the `@last-modified` of the last document upserted, in RavenDB's own format."""
+    """Where the next sync starts: per collection the `@last-modified` of the last document upserted, and the
+    deletion time of the newest revisions-bin entry handled, both in RavenDB's own 7-digit format."""
 
     cursors: dict[str, str]
+    deletes_since: str | None = None
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
@@ -346,14 +350,18 @@ class SyncState:
             return cls(cursors={})
         cursors = state.get("cursors", {})
         if state.get("version") != _STATE_VERSION or not isinstance(cursors, dict):
-            raise SourceError(f"state: unsupported state layout {state!r:.200}; reset the connector to resync")
-        for collection, cursor in cursors.items():
+            raise SourceError(f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
+        deletes_since = state.get("deletes_since")
+        for key, cursor in [*cursors.items(), ("deletes_since", deletes_since or _BEGINNING_OF_TIME)]:
             if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
-                raise SourceError(f"state: cursor of {collection!r} is {cursor!r}, not a RavenDB timestamp")
-        return cls(cursors=dict(cursors))
+                raise SourceError(f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
+        return cls(cursors=dict(cursors), deletes_since=deletes_since)
 
     def to_dict(self) -> dict:
-        return {"version": _STATE_VERSION, "cursors": dict(self.cursors)}
+        state: dict[str, Any] = {"version": _STATE_VERSION, "cursors": dict(self.cursors)}
+        if self.deletes_since is not None:
+            state["deletes_since"] = self.deletes_since
+        return state
 
 
 def flatten(document: dict) -> dict:
@@ -588,6 +596,46 @@ def _stream_into_destination(store: DocumentStore, settings: Settings, collectio
         if upserted % _CHECKPOINT_EVERY_RECORDS == 0:
             op.checkpoint(state.to_dict())
     return upserted
+
+
+def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> None:
+    """Mark deleted the documents that entered the revisions bin since the last sync (newest entries first).
+
+    The first sync only records where the bin stands: its tables start from documents that exist now.
+    """
+    synced = set(collections)
+    newest: str | None = None
+    deleted = 0
+    for entry in _revisions_bin(store, settings):
+        metadata = entry["@metadata"]
+        deleted_at = metadata["@last-modified"]
+        newest = newest or deleted_at
+        if state.deletes_since is None or deleted_at < state.deletes_since:
+            break
+        if metadata.get("@collection") in synced:
+            op.delete(metadata["@collection"], {"Id": metadata["@id"]})
+            deleted += 1
+    if newest is not None:
+        state.deletes_since = max(newest, state.deletes_since or newest)
+        op.checkpoint(state.to_dict())
+    if deleted:
+        log.info(f"revisions bin: marked {deleted} deleted documents")
+
+
+def _revisions_bin(store: DocumentStore, settings: Settings) -> Iterator[dict]:
+    """Entries of the revisions bin, newest deletion first; nothing when revisions are not configured."""
+    start = 0
+    while True:
+        command = GetRevisionsBinEntryCommand(start, settings.batch_size)
+        try:
+            with _translated_errors(settings):
+                store.get_request_executor().execute_command(command)
+        except ValueError:  # the client's answer to 404: revisions are not configured for this database
+            return
+        yield from command.result.results
+        if len(command.result.results) < settings.batch_size:
+            return
+        start += len(command.result.results)
 
 
 def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, since: str) -> None:

@@ -67,6 +67,7 @@ def fake_store(monkeypatch: pytest.MonkeyPatch) -> type[FakeDocumentStore]:
     """Replace ravendb.DocumentStore in connector.py with the in-memory fake; the TCP probe always succeeds."""
     monkeypatch.setattr(FakeDocumentStore, "documents", {})
     monkeypatch.setattr(FakeDocumentStore, "instances", [])
+    monkeypatch.setattr(FakeDocumentStore, "revisions_bin", None)
     monkeypatch.setattr(connector, "DocumentStore", FakeDocumentStore)
     monkeypatch.setattr(connector, "_check_reachable", lambda urls: None)
     return FakeDocumentStore

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import ClassVar
 
+from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
 from ravendb.documents.conventions import DocumentConventions
 
 _FROM = re.compile(r"^from '((?:[^'\\]|\\.)*)' ")
@@ -32,6 +33,9 @@ class FakeRequestExecutor:
         self.store = store
 
     def execute_command(self, command, session_info=None) -> None:
+        if isinstance(command, GetRevisionsBinEntryCommand):
+            self.bin_command(command)
+            return
         query = command._index_query
         if not query.query.endswith(" desc"):
             self.store.queries.append((query.query, dict(query.query_parameters or {})))
@@ -50,6 +54,12 @@ class FakeRequestExecutor:
         }
         lines = [json.dumps(stats).encode()] + [json.dumps({"Item": doc}).encode() for doc in documents]
         command.result = SimpleNamespace(response=FakeResponse(lines))
+
+    def bin_command(self, command: GetRevisionsBinEntryCommand) -> None:
+        if self.store.revisions_bin is None:
+            command.set_response(None, False)  # what the client does with the server's 404
+        start, size = command._etag, command._page_size
+        command.result = SimpleNamespace(results=self.store.revisions_bin[start : start + size])
 
 
 class FakeRawQuery:
@@ -86,6 +96,7 @@ class FakeDocumentStore:
 
     documents: ClassVar[dict[str, dict]] = {}
     instances: ClassVar[list["FakeDocumentStore"]] = []
+    revisions_bin: ClassVar[list[dict] | None] = None  # newest first; None: revisions not configured
 
     def __init__(self, urls, database):
         self.urls, self.database = urls, database

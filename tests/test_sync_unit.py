@@ -187,3 +187,58 @@ class TestFlatten:
         row = flatten(make_document(Name="x", **{"@flags": "y"}))
 
         assert set(row) == {"Name", "Id", "LastModified"}
+
+
+def deletion(doc_id: str, deleted_at: str, collection: str = "Orders") -> dict:
+    metadata = {"@id": doc_id, "@collection": collection, "@last-modified": deleted_at, "@flags": "DeleteRevision"}
+    return {"@metadata": metadata}
+
+
+class TestDeletes:
+    def test_first_sync_records_the_bin_position_without_deleting(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        store(fake_store, make_document("Orders"))
+        fake_store.revisions_bin = [deletion("orders/9-A", "2024-05-02T00:00:00.0000000Z")]
+
+        connector.update(base_configuration, {})
+
+        assert [call for call in ops.calls if call[0] == "delete"] == []
+        assert ops.checkpoints[-1]["deletes_since"] == "2024-05-02T00:00:00.0000000Z"
+
+    def test_entries_since_the_last_sync_are_deleted_in_their_collection_only(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        store(fake_store, make_document("Orders"))
+        fake_store.revisions_bin = [
+            deletion("orders/3-A", "2024-05-03T00:00:00.0000000Z"),
+            deletion("companies/1-A", "2024-05-02T12:00:00.0000000Z", collection="Companies"),
+            deletion("orders/2-A", "2024-05-02T00:00:00.0000000Z"),
+            deletion("orders/1-A", "2024-05-01T00:00:00.0000000Z"),
+        ]
+        state = {"version": 1, "cursors": {}, "deletes_since": "2024-05-02T00:00:00.0000000Z"}
+
+        connector.update(base_configuration, state)
+
+        deletes = [(table, keys) for kind, table, keys in ops.calls if kind == "delete"]
+        assert deletes == [("Orders", {"Id": "orders/3-A"}), ("Orders", {"Id": "orders/2-A"})]
+        assert ops.checkpoints[-1]["deletes_since"] == "2024-05-03T00:00:00.0000000Z"
+
+    def test_bin_is_read_in_pages_of_batch_size(self, fake_store, make_document, base_configuration, ops):
+        store(fake_store, make_document("Orders"))
+        fake_store.revisions_bin = [deletion(f"orders/{n}-A", f"2024-05-02T00:00:00.{n:07d}Z") for n in range(5, 0, -1)]
+        base_configuration["batch_size"] = "2"
+        state = {"version": 1, "cursors": {}, "deletes_since": "2024-05-01T00:00:00.0000000Z"}
+
+        connector.update(base_configuration, state)
+
+        assert len([call for call in ops.calls if call[0] == "delete"]) == 5
+
+    def test_without_revisions_there_is_no_delete_and_no_error(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        store(fake_store, make_document("Orders"))
+
+        connector.update(base_configuration, {})
+
+        assert "deletes_since" not in ops.checkpoints[-1]
