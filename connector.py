@@ -30,7 +30,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from fivetran_connector_sdk import Connector
+from fivetran_connector_sdk import ConfigurationForm, Connector, Test, form_field
 from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 from ravendb import DocumentStore
@@ -44,6 +44,7 @@ from ravendb.exceptions.exceptions import (
     DatabaseDoesNotExistException,
 )
 from ravendb.exceptions.raven_exceptions import RavenException
+from ravendb.serverwide.operations.common import GetDatabaseNamesOperation
 from ravendb.tools.parsers import JSONLRavenStreamParser
 from ravendb.tools.utils import Utils
 
@@ -71,6 +72,54 @@ _CHANGED_SINCE_RQL = (
 )
 _NEWEST_RQL = "from '{collection}' order by @metadata.'@last-modified' desc"
 _RAVEN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?")
+
+
+_FORM_FIELDS = [  # name, label, kind, required, description
+    (
+        "ravendb_urls",
+        "RavenDB URLs",
+        "text",
+        True,
+        "One URL, or a comma-separated list of the nodes of a cluster, e.g. https://a.myorg.ravendb.cloud",
+    ),
+    ("database_name", "Database", "text", True, "The database to sync."),
+    (
+        "certificate_base64",
+        "Client certificate",
+        "secret",
+        False,
+        "Base64 of the client certificate: the .pfx from the RavenDB Cloud portal, or a PEM with certificate and key. "
+        "Required for https://.",
+    ),
+    (
+        "certificate_password",
+        "Certificate password",
+        "secret",
+        False,
+        "Only for a password-protected .pfx or an encrypted PEM key.",
+    ),
+    (
+        "collection_name",
+        "Collections",
+        "text",
+        False,
+        "Comma-separated collections to sync; empty syncs every collection of the database.",
+    ),
+    (
+        "batch_size",
+        "Batch size",
+        "text",
+        False,
+        f"Documents per revisions-bin request and per reader hand-over (default {_DEFAULT_BATCH_SIZE}).",
+    ),
+    (
+        "server_ca_base64",
+        "Server CA certificate",
+        "text",
+        False,
+        "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
+    ),
+]
 
 
 class ConfigurationError(ValueError):
@@ -162,6 +211,45 @@ def update(configuration: dict, state: dict) -> None:
                 f"{collection}: synced {report.documents} documents in {report.seconds:.1f} s ({rate:,.0f} docs/s)"
             )
     op.checkpoint(sync_state.to_dict())
+
+
+def configuration_form() -> ConfigurationForm:
+    """The setup form: every setting with its help text, secrets masked, and a four-step connection test."""
+    text, secret = form_field.TextField.plain_text, form_field.TextField.password
+    form = ConfigurationForm()
+    for name, label, kind, required, description in _FORM_FIELDS:
+        form.add_field(
+            form_field.TextField(
+                name, label, {"text": text, "secret": secret}[kind], description=description, required=required
+            )
+        )
+    form.add_test(label="Connect to RavenDB and read the collections", func=connection_test)
+    return form
+
+
+def connection_test(configuration: dict) -> Any:
+    """Check, in order: the settings, URL reachability, TLS and the certificate, the database, the collections."""
+    step = "settings"
+    try:
+        settings = validate_configuration(configuration)
+        step = "URL reachability"
+        _check_reachable(settings.urls)
+        with open_store(settings) as store:
+            step = "TLS and client certificate"
+            with _translated_errors(settings):
+                databases = store.maintenance.server.send(GetDatabaseNamesOperation(0, 1_000_000))
+            step = "database"
+            if settings.database.lower() not in {name.lower() for name in databases}:
+                raise SourceError(
+                    f"database_name: {settings.database!r} does not exist or this certificate "
+                    f"cannot access it (it can access: {', '.join(sorted(databases)) or 'none'})"
+                )
+            step = "read access to the collections"
+            for collection in resolve_collections(store, settings, known=()):
+                _read_one(store, settings, collection)
+    except (ConfigurationError, SourceError) as exc:
+        return Test.failure(f"{step} failed: {exc}")
+    return Test.success()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -561,6 +649,13 @@ def newest_documents(store: DocumentStore, settings: Settings, collection: str) 
     return list(_stream(store, settings, query))
 
 
+def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None:
+    query = IndexQuery(_NEWEST_RQL.format(collection=Utils.escape_collection_name(collection)))
+    query.page_size = 1
+    for _ in _stream(store, settings, query):
+        pass
+
+
 def sync_collection(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> CollectionReport:
     """Upsert every document of `collection` changed since its cursor, retrying transient failures."""
     log.info(f"{collection}: sync started from {state.cursors.get(collection, 'the beginning')}")
@@ -706,7 +801,7 @@ def _tls_reason(exc: requests.exceptions.SSLError) -> str:
     return "handshake failed (check the client certificate and the server's TLS setup)"
 
 
-connector = Connector(update=update, schema=schema)
+connector = Connector(update=update, schema=schema, configuration_form=configuration_form)
 
 if __name__ == "__main__":
     with open("configuration.json", encoding="utf-8") as configuration_file:
