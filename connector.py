@@ -12,13 +12,14 @@ the same 100-ns tick as the last synced document, a stale index or a restart nev
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit
 
 import requests
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from fivetran_connector_sdk import ConfigurationForm, Connector, Test, form_field
@@ -137,6 +139,9 @@ class ClientCertificate(NamedTuple):
     subject: str
     not_after: datetime
 
+    def __repr__(self) -> str:  # crash reports print locals: never the key
+        return f"ClientCertificate(subject={self.subject!r}, not_after={self.not_after.isoformat()}, pem=<hidden>)"
+
 
 class Settings(NamedTuple):
     urls: tuple[str, ...]
@@ -151,6 +156,27 @@ class CollectionReport(NamedTuple):
     collection: str
     documents: int
     seconds: float
+
+
+def _fails_in_one_line(entry_point: Callable) -> Callable:
+    """Let a ConfigurationError or SourceError end the call as its one-line message and nothing else.
+
+    The error is raised again outside the handler, so no traceback or crash report carries the frames (and
+    their locals, such as decoded certificates) where it arose. In update() it goes through op.error, which the
+    SDK prints as one line.
+    """
+
+    @functools.wraps(entry_point)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return entry_point(*args, **kwargs)
+        except (ConfigurationError, SourceError) as exc:
+            error_type, message = type(exc), str(exc)
+        if entry_point.__name__ == "update":
+            op.error(message)
+        raise error_type(message)
+
+    return run
 
 
 def validate_configuration(configuration: dict) -> Settings:
@@ -186,6 +212,7 @@ def validate_configuration(configuration: dict) -> Settings:
     )
 
 
+@_fails_in_one_line
 def schema(configuration: dict) -> list[dict]:
     """One table per collection: Id and LastModified, plus the text and JSON columns a sample of documents shows."""
     settings = validate_configuration(configuration)
@@ -197,6 +224,7 @@ def schema(configuration: dict) -> list[dict]:
         ]
 
 
+@_fails_in_one_line
 def update(configuration: dict, state: dict) -> None:
     """Sync every selected collection from its saved cursor, then checkpoint the final state."""
     settings = validate_configuration(configuration)
@@ -370,7 +398,7 @@ def _load_pem(data: bytes, password: bytes | None) -> tuple[Any, list[x509.Certi
         raise ConfigurationError("certificate_password: the PEM private key is encrypted; a password is required")
     try:
         key = serialization.load_pem_private_key(match.group(0), password if encrypted else None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         if encrypted:
             raise ConfigurationError("certificate_password: wrong password for the PEM private key") from None
         raise ConfigurationError(f"certificate_base64: the PEM private key cannot be read ({exc})") from None

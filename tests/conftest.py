@@ -36,6 +36,9 @@ class RecordedOps:
     def checkpoint(self, state: dict) -> None:
         self.calls.append(("checkpoint", None, state))
 
+    def error(self, message: str) -> None:
+        self.calls.append(("error", None, message))
+
     def rows(self, table: str) -> dict[str, dict]:
         """The table as the destination would hold it after the sync: last upsert per Id wins."""
         rows: dict[str, dict] = {}
@@ -55,7 +58,7 @@ class RecordedOps:
         return [data for kind, _, data in self.calls if kind == "checkpoint"]
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def ops(monkeypatch: pytest.MonkeyPatch) -> RecordedOps:
     recorder = RecordedOps()
     monkeypatch.setattr(connector, "op", recorder)

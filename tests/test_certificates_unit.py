@@ -160,3 +160,11 @@ def test_bad_certificate_gets_one_line_naming_the_setting_without_key_material(
     assert "PRIVATE KEY" not in error and text[:40] not in error
     assert raised.value.__cause__ is None
     assert raised.value.__context__ is None or raised.value.__suppress_context__  # no chained traceback
+
+
+def test_settings_repr_never_shows_the_certificate_or_key(https_configuration, client):
+    key, certificate = client
+    settings = validate_configuration(configured(https_configuration, cert_pem(certificate) + key_pem(key)))
+
+    assert "BEGIN" not in repr(settings)
+    assert "subject='CN=connector-test-client'" in repr(settings)

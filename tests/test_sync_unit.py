@@ -242,3 +242,15 @@ class TestDeletes:
         connector.update(base_configuration, {})
 
         assert "deletes_since" not in ops.checkpoints[-1]
+
+
+def test_a_failing_sync_reports_one_line_through_op_error_without_a_traceback_chain(
+    fake_store, base_configuration, ops
+):
+    base_configuration["collection_name"] = "Missing"
+
+    with pytest.raises(SourceError) as raised:
+        connector.update(base_configuration, {})
+
+    assert ops.calls[-1] == ("error", None, str(raised.value))
+    assert raised.value.__cause__ is None and raised.value.__context__ is None
