@@ -1,0 +1,647 @@
+"""The stand-in server: nodes (one port each) sharing one Storage, RavenDB HTTP endpoints, /standin control."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from tests.standin import sample_data
+from tests.standin.clock import format_ticks
+from tests.standin.engine import MAX_PAGE, Outcome, QueryRequest, parse_timespan, run_query
+from tests.standin.errors import RavenError, database_missing
+from tests.standin.httpcore import Listener, Request, Response, server_context
+from tests.standin.rql import parse
+from tests.standin.storage import Database, Doc, Storage, dumps
+from tests.standin.tls import thumbprint, thumbprint_sha256
+
+JSON = {"Content-Type": "application/json; charset=utf-8"}
+STREAM_CHUNK_DOCS = 2000
+Route = Callable[["Node", Request, re.Match], Response]
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON body response."""
+    return Response(status, dumps(value), {**JSON, **(headers or {})})
+
+
+def body_json(request: Request) -> Any:
+    """The request body parsed as JSON (400 if malformed)."""
+    if not request.body:
+        return None
+    try:
+        return json.loads(request.body)
+    except ValueError as e:
+        raise RavenError(400, "System.IO.InvalidDataException", f"Request body is not valid JSON: {e}") from e
+
+
+@dataclass
+class Node:
+    """One cluster node: a tag and a port, served by the shared server."""
+
+    tag: str
+    listener: Listener
+    server: StandIn
+
+    @property
+    def url(self) -> str:
+        """Base URL of this node."""
+        scheme = "https" if self.listener.tls else "http"
+        return f"{scheme}://{self.server.host_name}:{self.listener.port}"
+
+
+@dataclass
+class StandIn:
+    """A RavenDB-compatible server with N nodes on consecutive ports, all sharing one Storage."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    nodes_count: int = 1
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    trusted: set[str] = field(default_factory=set)
+    host_name: str = ""
+    storage: Storage = field(default_factory=Storage)
+    nodes: list[Node] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.host_name = self.host_name or ("localhost" if self.tls_cert else self.host)
+        tls = server_context(str(self.tls_cert), str(self.tls_key)) if self.tls_cert and self.tls_key else None
+        for i in range(self.nodes_count):
+            port = self.port + i if self.port else 0
+            listener = Listener(self.host, port, _refuse, tls)
+            node = Node(chr(ord("A") + i), listener, self)
+            listener.handler = self._handler_for(node)
+            self.nodes.append(node)
+        self.routes = build_routes()
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start listening on every node."""
+        for node in self.nodes:
+            node.listener.start()
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.listener.stop()
+
+    @property
+    def urls(self) -> list[str]:
+        """One URL per node."""
+        return [node.url for node in self.nodes]
+
+    def trust(self, cert: x509.Certificate) -> None:
+        """Register a client certificate (by SHA-1 and SHA-256 thumbprint)."""
+        self.trusted.add(thumbprint(cert))
+        self.trusted.add(thumbprint_sha256(cert))
+
+    def node(self, tag: str) -> Node:
+        """A node by tag."""
+        for node in self.nodes:
+            if node.tag == tag.upper():
+                return node
+        raise RavenError(404, "System.ArgumentException", f"No node with tag '{tag}'")
+
+    # ---- request handling ---------------------------------------------------------------------------------
+
+    def _handler_for(self, node: Node) -> Callable[[Request], Response]:
+        def handler(request: Request) -> Response:
+            try:
+                self.authorize(request)
+                return self.dispatch(node, request)
+            except RavenError as e:
+                return json_response(e.body(node.url + request.target), e.status, e.headers)
+
+        return handler
+
+    def authorize(self, request: Request) -> None:
+        """Per-request client-certificate check on a TLS server: 403 unless a known, unexpired cert was sent."""
+        if not request.tls:
+            return
+        cert = request.peer_cert
+        if cert is None:
+            raise RavenError(
+                403,
+                "InvalidAuth",
+                "This server requires client certificate for authentication, but none was provided by the client.",
+            )
+        subject = cert.subject.rfc4514_string()
+        tp = thumbprint(cert)
+        if tp not in self.trusted and thumbprint_sha256(cert) not in self.trusted:
+            raise RavenError(
+                403,
+                "InvalidAuth",
+                f"The supplied client certificate '{subject} (Thumbprint: {tp})' is unknown to the server. "
+                "In order to register your certificate please contact your system administrator.",
+            )
+        now = datetime.now(timezone.utc)
+        if now > cert.not_valid_after_utc or now < cert.not_valid_before_utc:
+            raise RavenError(
+                403,
+                "InvalidAuth",
+                f"The supplied client certificate '{subject} (Thumbprint: {tp})' has expired on "
+                f"{cert.not_valid_after_utc:%m/%d/%Y %H:%M:%S}",
+            )
+
+    def dispatch(self, node: Node, request: Request) -> Response:
+        """Find the route for method + path."""
+        for method, pattern, route in self.routes:
+            if method != request.method and not (method == "GET" and request.method == "HEAD"):
+                continue
+            match = pattern.fullmatch(request.path)
+            if match:
+                return route(node, request, match)
+        raise RavenError(
+            501,
+            "System.NotSupportedException",
+            f"The RavenDB stand-in does not implement {request.method} {request.path}",
+        )
+
+    def database(self, name: str) -> Database:
+        """A database or the 503 Database-Missing error."""
+        db = self.storage.get(name)
+        if db is None:
+            raise database_missing(name)
+        return db
+
+
+def _refuse(_request: Request) -> Response:
+    """Handler of a listener not yet bound to a node."""
+    return Response(503)
+
+
+# ---- cluster / server-wide -------------------------------------------------------------------------------------
+
+
+def topology(node: Node, request: Request, _m: re.Match) -> Response:
+    """GET /topology?name=db: every node of the cluster as a Member."""
+    name = request.arg("name")
+    if name:
+        node.server.database(name)
+    nodes = [{"Url": n.url, "ClusterTag": n.tag, "Database": name, "ServerRole": "Member"} for n in node.server.nodes]
+    return json_response({"Nodes": nodes, "Etag": 1})
+
+
+def cluster_topology(node: Node, _r: Request, _m: re.Match) -> Response:
+    """GET /cluster/topology."""
+    members = {n.tag: n.url for n in node.server.nodes}
+    body = {
+        "Topology": {
+            "TopologyId": "standin",
+            "Members": members,
+            "Promotables": {},
+            "Watchers": {},
+            "LastNodeId": node.server.nodes[-1].tag,
+            "Etag": 1,
+        },
+        "Leader": node.server.nodes[0].tag,
+        "LeaderShipDuration": 0,
+        "CurrentState": "Leader" if node.tag == "A" else "Follower",
+        "NodeTag": node.tag,
+        "CurrentTerm": 1,
+        "NodeLicenseDetails": {},
+        "Etag": 1,
+        "Status": {},
+    }
+    return json_response(body)
+
+
+def build_version(_n: Node, _r: Request, _m: re.Match) -> Response:
+    """GET /build/version."""
+    return json_response(
+        {"ProductVersion": "7.1", "BuildVersion": 71000, "CommitHash": "standin", "FullVersion": "7.1.0-standin"}
+    )
+
+
+def database_names(node: Node, request: Request, _m: re.Match) -> Response:
+    """GET /databases?namesOnly=true."""
+    names = node.server.storage.names()
+    start = int(request.arg("start", "0") or 0)
+    size = int(request.arg("pageSize", str(MAX_PAGE)) or MAX_PAGE)
+    return json_response({"Databases": names[start : start + size]})
+
+
+def create_database(node: Node, request: Request, _m: re.Match) -> Response:
+    """PUT /admin/databases?name=…: CreateDatabaseOperation."""
+    record = body_json(request) or {}
+    name = request.arg("name") or record.get("DatabaseName")
+    if not name:
+        raise RavenError(400, "System.ArgumentException", "Database name is required")
+    node.server.storage.create(name)
+    members = [n.tag for n in node.server.nodes]
+    topo = {
+        "Members": members,
+        "Promotables": [],
+        "Rehabs": [],
+        "PredefinedMentors": {},
+        "DemotionReasons": {},
+        "PromotablesStatus": {},
+        "ReplicationFactor": len(members),
+        "DynamicNodesDistribution": False,
+        "Stamp": {"Index": 1, "Term": 1, "LeadersTicks": 0},
+        "DatabaseTopologyIdBase64": "c3RhbmRpbg",
+        "PriorityOrder": [],
+    }
+    return json_response({"RaftCommandIndex": 1, "Name": name, "Topology": topo, "NodesAddedTo": members}, 201)
+
+
+def delete_databases(node: Node, request: Request, _m: re.Match) -> Response:
+    """DELETE /admin/databases: DeleteDatabaseOperation."""
+    params = body_json(request) or {}
+    names = params.get("DatabaseNames") or []
+    for name in names:
+        if not node.server.storage.delete(name):
+            raise database_missing(name)
+    return json_response({"RaftCommandIndex": 1, "PendingDeletes": []})
+
+
+def database_record(node: Node, request: Request, _m: re.Match) -> Response:
+    """GET /admin/databases?name=…: a minimal record (404 when missing)."""
+    db = node.server.storage.get(request.arg("name") or "")
+    if db is None:
+        return Response(404)
+    members = [n.tag for n in node.server.nodes]
+    return json_response({"DatabaseName": db.name, "Disabled": False, "Topology": {"Members": members}, "Etag": 1})
+
+
+# ---- documents ---------------------------------------------------------------------------------------------------
+
+
+def docs_get(node: Node, request: Request, m: re.Match) -> Response:
+    """GET/POST /databases/{db}/docs: by id(s), or a page of all documents; 404 for a single missing id."""
+    db = node.server.database(m["db"])
+    ids = request.query.get("id", [])
+    if request.method == "POST":
+        ids = (body_json(request) or {}).get("Ids", [])
+    if not ids:
+        return _docs_page(db, request)
+    with db.lock:
+        found = [db.get(i) for i in ids]
+    if len(ids) == 1 and found[0] is None:
+        return Response(404)
+    if request.method == "HEAD":
+        return Response(200, b"", {"ETag": f'"{found[0].change_vector}"'})
+    parts = [d.raw if d else b"null" for d in found]
+    return Response(200, b'{"Results":[' + b",".join(parts) + b'],"Includes":{}}', dict(JSON))
+
+
+def _docs_page(db: Database, request: Request) -> Response:
+    """GET /docs?start=&pageSize=[&startsWith=]: documents by etag (or by id for a prefix)."""
+    start = int(request.arg("start", "0") or 0)
+    size = int(request.arg("pageSize", "1024") or 1024)
+    prefix = (request.arg("startsWith") or "").lower()
+    with db.lock:
+        docs = (
+            list(db.all_docs.values())[::-1]
+            if not prefix
+            else sorted((d for k, d in db.docs.items() if k.startswith(prefix)), key=lambda d: d.key)
+        )
+    parts = [d.raw for d in docs[start : start + size]]
+    return Response(200, b'{"Results":[' + b",".join(parts) + b"]}", dict(JSON))
+
+
+def docs_put(node: Node, request: Request, m: re.Match) -> Response:
+    """PUT /databases/{db}/docs?id=…"""
+    db = node.server.database(m["db"])
+    doc_id = request.arg("id")
+    document = body_json(request)
+    if not doc_id or not isinstance(document, dict):
+        raise RavenError(400, "System.ArgumentException", "PUT docs needs ?id= and a JSON object body")
+    expected = request.headers.get("if-match", "").strip('"') or None
+    doc = db.put(doc_id, document, node.tag, expected)
+    return json_response({"Id": doc.id, "ChangeVector": doc.change_vector}, 201)
+
+
+def docs_delete(node: Node, request: Request, m: re.Match) -> Response:
+    """DELETE /databases/{db}/docs?id=…"""
+    db = node.server.database(m["db"])
+    expected = request.headers.get("if-match", "").strip('"') or None
+    db.delete(request.arg("id") or "", node.tag, expected)
+    return Response(204)
+
+
+def bulk_docs(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /databases/{db}/bulk_docs: PUT and DELETE commands, applied in order."""
+    db = node.server.database(m["db"])
+    commands = (body_json(request) or {}).get("Commands") or []
+    results: list[dict[str, Any]] = []
+    with db.lock:
+        for command in commands:
+            results.append(_apply_command(db, node, command))
+    return json_response({"Results": results, "TransactionIndex": 0}, 201)
+
+
+def _apply_command(db: Database, node: Node, command: dict[str, Any]) -> dict[str, Any]:
+    kind = command.get("Type")
+    doc_id = command.get("Id")
+    if kind == "PUT":
+        doc = db.put(doc_id, command.get("Document") or {}, node.tag, command.get("ChangeVector"))
+        result = {"Type": "PUT", "@id": doc.id}
+        if doc.collection != "@empty":
+            result["@collection"] = doc.collection
+        result.update({"@change-vector": doc.change_vector, "@last-modified": doc.last_modified})
+        if doc.flags:
+            result["@flags"] = doc.flags
+        return result
+    if kind == "DELETE":
+        deleted = db.delete(doc_id, node.tag, command.get("ChangeVector"))
+        return {"Type": "DELETE", "Id": doc_id, "Deleted": deleted is not None}
+    raise RavenError(
+        400, "System.NotSupportedException", f"Batch command type '{kind}' is not supported by the stand-in"
+    )
+
+
+def hilo_next(node: Node, request: Request, m: re.Match) -> Response:
+    """GET /databases/{db}/hilo/next?tag=…"""
+    db = node.server.database(m["db"])
+    tag = request.arg("tag") or ""
+    separator = request.arg("identityPartsSeparator") or "/"
+    return json_response(db.next_hilo(tag, separator, node.tag))
+
+
+def hilo_return(node: Node, _r: Request, m: re.Match) -> Response:
+    """PUT /databases/{db}/hilo/return: accepted and ignored (ranges are never reused)."""
+    node.server.database(m["db"])
+    return Response(204)
+
+
+def next_operation_id(node: Node, _r: Request, m: re.Match) -> Response:
+    """GET /databases/{db}/operations/next-operation-id."""
+    db = node.server.database(m["db"])
+    with db.lock:
+        db.operation_id += 1
+        return json_response({"Id": db.operation_id, "NodeTag": node.tag})
+
+
+def operation_state(node: Node, _r: Request, m: re.Match) -> Response:
+    """GET /databases/{db}/operations/state?id=…: every operation completes synchronously."""
+    node.server.database(m["db"])
+    return json_response({"Status": "Completed", "Result": None, "Progress": None})
+
+
+def bulk_insert(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /databases/{db}/bulk_insert: a JSON array of PUT commands streamed by the client."""
+    db = node.server.database(m["db"])
+    commands = body_json(request) or []
+    with db.lock:
+        for command in commands:
+            if command.get("Type") != "PUT":
+                raise RavenError(
+                    400,
+                    "System.NotSupportedException",
+                    f"Bulk insert command '{command.get('Type')}' is not supported by the stand-in",
+                )
+            db.put(command["Id"], command.get("Document") or {}, node.tag)
+    return Response(200, b"", dict(JSON))
+
+
+# ---- queries -----------------------------------------------------------------------------------------------------
+
+
+def _query_request(request: Request) -> QueryRequest:
+    body = body_json(request) or {}
+    query = parse(body.get("Query", ""))
+    params = body.get("QueryParameters") or {}
+    page = body.get("PageSize")
+    return QueryRequest(
+        query,
+        params,
+        int(body.get("Start") or 0),
+        MAX_PAGE if page is None else int(page),
+        bool(body.get("WaitForNonStaleResults")),
+        parse_timespan(body.get("WaitForNonStaleResultsTimeout") or "00:00:15"),
+    )
+
+
+def _stats(outcome: Outcome, db: Database) -> dict[str, Any]:
+    ticks = outcome.index_ticks or db.clock.now()
+    return {
+        "IsStale": outcome.is_stale,
+        "IndexName": outcome.index_name,
+        "TotalResults": outcome.total,
+        "ResultEtag": outcome.result_etag,
+        "IndexTimestamp": format_ticks(ticks),
+    }
+
+
+def queries(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /databases/{db}/queries."""
+    db = node.server.database(m["db"])
+    outcome = run_query(db, _query_request(request))
+    stats = _stats(outcome, db)
+    meta = {
+        **stats,
+        "LongTotalResults": outcome.total,
+        "SkippedResults": outcome.skipped,
+        "LastQueryTime": format_ticks(db.clock.now()),
+        "NodeTag": node.tag,
+        "DurationInMs": 0,
+        "Includes": {},
+        "IncludedPaths": None,
+    }
+    tail = dumps(meta)
+    body = b'{"Results":[' + b",".join(d.raw for d in outcome.docs) + b"]," + tail[1:]
+    return Response(200, body, {**JSON, "ETag": f'"{outcome.result_etag}"'})
+
+
+def stream_query(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /databases/{db}/streams/queries?format=jsonl: Stats line, then one {"Item": doc} per line."""
+    db = node.server.database(m["db"])
+    req = _query_request(request)
+    req.wait_for_non_stale = False
+    outcome = run_query(db, req)
+    first = dumps({"Stats": _stats(outcome, db)}) + b"\n"
+    return Response(200, _jsonl_chunks(first, outcome.docs), {"Content-Type": "application/jsonl; charset=utf-8"})
+
+
+def _jsonl_chunks(first: bytes, docs: list[Doc]) -> Iterator[bytes]:
+    yield first
+    for i in range(0, len(docs), STREAM_CHUNK_DOCS):
+        batch = docs[i : i + STREAM_CHUNK_DOCS]
+        yield b'{"Item":' + b'}\n{"Item":'.join(d.raw for d in batch) + b"}\n"
+
+
+def stream_docs(node: Node, request: Request, m: re.Match) -> Response:
+    """GET /databases/{db}/streams/docs: all documents by etag, or by id for startsWith; one {"Item"} per line."""
+    db = node.server.database(m["db"])
+    prefix = (request.arg("startsWith") or "").lower()
+    with db.lock:
+        if prefix:
+            docs = sorted((d for k, d in db.docs.items() if k.startswith(prefix)), key=lambda d: d.key)
+        else:
+            docs = list(db.all_docs.values())
+    return Response(200, _jsonl_chunks(b"", docs), {"Content-Type": "application/jsonl; charset=utf-8"})
+
+
+# ---- stats / revisions ---------------------------------------------------------------------------------------
+
+
+def stats(node: Node, _r: Request, m: re.Match) -> Response:
+    """GET /databases/{db}/stats."""
+    return json_response(node.server.database(m["db"]).stats())
+
+
+def collection_stats(node: Node, _r: Request, m: re.Match) -> Response:
+    """GET /databases/{db}/collections/stats."""
+    return json_response(node.server.database(m["db"]).collection_stats())
+
+
+def revisions_config(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /databases/{db}/admin/revisions/config: {Default, Collections}."""
+    db = node.server.database(m["db"])
+    config = body_json(request) or {}
+    with db.lock:
+        db.revisions_config = config
+        db.raft_index += 1
+        return json_response({"RaftCommandIndex": db.raft_index})
+
+
+def revisions_bin(node: Node, request: Request, m: re.Match) -> Response:
+    """GET /databases/{db}/revisions/bin?start=&pageSize=: delete revisions, newest first, skip `start`."""
+    db = node.server.database(m["db"])
+    start = int(request.arg("start", "0") or 0)
+    size = int(request.arg("pageSize", str(MAX_PAGE)) or MAX_PAGE)
+    with db.lock:
+        entries = list(db.revisions_bin.values())[::-1][start : start + size]
+        results = [e.to_json() for e in entries]
+    headers = {"ETag": f'"{entries[0].change_vector}"'} if entries else {}
+    return json_response({"Results": results}, headers=headers)
+
+
+# ---- /standin control --------------------------------------------------------------------------------------------
+
+
+def control_clock(node: Node, request: Request, _m: re.Match) -> Response:
+    """POST /standin/clock {"frozen": bool}: freeze or release the server clock."""
+    clock = node.server.storage.clock
+    body = body_json(request) or {}
+    if "frozen" in body:
+        clock.freeze(bool(body["frozen"]))
+    return json_response({"Frozen": clock.frozen, "Now": format_ticks(clock.now())})
+
+
+def control_indexing(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /standin/databases/{db}/indexing {"paused"?: bool, "lag_ms"?: int}."""
+    db = node.server.database(m["db"])
+    body = body_json(request) or {}
+    with db.lock:
+        if "lag_ms" in body:
+            db.indexing.lag_ms = int(body["lag_ms"])
+        if "paused" in body:
+            if not body["paused"]:
+                db.indexing.paused = False
+                for index in db.indexes.values():
+                    db.catch_up(index)
+            else:
+                db.indexing.paused = True
+        db.changed.notify_all()
+        state = {"Paused": db.indexing.paused, "LagMs": db.indexing.lag_ms}
+        state["Indexes"] = [db.index_info(ix) for ix in db.indexes.values()]
+    return json_response(state)
+
+
+def _nodes_state(server: StandIn) -> dict[str, Any]:
+    return {"Nodes": [{"Tag": n.tag, "Url": n.url, "Running": n.listener.running} for n in server.nodes]}
+
+
+def control_nodes(node: Node, _r: Request, _m: re.Match) -> Response:
+    """GET /standin/nodes."""
+    return json_response(_nodes_state(node.server))
+
+
+def control_node_action(node: Node, _r: Request, m: re.Match) -> Response:
+    """POST /standin/nodes/{tag}/stop|start: stopping closes the port (a node may stop itself)."""
+    target = node.server.node(m["tag"])
+    if m["action"] == "start":
+        if not target.listener.running:
+            target.listener.start()
+        return json_response(_nodes_state(node.server))
+    state = _nodes_state(node.server)
+    for entry in state["Nodes"]:
+        if entry["Tag"] == target.tag:
+            entry["Running"] = False
+    if target is node:
+        threading.Timer(0.05, target.listener.stop).start()
+    else:
+        target.listener.stop()
+    return json_response(state)
+
+
+def control_generate(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /standin/databases/{db}/generate {"count", "collection"?, "start"?}: server-side order documents."""
+    db = node.server.database(m["db"])
+    body = body_json(request) or {}
+    count = int(body.get("count", 0))
+    generated = sample_data.generate_orders(
+        db, count, body.get("collection", "Orders"), int(body.get("start", 1)), node.tag
+    )
+    return json_response({"Generated": generated, "LastEtag": db.last_etag})
+
+
+def control_reset(node: Node, _r: Request, m: re.Match) -> Response:
+    """POST /standin/databases/{db}/reset: drop and re-create the database empty."""
+    storage = node.server.storage
+    storage.delete(m["db"])
+    storage.create(m["db"])
+    return json_response({"Reset": m["db"]})
+
+
+def control_db_delete(node: Node, _r: Request, m: re.Match) -> Response:
+    """DELETE /standin/databases/{db}."""
+    return json_response({"Deleted": node.server.storage.delete(m["db"])})
+
+
+def control_ping(node: Node, _r: Request, _m: re.Match) -> Response:
+    """GET /standin/ping."""
+    return json_response({"Tag": node.tag, "Urls": node.server.urls})
+
+
+DB = r"/databases/(?P<db>[^/]+)"
+
+
+def build_routes() -> list[tuple[str, re.Pattern, Route]]:
+    """Method, path pattern and handler of every endpoint."""
+    table: list[tuple[str, str, Route]] = [
+        ("GET", r"/topology", topology),
+        ("GET", r"/cluster/topology", cluster_topology),
+        ("GET", r"/build/version", build_version),
+        ("GET", r"/databases", database_names),
+        ("PUT", r"/admin/databases", create_database),
+        ("DELETE", r"/admin/databases", delete_databases),
+        ("GET", r"/admin/databases", database_record),
+        ("GET", DB + r"/docs", docs_get),
+        ("POST", DB + r"/docs", docs_get),
+        ("PUT", DB + r"/docs", docs_put),
+        ("DELETE", DB + r"/docs", docs_delete),
+        ("POST", DB + r"/bulk_docs", bulk_docs),
+        ("GET", DB + r"/hilo/next", hilo_next),
+        ("PUT", DB + r"/hilo/return", hilo_return),
+        ("GET", DB + r"/operations/next-operation-id", next_operation_id),
+        ("GET", DB + r"/operations/state", operation_state),
+        ("POST", DB + r"/bulk_insert", bulk_insert),
+        ("POST", DB + r"/queries", queries),
+        ("POST", DB + r"/streams/queries", stream_query),
+        ("GET", DB + r"/streams/docs", stream_docs),
+        ("GET", DB + r"/stats", stats),
+        ("GET", DB + r"/collections/stats", collection_stats),
+        ("POST", DB + r"/admin/revisions/config", revisions_config),
+        ("GET", DB + r"/revisions/bin", revisions_bin),
+        ("POST", r"/standin/clock", control_clock),
+        ("GET", r"/standin/nodes", control_nodes),
+        ("POST", r"/standin/nodes/(?P<tag>[A-Za-z])/(?P<action>stop|start)", control_node_action),
+        ("POST", r"/standin" + DB + r"/indexing", control_indexing),
+        ("POST", r"/standin" + DB + r"/generate", control_generate),
+        ("POST", r"/standin" + DB + r"/reset", control_reset),
+        ("DELETE", r"/standin" + DB, control_db_delete),
+        ("GET", r"/standin/ping", control_ping),
+    ]
+    return [(method, re.compile(pattern), route) for method, pattern, route in table]

@@ -1,0 +1,432 @@
+"""The RavenDB stand-in, driven through the real `ravendb` client over HTTPS with client certificates."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import time
+from typing import Any
+
+import pytest
+import requests
+from ravendb import DocumentStore
+from ravendb.documents.commands.crud import PutDocumentCommand
+from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
+from ravendb.documents.operations.revisions import (
+    ConfigureRevisionsOperation,
+    RevisionsCollectionConfiguration,
+    RevisionsConfiguration,
+)
+from ravendb.documents.operations.statistics import GetCollectionStatisticsOperation, GetStatisticsOperation
+from ravendb.exceptions.exceptions import AuthorizationException, DatabaseDoesNotExistException
+from ravendb.exceptions.raven_exceptions import RavenException
+from ravendb.serverwide.operations.common import GetDatabaseNamesOperation
+
+from tests.standin import rql
+from tests.standin.control import StandInControl
+from tests.standin.errors import RavenError
+from tests.standin.fixtures import RavenTarget, open_store
+
+pytest_plugins = ["tests.standin.fixtures"]  # until tests/conftest.py loads it for every test module
+
+RAVEN_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$")
+LM = "@metadata.'@last-modified'"
+
+
+class Order:
+    """A minimal entity; the client writes its class into Raven-Python-Type."""
+
+    def __init__(self, Company: str | None = None, Freight: float | None = None, Lines: list | None = None) -> None:
+        self.Company = Company
+        self.Freight = Freight
+        self.Lines = Lines or []
+
+
+def _store_orders(store: DocumentStore, count: int, start: int = 1) -> None:
+    with store.open_session() as session:
+        for n in range(start, start + count):
+            session.store(Order(f"companies/{n}-A", float(n)), f"orders/{n}-A")
+        session.save_changes()
+
+
+def _raw(store: DocumentStore, rql_text: str, **params: Any) -> tuple[list[dict], Any]:
+    """Run a raw query; returns (documents as dicts, QueryStatistics)."""
+    captured: list[Any] = []
+    with store.open_session() as session:
+        query = session.advanced.raw_query(rql_text, dict).statistics(captured.append)
+        for name, value in params.items():
+            query = query.add_parameter(name, value)
+        docs = list(query)
+        metas = [dict(session.advanced.get_metadata_for(d)) for d in docs]
+    for doc, meta in zip(docs, metas, strict=True):
+        doc["@metadata"] = meta
+    return docs, captured[0]
+
+
+# ---- basics ------------------------------------------------------------------------------------------------------
+
+
+def test_topology_lists_every_node(ravendb_store: DocumentStore, ravendb_target: RavenTarget) -> None:
+    ravendb_store.maintenance.send(GetStatisticsOperation())
+    nodes = ravendb_store.get_request_executor().topology_nodes
+    assert [n.url for n in nodes] == ravendb_target.urls
+    assert len(nodes) == 2
+
+
+def test_database_names_include_the_test_database(ravendb_store: DocumentStore, ravendb_target: RavenTarget) -> None:
+    names = ravendb_store.maintenance.server.send(GetDatabaseNamesOperation(0, 1000))
+    assert ravendb_target.database in names
+
+
+def test_unknown_database_raises_database_does_not_exist(ravendb_target: RavenTarget) -> None:
+    store = ravendb_target.store(database="no_such_db_here")
+    try:
+        with pytest.raises(DatabaseDoesNotExistException), store.open_session() as session:
+            session.load("orders/1-A")
+    finally:
+        store.close()
+
+
+def test_store_and_load_sets_metadata_as_ravendb_does(ravendb_store: DocumentStore) -> None:
+    with ravendb_store.open_session() as session:
+        session.store(Order("companies/1-A", 12.5), "orders/1-A")
+        session.save_changes()
+    with ravendb_store.open_session() as session:
+        loaded = session.load("orders/1-A", Order)
+        meta = session.advanced.get_metadata_for(loaded)
+        assert loaded.Freight == 12.5
+        assert meta["@id"] == "orders/1-A"
+        assert meta["@collection"] == "Orders"
+        assert RAVEN_DATE.match(meta["@last-modified"])
+        assert re.match(r"^[A-Z]:\d+-.+$", meta["@change-vector"])
+        assert meta["Raven-Python-Type"].endswith("Order")
+        assert "@flags" not in meta
+        assert session.load("orders/404-A", Order) is None
+
+
+def test_etags_and_timestamps_never_go_backwards(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 30)
+    docs, _ = _raw(ravendb_store, "from Orders")
+    etags = [int(d["@metadata"]["@change-vector"].split(":")[1].split("-")[0]) for d in docs]
+    stamps = [d["@metadata"]["@last-modified"] for d in docs]
+    assert etags == sorted(etags) and len(set(etags)) == 30
+    assert stamps == sorted(stamps)
+
+
+def test_delete_through_bulk_docs(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 2)
+    with ravendb_store.open_session() as session:
+        session.delete("orders/1-A")
+        session.save_changes()
+    with ravendb_store.open_session() as session:
+        assert session.load("orders/1-A", Order) is None
+        assert session.load("orders/2-A", Order) is not None
+
+
+def test_collection_statistics_with_empty_and_hilo(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 3, start=100)
+    executor = ravendb_store.get_request_executor()
+    executor.execute_command(PutDocumentCommand("loose/1", None, {"Name": "no collection"}))
+    with ravendb_store.open_session() as session:
+        session.store(Order("companies/9-A"))
+        session.save_changes()
+    stats = ravendb_store.maintenance.send(GetCollectionStatisticsOperation())
+    assert stats.collections == {"Orders": 4, "@empty": 1, "@hilo": 1}
+    assert stats.count_of_documents == 6
+    with ravendb_store.open_session() as session:
+        meta = session.advanced.get_metadata_for(session.load("loose/1"))
+        assert "@collection" not in meta
+
+
+def test_database_statistics(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 5)
+    stats = ravendb_store.maintenance.send(GetStatisticsOperation())
+    assert stats.count_of_documents == 5
+    assert stats.last_doc_etag >= 5
+
+
+def test_bulk_insert(ravendb_store: DocumentStore) -> None:
+    with ravendb_store.bulk_insert() as bulk:
+        for n in range(1, 501):
+            bulk.store_as(Order(f"companies/{n}-A", n / 4), f"orders/{n}-A")
+    stats = ravendb_store.maintenance.send(GetCollectionStatisticsOperation())
+    assert stats.collections["Orders"] == 500
+    with ravendb_store.open_session() as session:
+        assert session.load("orders/500-A", Order).Freight == 125.0
+
+
+# ---- queries -----------------------------------------------------------------------------------------------------
+
+
+def test_collection_query_reads_storage_in_etag_order(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 12)
+    docs, stats = _raw(ravendb_store, "from 'Orders'")
+    assert [d["@metadata"]["@id"] for d in docs] == [f"orders/{n}-A" for n in range(1, 13)]
+    assert stats.index_name == "collection/Orders"
+    assert stats.is_stale is False
+    assert stats.total_results == 12
+
+
+def test_id_equality_is_a_collection_query(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 3)
+    docs, stats = _raw(ravendb_store, "from Orders where id() = $id", id="orders/2-A")
+    assert [d["Company"] for d in docs] == ["companies/2-A"]
+    assert stats.index_name == "collection/Orders"
+
+
+def test_where_and_order_use_an_auto_index(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 20)
+    text = "from Orders as o where o.Freight >= $low and not (Freight = 15 or Freight > $high) order by Freight desc"
+    docs, stats = _raw(ravendb_store, text, low=10, high=18)
+    assert [d["Freight"] for d in docs] == [18.0, 17.0, 16.0, 14.0, 13.0, 12.0, 11.0, 10.0]
+    assert stats.index_name == "Auto/Orders/ByFreight"
+    assert stats.total_results == 8
+
+
+def test_last_modified_query_index_name_and_paging(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 10)
+    with ravendb_store.open_session() as session:
+        captured: list[Any] = []
+        query = (
+            session.advanced.raw_query(f"from Orders where {LM} > $since order by {LM}, id()", dict)
+            .add_parameter("since", "2000-01-01T00:00:00.0000000Z")
+            .statistics(captured.append)
+            .skip(2)
+            .take(3)
+        )
+        docs = [session.advanced.get_metadata_for(d)["@id"] for d in query]
+    assert docs == ["orders/3-A", "orders/4-A", "orders/5-A"]
+    assert captured[0].index_name == "Auto/Orders/By@metadata.@last-modified"
+    assert captured[0].total_results == 10
+
+
+def test_last_modified_comparison_is_chronological(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 5)
+    docs, _ = _raw(ravendb_store, "from Orders")
+    third = docs[2]["@metadata"]["@last-modified"]
+    after, _ = _raw(ravendb_store, "from Orders where @metadata.@last-modified > $p", p=third)
+    assert {d["@metadata"]["@id"] for d in after} <= {"orders/4-A", "orders/5-A"}
+    on_or_after, _ = _raw(ravendb_store, f"from Orders where {LM} >= $p", p=third)
+    assert "orders/3-A" in {d["@metadata"]["@id"] for d in on_or_after}
+
+
+def test_bare_last_modified_is_a_field_that_matches_nothing(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 3)
+    docs, _ = _raw(ravendb_store, "from Orders where @last-modified > $p", p="2000-01-01T00:00:00.0000000Z")
+    assert docs == []
+
+
+def test_limit_and_offset_in_rql(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 10)
+    docs, stats = _raw(ravendb_store, "from Orders order by id() desc limit $n offset 1", n=2)
+    assert [d["@metadata"]["@id"] for d in docs] == ["orders/8-A", "orders/7-A"]
+    assert stats.total_results == 10
+
+
+def test_bad_query_raises_with_invalid_query_exception(ravendb_store: DocumentStore) -> None:
+    for text in ("from Orders where", "from Orders select Company", "from Orders where startsWith(Company, 'c')"):
+        with pytest.raises(RavenException, match="InvalidQueryException"):
+            _raw(ravendb_store, text)
+
+
+def test_stream_query_sends_stats_then_items(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 25)
+    stats_seen: list[Any] = []
+    with ravendb_store.open_session() as session:
+        query = session.advanced.raw_query(f"from Orders order by {LM} desc", dict)
+        results = list(session.advanced.stream_with_statistics(query, stats_seen.append))
+    assert [r.key for r in results][:2] == ["orders/25-A", "orders/24-A"]
+    assert len(results) == 25
+    assert stats_seen[0].total_results == 25
+    assert stats_seen[0].index_name == "Auto/Orders/By@metadata.@last-modified"
+
+
+def test_stream_collection_query(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 7)
+    with ravendb_store.open_session() as session:
+        keys = [r.key for r in session.advanced.stream(session.query_collection("Orders"))]
+    assert keys == [f"orders/{n}-A" for n in range(1, 8)]
+
+
+# ---- hard cases through the control API ------------------------------------------------------------------------
+
+
+def test_frozen_clock_gives_many_documents_one_timestamp(
+    ravendb_store: DocumentStore, standin_control: StandInControl
+) -> None:
+    standin_control.freeze_clock(True)
+    try:
+        _store_orders(ravendb_store, 40)
+    finally:
+        standin_control.freeze_clock(False)
+    _store_orders(ravendb_store, 1, start=41)
+    docs, _ = _raw(ravendb_store, f"from Orders order by {LM} desc, id()")
+    stamps = [d["@metadata"]["@last-modified"] for d in docs]
+    assert stamps[0] >= stamps[1]
+    assert len(set(stamps[1:])) == 1 and RAVEN_DATE.match(stamps[1])
+    assert [d["@metadata"]["@id"] for d in docs[1:4]] == ["orders/1-A", "orders/10-A", "orders/11-A"]
+
+
+def test_paused_indexing_makes_index_queries_stale(
+    ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    _store_orders(ravendb_store, 3)
+    query = f"from Orders where {LM} > $p order by {LM}"
+    since = "2000-01-01T00:00:00.0000000Z"
+    docs, stats = _raw(ravendb_store, query, p=since)
+    assert len(docs) == 3 and stats.is_stale is False
+    standin_control.pause_indexing(ravendb_target.database)
+    _store_orders(ravendb_store, 1, start=4)
+    docs, stats = _raw(ravendb_store, query, p=since)
+    assert stats.is_stale is True
+    assert "orders/4-A" not in {d["@metadata"]["@id"] for d in docs}
+    collection_docs, collection_stats = _raw(ravendb_store, "from Orders")
+    assert "orders/4-A" in {d["@metadata"]["@id"] for d in collection_docs}
+    assert collection_stats.is_stale is False
+    with ravendb_store.open_session() as session:
+        waiting = session.advanced.raw_query(query, dict).add_parameter("p", since)
+        with pytest.raises(TimeoutError):
+            list(waiting.wait_for_non_stale_results(datetime.timedelta(milliseconds=200)))
+    standin_control.resume_indexing(ravendb_target.database)
+    docs, stats = _raw(ravendb_store, query, p=since)
+    assert stats.is_stale is False and len(docs) == 4
+
+
+def test_indexing_lag(
+    ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    _raw(ravendb_store, "from Orders where Freight > 0")
+    standin_control.set_indexing(ravendb_target.database, lag_ms=400)
+    _store_orders(ravendb_store, 2)
+    docs, stats = _raw(ravendb_store, "from Orders where Freight > 0")
+    assert stats.is_stale is True and docs == []
+    with ravendb_store.open_session() as session:
+        query = session.advanced.raw_query("from Orders where Freight > 0", dict)
+        assert len(list(query.wait_for_non_stale_results(datetime.timedelta(seconds=5)))) == 2
+    standin_control.set_indexing(ravendb_target.database, lag_ms=0)
+
+
+def test_revisions_bin_lists_deleted_documents_newest_first(ravendb_store: DocumentStore) -> None:
+    config = RevisionsConfiguration(
+        default_config=None,
+        collections={"Orders": RevisionsCollectionConfiguration(disabled=False, minimum_revisions_to_keep=5)},
+    )
+    ravendb_store.maintenance.send(ConfigureRevisionsOperation(config))
+    _store_orders(ravendb_store, 3)
+    with ravendb_store.open_session() as session:
+        assert session.advanced.get_metadata_for(session.load("orders/1-A", Order))["@flags"] == "HasRevisions"
+    for doc_id in ("orders/1-A", "orders/2-A", "orders/3-A"):
+        with ravendb_store.open_session() as session:
+            session.delete(doc_id)
+            session.save_changes()
+    _store_orders(ravendb_store, 1, start=3)
+    command = GetRevisionsBinEntryCommand(0, 10)
+    ravendb_store.get_request_executor().execute_command(command)
+    entries = command.result.results
+    assert [e["@metadata"]["@id"] for e in entries] == ["orders/2-A", "orders/1-A"]
+    meta = entries[0]["@metadata"]
+    assert "DeleteRevision" in meta["@flags"]
+    assert meta["@collection"] == "Orders"
+    assert RAVEN_DATE.match(meta["@last-modified"])
+    page = GetRevisionsBinEntryCommand(1, 10)
+    ravendb_store.get_request_executor().execute_command(page)
+    assert [e["@metadata"]["@id"] for e in page.result.results] == ["orders/1-A"]
+
+
+def test_stopped_node_fails_over_to_the_other(ravendb_target: RavenTarget, standin_control: StandInControl) -> None:
+    store = ravendb_target.store()
+    try:
+        _store_orders(store, 1)
+        standin_control.stop_node("A")
+        with pytest.raises(requests.ConnectionError):
+            requests.get(ravendb_target.urls[0] + "/build/version", timeout=5, verify=ravendb_target.ca_pem)
+        with store.open_session() as session:
+            assert session.load("orders/1-A", Order).Company == "companies/1-A"
+        standin_control.start_node("A")
+        assert all(n["Running"] for n in standin_control.nodes())
+    finally:
+        store.close()
+
+
+def test_server_side_generator(
+    ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    assert standin_control.generate_orders(ravendb_target.database, 2000) == 2000
+    with ravendb_store.open_session() as session:
+        order = session.load("orders/7-A", dict)
+        assert isinstance(order["ShipTo"], dict) and isinstance(order["Lines"], list)
+        assert re.match(r"^\d{4}-\d\d-\d\dT00:00:00\.0000000$", order["OrderedAt"])
+        keys = [r.key for r in session.advanced.stream(session.query_collection("Orders"))]
+    assert len(keys) == 2000
+
+
+# ---- TLS ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["unknown_client_pem", "expired_client_pem"])
+def test_unauthorised_certificates_get_403(ravendb_target: RavenTarget, which: str) -> None:
+    pem = getattr(ravendb_target, which)
+    if pem is None:
+        pytest.skip("certificate variants exist only for the stand-in")
+    store = ravendb_target.store(certificate_pem=pem)
+    try:
+        with pytest.raises(AuthorizationException), store.open_session() as session:
+            session.load("orders/1-A")
+    finally:
+        store.close()
+
+
+def test_no_client_certificate_gets_403(ravendb_target: RavenTarget) -> None:
+    if ravendb_target.control is None:
+        pytest.skip("stand-in only")
+    response = requests.get(ravendb_target.urls[0] + "/databases", timeout=5, verify=ravendb_target.ca_pem)
+    assert response.status_code == 403
+    assert set(response.json()) == {"Url", "Type", "Message", "Error"}
+
+
+def test_plain_http_instance(standin_http: Any) -> None:
+    store = open_store(standin_http.urls, "plain", None, None)
+    try:
+        standin_http.control.reset_database("plain")
+        _store_orders(store, 2)
+        docs, _ = _raw(store, "from Orders")
+        assert len(docs) == 2
+    finally:
+        store.close()
+
+
+# ---- RQL parser units --------------------------------------------------------------------------------------------
+
+
+def test_rql_spellings_of_last_modified_are_one_field() -> None:
+    for text in (
+        "from Orders where @metadata.@last-modified > 1",
+        "from Orders where @metadata.'@last-modified' > 1",
+        "from Orders where '@metadata'.'@last-modified' > 1",
+    ):
+        assert rql.parse(text).index_fields == ("@metadata.@last-modified",)
+    assert rql.parse("from Orders where @last-modified > 1").index_fields == ("@last-modified",)
+
+
+def test_rql_collection_query_detection() -> None:
+    assert rql.parse("from Orders").is_collection_query
+    assert rql.parse('from "Orders" where id() = $x').is_collection_query
+    assert not rql.parse("from Orders where id() > $x").is_collection_query
+    assert not rql.parse("from Orders order by id()").is_collection_query
+    assert rql.parse("from @all_docs").collection == "@all_docs"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["from", "from Orders where Name = ", "from Orders limit", "from Orders where (A = 1", "from Orders #", ""],
+)
+def test_rql_errors(text: str) -> None:
+    with pytest.raises(RavenError) as info:
+        rql.parse(text)
+    assert info.value.status == 400
+
+
+def test_time_spent_is_small() -> None:
+    started = time.monotonic()
+    rql.parse("from Orders where a = 1 and (b = 2 or not c = 3) order by a desc, id() limit 10 offset 5")
+    assert time.monotonic() - started < 0.5
