@@ -1,0 +1,709 @@
+"""Benchmark of the RavenDB connector against the test server, with the ceilings it is measured against.
+
+Loads N realistic order documents into the RavenDB-compatible test server (tests/standin, over HTTPS with a client
+certificate) and measures, in one run:
+
+  1a  ceiling, source: the ravendb client's public streaming API, documents discarded          (docs/s)
+  1b  ceiling, source: QueryStreamCommand + JSONLRavenStreamParser, as connector.py streams   (docs/s)
+  2   baseline: skip/take pages of 100 ordered by @last-modified, flattened                   (docs/s)
+  3   the connector's source side: connector.update() with op.* replaced by counters           (docs/s, peak RSS)
+  4   ceiling, sink: a trivial connector upserting already-flattened rows under `fivetran debug` (rows/s)
+  5   the connector end to end under `fivetran debug` into DuckDB                              (docs/s, peak RSS)
+  6   incremental syncs under `fivetran debug`: nothing changed, and 1% of documents changed   (seconds)
+
+and exits non-zero when a target ratio is missed (not with --smoke). Every measurement runs in its own process, so
+peak RSS (os.wait4) is per measurement.
+
+  python bench/run.py                 # 100,000 documents
+  python bench/run.py --docs 250000   # any size
+  python bench/run.py --full          # 100,000 then 1,000,000 documents (also checks peak RSS growth)
+  python bench/run.py --smoke         # 2,000 documents, no thresholds (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import pickle
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DATABASE = "bench"
+COLLECTION = "Orders"
+DEFAULT_DOCS = 100_000
+FULL_DOCS = 1_000_000
+SMOKE_DOCS = 2_000
+GENERATE_CHUNK = 100_000  # documents per /standin generate request
+BASELINE_PAGE = 100
+SINK_SAMPLE_ROWS = 100_000  # real flattened rows the trivial sink connector cycles through
+CHANGE_BATCH = 500  # documents loaded and saved per session when changing 1%
+SDK_ELAPSED = re.compile(r"SYNC SUCCEEDED — total elapsed (\d+):(\d+):(\d+)\.(\d+)")
+
+# Targets (issue): source side vs ceiling, vs baseline, sink vs SDK ceiling, RSS growth, incremental syncs.
+MIN_SOURCE_VS_CEILING = 0.8
+MIN_SOURCE_VS_BASELINE = 5.0
+MIN_END_TO_END_VS_SINK = 0.85
+MAX_RSS_GROWTH = 1.25
+MAX_NO_CHANGE_SECONDS = 2.0
+MAX_ONE_PERCENT_SHARE = 0.05
+
+
+class Server(NamedTuple):
+    url: str
+    tls_dir: Path
+
+
+class Run(NamedTuple):
+    """One measured process: items handled, seconds (as the measurement defines them), wall time, peak RSS."""
+
+    items: int
+    seconds: float
+    wall_seconds: float
+    peak_rss_kb: int
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+
+class Results(NamedTuple):
+    docs: int
+    public_stream: Run  # 1a
+    command_stream: Run  # 1b, the connector's query
+    collection_stream: Run  # 1b on `from 'Orders'` (informational)
+    baseline: Run  # 2
+    source: Run  # 3
+    sink: Run  # 4
+    end_to_end: Run  # 5
+    no_change: Run  # 6
+    one_percent: Run  # 6
+
+
+class Check(NamedTuple):
+    name: str
+    value: float
+    target: str
+    ok: bool | None  # None: not applicable at this size
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The test server
+
+
+@contextmanager
+def test_server(work: Path) -> Iterator[Server]:
+    """The stand-in over HTTPS on a free port, stopped on exit."""
+    tls_dir = work / "tls"
+    log_path = work / "server.log"
+    with open(log_path, "w", encoding="utf-8") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.standin", "--port", "0", "--tls-dir", str(tls_dir)],
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = _wait_ready(process, log_path)
+        yield Server(url, tls_dir)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_ready(process: subprocess.Popen, log_path: Path) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = log_path.read_text(encoding="utf-8")
+        if "READY" in text:
+            return re.search(r"Node A: (\S+)", text).group(1)  # type: ignore[union-attr]
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"test server did not start:\n{log_path.read_text(encoding='utf-8')}")
+
+
+def open_store(server: Server) -> Any:
+    from ravendb import DocumentStore
+
+    store = DocumentStore([server.url], DATABASE)
+    store.certificate_pem_path = str(server.tls_dir / "client.pem")
+    store.trust_store_path = str(server.tls_dir / "ca.pem")
+    store.initialize()
+    return store
+
+
+def control(server: Server, path: str, body: dict | None = None) -> dict:
+    response = requests.post(
+        f"{server.url}/standin/databases/{DATABASE}/{path}",
+        json=body or {},
+        cert=str(server.tls_dir / "client.pem"),
+        verify=str(server.tls_dir / "ca.pem"),
+        timeout=1800,
+    )
+    response.raise_for_status()
+    return response.json() if response.content else {}
+
+
+def load_documents(server: Server, docs: int) -> float:
+    """A fresh database holding `docs` orders; returns the seconds it took."""
+    from ravendb.serverwide.database_record import DatabaseRecord
+    from ravendb.serverwide.operations.common import CreateDatabaseOperation, GetDatabaseNamesOperation
+
+    started = time.monotonic()
+    store = open_store(server)
+    try:
+        if DATABASE in store.maintenance.server.send(GetDatabaseNamesOperation(0, 100)):
+            control(server, "reset")
+        else:
+            store.maintenance.server.send(CreateDatabaseOperation(DatabaseRecord(DATABASE)))
+    finally:
+        store.close()
+    for start in range(1, docs + 1, GENERATE_CHUNK):
+        control(
+            server,
+            "generate",
+            {"count": min(GENERATE_CHUNK, docs + 1 - start), "collection": COLLECTION, "start": start},
+        )
+    return time.monotonic() - started
+
+
+def change_documents(server: Server, docs: int, share: float) -> int:
+    """Change one field of every (1/share)-th order through the client, in batches; returns how many changed."""
+    step = max(1, round(1 / share))
+    ids = [f"orders/{n}-A" for n in range(1, docs + 1, step)]
+    store = open_store(server)
+    try:
+        for first in range(0, len(ids), CHANGE_BATCH):
+            with store.open_session() as session:
+                for document in session.load(ids[first : first + CHANGE_BATCH]).values():
+                    document.Freight = round(document.Freight + 1.25, 2)
+                session.save_changes()
+    finally:
+        store.close()
+    return len(ids)
+
+
+def configuration(server: Server) -> dict[str, str]:
+    """The connector's configuration for the test server, every value a string as Fivetran passes them."""
+    return {
+        "ravendb_urls": server.url,
+        "database_name": DATABASE,
+        "certificate_base64": base64.b64encode((server.tls_dir / "client.pem").read_bytes()).decode(),
+        "server_ca_base64": base64.b64encode((server.tls_dir / "ca.pem").read_bytes()).decode(),
+        "collection_name": COLLECTION,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measurements that run inside a child process (`run.py --child NAME CONTEXT`): each prints one RESULT line
+
+
+def child_public_stream(context: dict) -> tuple[int, float]:
+    """1a: session.advanced.stream over a raw query, documents discarded."""
+    store = open_store(Server(context["url"], Path(context["tls_dir"])))
+    try:
+        started = time.perf_counter()
+        count = 0
+        with store.open_session() as session:
+            for _ in session.advanced.stream(session.advanced.raw_query(f"from '{COLLECTION}'")):
+                count += 1
+        return count, time.perf_counter() - started
+    finally:
+        store.close()
+
+
+def child_command_stream(context: dict, rql: str | None = None) -> tuple[int, float]:
+    """1b: QueryStreamCommand + JSONLRavenStreamParser over iter_lines(65536), documents discarded.
+
+    Without `rql`, the connector's own query from the beginning of time (ordered by @last-modified)."""
+    from ravendb.documents.commands.stream import QueryStreamCommand
+    from ravendb.documents.queries.index_query import IndexQuery
+    from ravendb.tools.parsers import JSONLRavenStreamParser
+
+    import connector
+
+    query = IndexQuery(rql) if rql else connector.changed_since_query(COLLECTION, connector._BEGINNING_OF_TIME)
+    store = open_store(Server(context["url"], Path(context["tls_dir"])))
+    try:
+        started = time.perf_counter()
+        command = QueryStreamCommand(store.conventions, query)
+        store.get_request_executor().execute_command(command)
+        response = command.result.response
+        count = 0
+        try:
+            parser = JSONLRavenStreamParser(response.iter_lines(chunk_size=65536))
+            parser.next_query_statistics()
+            while True:
+                try:
+                    parser.next_item()
+                except StopIteration:
+                    break
+                count += 1
+        finally:
+            response.close()
+        return count, time.perf_counter() - started
+    finally:
+        store.close()
+
+
+def child_collection_stream(context: dict) -> tuple[int, float]:
+    return child_command_stream(context, f"from '{COLLECTION}'")
+
+
+def child_baseline(context: dict) -> tuple[int, float]:
+    """2: the seed's skip/take pages of 100 by @last-modified, each document flattened; stops at the time limit."""
+    import connector
+
+    rql = f"from '{COLLECTION}' order by @metadata.'@last-modified'"
+    store = open_store(Server(context["url"], Path(context["tls_dir"])))
+    try:
+        started = time.perf_counter()
+        count = 0
+        while time.perf_counter() - started < context["baseline_seconds"]:
+            with store.open_session() as session:
+                page = list(session.advanced.raw_query(rql).skip(count).take(BASELINE_PAGE))
+            for entity in page:
+                connector.flatten(vars(entity))
+            count += len(page)
+            if len(page) < BASELINE_PAGE:
+                break
+        return count, time.perf_counter() - started
+    finally:
+        store.close()
+
+
+class CountingOps:
+    """Stands in for connector.op: counts, keeps nothing."""
+
+    def __init__(self) -> None:
+        self.upserts = 0
+        self.checkpoints = 0
+
+    def upsert(self, table: str, data: dict) -> None:
+        self.upserts += 1
+
+    def update(self, table: str, modified: dict) -> None:
+        pass
+
+    def delete(self, table: str, keys: dict) -> None:
+        pass
+
+    def checkpoint(self, state: dict) -> None:
+        self.checkpoints += 1
+
+    def error(self, message: str) -> None:
+        raise RuntimeError(message)
+
+
+class QuietLog:
+    """Stands in for connector.log."""
+
+    def fine(self, message: str) -> None:
+        pass
+
+    info = warning = severe = fine
+
+
+def child_source(context: dict) -> tuple[int, float]:
+    """3: connector.update() in-process, op.* counted: read + flatten + cursor handling."""
+    import connector
+
+    ops = CountingOps()
+    connector.op = ops  # type: ignore[assignment]
+    connector.log = QuietLog()  # type: ignore[assignment]
+    started = time.perf_counter()
+    connector.update(context["configuration"], {})
+    return ops.upserts, time.perf_counter() - started
+
+
+def child_sample_rows(context: dict) -> tuple[int, float]:
+    """Real flattened rows (connector._stream + connector.flatten) and connector.schema(), for the sink ceiling."""
+    import connector
+
+    started = time.perf_counter()
+    settings = connector.validate_configuration(context["configuration"])
+    query = connector.changed_since_query(COLLECTION, connector._BEGINNING_OF_TIME)
+    query.page_size = context["sample_rows"]
+    with connector.open_store(settings) as store:
+        rows = [connector.flatten(document) for document in connector._stream(store, settings, query)]
+    tables = connector.schema(context["configuration"])
+    project = Path(context["project"])
+    with open(project / "rows.pickle", "wb") as file:
+        pickle.dump(rows, file, protocol=pickle.HIGHEST_PROTOCOL)
+    (project / "schema.json").write_text(json.dumps(tables), encoding="utf-8")
+    return len(rows), time.perf_counter() - started
+
+
+CHILDREN = {
+    "public_stream": child_public_stream,
+    "command_stream": child_command_stream,
+    "collection_stream": child_collection_stream,
+    "baseline": child_baseline,
+    "source": child_source,
+    "sample_rows": child_sample_rows,
+}
+
+
+def run_child(name: str, context: dict, work: Path) -> Run:
+    """Run one measurement in a fresh interpreter; its peak RSS comes from os.wait4."""
+    context_path = work / f"context-{name}.json"
+    context_path.write_text(json.dumps(context), encoding="utf-8")
+    output_path = work / f"child-{name}.log"
+    started = time.monotonic()
+    with open(output_path, "w", encoding="utf-8") as output:
+        process = subprocess.Popen(
+            [sys.executable, __file__, "--child", name, str(context_path)], cwd=REPO, stdout=output, stderr=output
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - started
+    text = output_path.read_text(encoding="utf-8")
+    match = re.search(r"^RESULT (.*)$", text, re.MULTILINE)
+    if process.returncode != 0 or match is None:
+        raise RuntimeError(f"measurement {name} failed (exit {process.returncode}):\n{text[-4000:]}")
+    items, seconds = json.loads(match.group(1))
+    return Run(items, seconds, wall, usage.ru_maxrss)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measurements under `fivetran debug`
+
+SINK_CONNECTOR = '''"""Trivial connector: upserts already-flattened rows (the SDK's own limit)."""
+
+import json
+import os
+import pickle
+
+from fivetran_connector_sdk import Connector
+from fivetran_connector_sdk import Operations as op
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "rows.pickle"), "rb") as file:  # loaded on import: before the SDK's timer
+    ROWS = pickle.load(file)
+with open(os.path.join(HERE, "schema.json"), encoding="utf-8") as file:
+    TABLES = json.load(file)
+
+
+def schema(configuration):
+    return TABLES
+
+
+def update(configuration, state):
+    total, table, sample = int(configuration["rows"]), TABLES[0]["table"], len(ROWS)
+    for i in range(total):
+        row = ROWS[i % sample]
+        if i >= sample:
+            row = {**row, "Id": f"{row['Id']}/{i // sample}"}
+        op.upsert(table, row)
+        if (i + 1) % 1000 == 0:
+            op.checkpoint({"rows": i + 1})
+    op.checkpoint({"rows": total})
+
+
+connector = Connector(update=update, schema=schema)
+'''
+
+
+def make_project(directory: Path, connector_source: str) -> Path:
+    """A project directory holding only connector.py and requirements.txt (keeps pipreqs' scan small)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "connector.py").write_text(connector_source, encoding="utf-8")
+    shutil.copy(REPO / "requirements.txt", directory / "requirements.txt")
+    return directory
+
+
+def fivetran_debug(project: Path, configuration_values: dict[str, str], items: int, label: str) -> Run:
+    """`fivetran debug` in `project`; seconds from the SDK's SYNC SUCCEEDED line, peak RSS from os.wait4."""
+    configuration_path = project / "bench-configuration.json"
+    configuration_path.write_text(json.dumps(configuration_values), encoding="utf-8")
+    configuration_path.chmod(0o600)
+    output_path = project / f"debug-{label}.log"
+    fivetran = Path(sys.executable).parent / "fivetran"
+    started = time.monotonic()
+    with open(output_path, "w", encoding="utf-8") as output:
+        process = subprocess.Popen(
+            [str(fivetran), "debug", "--configuration", str(configuration_path)],
+            cwd=project,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            env={**os.environ, "DO_NOT_TRACK": "1"},
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - started
+    text = output_path.read_text(encoding="utf-8")
+    match = SDK_ELAPSED.search(text)
+    if process.returncode != 0 or match is None:
+        raise RuntimeError(f"fivetran debug ({label}) failed (exit {process.returncode}):\n{text[-4000:]}")
+    hours, minutes, seconds, millis = (int(part) for part in match.groups())
+    return Run(items, hours * 3600 + minutes * 60 + seconds + millis / 1000, wall, usage.ru_maxrss)
+
+
+def warehouse_rows(project: Path) -> int:
+    import duckdb
+
+    with duckdb.connect(str(project / "files" / "warehouse.db"), read_only=True) as db:
+        tables = db.execute("select table_schema, table_name from information_schema.tables").fetchall()
+        table = next((schema, name) for schema, name in tables if name.lower() == COLLECTION.lower())
+        return db.execute(f'select count(*) from "{table[0]}"."{table[1]}"').fetchone()[0]  # type: ignore[index]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One benchmark size
+
+
+def bench_size(server: Server, docs: int, work: Path, baseline_seconds: float) -> Results:
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"\n== {docs:,} documents", flush=True)
+    seconds = load_documents(server, docs)
+    print(f"loaded in {seconds:.1f} s", flush=True)
+    config = configuration(server)
+    context = {
+        "url": server.url,
+        "tls_dir": str(server.tls_dir),
+        "configuration": config,
+        "baseline_seconds": baseline_seconds,
+        "sample_rows": min(docs, SINK_SAMPLE_ROWS),
+        "project": str(work / "sink"),
+    }
+
+    def step(label: str, measure: Any) -> Run:
+        result = measure()
+        print(f"  {label:<46} {result.items:>10,} in {result.seconds:8.2f} s", flush=True)
+        return result
+
+    command_stream = step(
+        "1b ceiling: QueryStreamCommand (connector query)", lambda: run_child("command_stream", context, work)
+    )
+    collection_stream = step(
+        "1b ceiling: QueryStreamCommand (from 'Orders')", lambda: run_child("collection_stream", context, work)
+    )
+    public_stream = step("1a ceiling: session.advanced.stream", lambda: run_child("public_stream", context, work))
+    baseline = step("2  baseline: skip/take 100", lambda: run_child("baseline", context, work))
+    if baseline.items < docs:
+        baseline = baseline._replace(note=f"stopped after {baseline_seconds:.0f} s")
+    source = step("3  connector source side (update, op counted)", lambda: run_child("source", context, work))
+
+    sink_project = make_project(work / "sink", SINK_CONNECTOR)
+    run_child("sample_rows", context, work)
+    sink = step(
+        "4  ceiling: trivial connector, fivetran debug",
+        lambda: fivetran_debug(sink_project, {"rows": str(docs)}, docs, "sink"),
+    )
+
+    project = make_project(work / "connector", (REPO / "connector.py").read_text(encoding="utf-8"))
+    end_to_end = step("5  connector end to end, fivetran debug", lambda: fivetran_debug(project, config, docs, "full"))
+    landed = warehouse_rows(project)
+    if landed != docs:
+        raise RuntimeError(f"the warehouse holds {landed} rows, expected {docs}")
+    no_change = step("6  incremental, nothing changed", lambda: fivetran_debug(project, config, 0, "no-change"))
+    changed = change_documents(server, docs, 0.01)
+    one_percent = step("6  incremental, 1% changed", lambda: fivetran_debug(project, config, changed, "one-percent"))
+    return Results(
+        docs,
+        public_stream,
+        command_stream,
+        collection_stream,
+        baseline,
+        source,
+        sink,
+        end_to_end,
+        no_change,
+        one_percent,
+    )
+
+
+class PeakRss(NamedTuple):
+    docs: int
+    peak_rss_kb: int
+
+
+def checks(results: Results, smaller: PeakRss | None) -> list[Check]:
+    ceiling = results.command_stream.rate
+    source = results.source.rate
+    at_100k = results.docs == DEFAULT_DOCS
+    found = [
+        Check("(3) / (1b) source vs client ceiling", source / ceiling, f">= {MIN_SOURCE_VS_CEILING}", None),
+        Check(
+            "(3) / (2) source vs skip/take baseline",
+            source / results.baseline.rate,
+            f">= {MIN_SOURCE_VS_BASELINE}",
+            None,
+        ),
+        Check(
+            "(5) / (4) end to end vs SDK ceiling",
+            results.end_to_end.rate / results.sink.rate,
+            f">= {MIN_END_TO_END_VS_SINK}",
+            None,
+        ),
+        Check("no-change incremental (s)", results.no_change.seconds, f"<= {MAX_NO_CHANGE_SECONDS} at 100k", None),
+        Check(
+            "1% changed / full sync (5)",
+            results.one_percent.seconds / results.end_to_end.seconds,
+            f"<= {MAX_ONE_PERCENT_SHARE}",
+            None,
+        ),
+    ]
+    found[0] = found[0]._replace(ok=found[0].value >= MIN_SOURCE_VS_CEILING)
+    found[1] = found[1]._replace(ok=found[1].value >= MIN_SOURCE_VS_BASELINE if at_100k else None)
+    found[2] = found[2]._replace(ok=found[2].value >= MIN_END_TO_END_VS_SINK)
+    found[3] = found[3]._replace(ok=found[3].value <= MAX_NO_CHANGE_SECONDS if at_100k else None)
+    found[4] = found[4]._replace(ok=found[4].value <= MAX_ONE_PERCENT_SHARE)
+    if smaller is not None:
+        growth = results.end_to_end.peak_rss_kb / smaller.peak_rss_kb
+        found.append(
+            Check(
+                f"peak RSS (5) at {results.docs:,} / at {smaller.docs:,}",
+                growth,
+                f"<= {MAX_RSS_GROWTH}",
+                growth <= MAX_RSS_GROWTH,
+            )
+        )
+    return found
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Report
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(encoding="utf-8")).group(1))  # type: ignore[union-attr]
+        memory = f", {kb / 1024 / 1024:.0f} GiB"
+    except (OSError, AttributeError):
+        pass
+    from importlib.metadata import version
+
+    return (
+        f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {model}{memory}; "
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}; "
+        f"fivetran-connector-sdk {version('fivetran-connector-sdk')}, ravendb {version('ravendb')}; "
+        "server: tests/standin (Python, same machine, HTTPS)"
+    )
+
+
+def table(results: Results) -> str:
+    ceiling = results.command_stream.rate
+    rows = [
+        ("1a ceiling source: session.advanced.stream", results.public_stream, "docs/s"),
+        ("1b ceiling source: QueryStreamCommand+JSONL", results.command_stream, "docs/s"),
+        ("   same, `from 'Orders'` (collection query)", results.collection_stream, "docs/s"),
+        ("2  baseline: skip/take 100 + flatten", results.baseline, "docs/s"),
+        ("3  connector source side (op counted)", results.source, "docs/s"),
+        ("4  ceiling sink: trivial connector, debug", results.sink, "rows/s"),
+        ("5  connector end to end, debug → DuckDB", results.end_to_end, "docs/s"),
+        ("6  incremental, nothing changed", results.no_change, "s"),
+        ("6  incremental, 1% changed", results.one_percent, "s"),
+    ]
+    lines = [
+        f"{results.docs:,} documents",
+        f"{'measurement':<46} {'items':>10} {'seconds':>9} {'rate':>11} {'unit':<6} {'vs 1b':>6} "
+        f"{'wall s':>8} {'peak RSS':>9}",
+    ]
+    for label, run, unit in rows:
+        rate = f"{run.rate:,.0f}" if unit != "s" else ""
+        versus = f"{run.rate / ceiling:.2f}" if unit == "docs/s" and ceiling else ""
+        lines.append(
+            f"{label:<46} {run.items:>10,} {run.seconds:>9.2f} {rate:>11} {unit:<6} {versus:>6} "
+            f"{run.wall_seconds:>8.1f} {run.peak_rss_kb / 1024:>6.0f} MB" + (f"  ({run.note})" if run.note else "")
+        )
+    return "\n".join(lines)
+
+
+def report(results: Results, found: list[Check], enforce: bool) -> bool:
+    print()
+    print(table(results))
+    print()
+    print(f"{'ratio':<46} {'value':>8}  {'target':<18} result")
+    passed = True
+    for check in found:
+        verdict = "n/a" if check.ok is None else ("ok" if check.ok else "MISS")
+        if not enforce and check.ok is not None:
+            verdict += " (not enforced)"
+        print(f"{check.name:<46} {check.value:>8.3f}  {check.target:<18} {verdict}")
+        passed = passed and check.ok is not False
+    return passed
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--docs", type=int, default=DEFAULT_DOCS, help="documents to load (default 100,000)")
+    size.add_argument("--full", action="store_true", help="run 100,000 and 1,000,000 documents; compare peak RSS")
+    size.add_argument("--smoke", action="store_true", help=f"{SMOKE_DOCS:,} documents, no thresholds (CI)")
+    parser.add_argument("--compare-rss", type=Path, help="a --save-rss file of a smaller run: check peak RSS growth")
+    parser.add_argument("--save-rss", type=Path, help="write the docs and peak RSS of (5) to this JSON file")
+    parser.add_argument("--baseline-seconds", type=float, default=180.0, help="stop the skip/take baseline after this")
+    parser.add_argument("--work-dir", type=Path, help="keep scratch files here (default: a temporary directory)")
+    parser.add_argument("--child", nargs=2, metavar=("NAME", "CONTEXT"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.child:
+        name, context_path = args.child
+        items, seconds = CHILDREN[name](json.loads(Path(context_path).read_text(encoding="utf-8")))
+        print(f"RESULT {json.dumps([items, seconds])}", flush=True)
+        return 0
+
+    sizes = [SMOKE_DOCS] if args.smoke else [DEFAULT_DOCS, FULL_DOCS] if args.full else [args.docs]
+    print(machine(), flush=True)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="ravendb-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    all_passed = True
+    try:
+        previous: PeakRss | None = None
+        if args.compare_rss:
+            previous = PeakRss(**json.loads(args.compare_rss.read_text(encoding="utf-8")))
+        with test_server(work) as server:
+            print(f"test server {server.url}; scratch {work}", flush=True)
+            for docs in sizes:
+                results = bench_size(server, docs, work / str(docs), args.baseline_seconds)
+                all_passed &= report(results, checks(results, previous), enforce=not args.smoke)
+                previous = PeakRss(docs, results.end_to_end.peak_rss_kb)
+                if args.save_rss:
+                    args.save_rss.write_text(json.dumps(previous._asdict()), encoding="utf-8")
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.smoke:
+        return 0
+    print("\nall targets met" if all_passed else "\nsome targets missed", flush=True)
+    return 0 if all_passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
