@@ -336,8 +336,31 @@ def bulk_docs(node: Node, request: Request, m: re.Match) -> Response:
     results: list[dict[str, Any]] = []
     with db.lock:
         for command in commands:
+            _validate_command(db, command)
+        for command in commands:
             results.append(_apply_command(db, node, command))
     return json_response({"Results": results, "TransactionIndex": 0}, 201)
+
+
+def _validate_command(db: Database, command: dict[str, Any]) -> None:
+    """Reject the whole batch before any write (a batch is one transaction): type, id, change vector."""
+    kind = command.get("Type")
+    if kind not in ("PUT", "DELETE"):
+        raise RavenError(
+            400, "System.NotSupportedException", f"Batch command type '{kind}' is not supported by the stand-in"
+        )
+    if not isinstance(command.get("Id"), str) or not command["Id"]:
+        raise RavenError(400, "System.ArgumentException", f"{kind} command without an Id")
+    expected = command.get("ChangeVector")
+    existing = db.get(command["Id"])
+    if expected is not None and (existing is None or existing.change_vector != expected):
+        raise RavenError(
+            409,
+            "Raven.Client.Exceptions.ConcurrencyException",
+            f"Document {command['Id']} has change vector {existing.change_vector if existing else 'none'}, "
+            f"but {kind} was called with change vector {expected}. Optimistic concurrency violation, "
+            "transaction will be aborted.",
+        )
 
 
 def _apply_command(db: Database, node: Node, command: dict[str, Any]) -> dict[str, Any]:
