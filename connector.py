@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -62,6 +62,7 @@ _BACKOFF_CAP_SECONDS = 30.0
 _SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_IDS_AT_CURSOR = 1_000  # ids kept in the state to skip documents at the cursor's exact timestamp
 _STATE_VERSION = 1
 _BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -130,6 +131,10 @@ class ConfigurationError(ValueError):
 
 class SourceError(RuntimeError):
     """RavenDB refused or failed a request; the message names the setting to check where one applies."""
+
+
+class TransientSourceError(SourceError):
+    """A failure that may pass: connection refused or reset, node down, timeout. Retried mid-sync."""
 
 
 class ClientCertificate(NamedTuple):
@@ -453,28 +458,60 @@ def _parse_server_ca(text: str) -> bytes:
 
 
 @dataclass
-class SyncState:
-    """Where the next sync starts: per collection the `@last-modified` of the last document upserted, and the
-    deletion time of the newest revisions-bin entry handled, both in RavenDB's own 7-digit format."""
+class CollectionCursor:
+    """Where a collection's next read starts: RavenDB's own 7-digit `@last-modified` of the last document upserted,
+    and the ids upserted at exactly that timestamp, which the next read (`>=`) skips instead of landing again."""
 
-    cursors: dict[str, str]
+    since: str = _BEGINNING_OF_TIME
+    ids_at_since: set[str] = field(default_factory=set)
+
+    def already_synced(self, last_modified: str, doc_id: str) -> bool:
+        return last_modified == self.since and doc_id in self.ids_at_since
+
+    def advance(self, last_modified: str, doc_id: str) -> None:
+        if last_modified != self.since:
+            if last_modified < self.since:
+                raise SourceError(f"RavenDB returned {doc_id} out of @last-modified order ({last_modified})")
+            self.since, self.ids_at_since = last_modified, set()
+        self.ids_at_since.add(doc_id)
+
+
+@dataclass
+class SyncState:
+    """Per-collection cursors and the deletion time of the newest revisions-bin entry handled."""
+
+    cursors: dict[str, CollectionCursor]
     deletes_since: str | None = None
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
         if not state:
             return cls(cursors={})
-        cursors = state.get("cursors", {})
-        if state.get("version") != _STATE_VERSION or not isinstance(cursors, dict):
+        cursors, seen = state.get("cursors", {}), state.get("ids_at_cursor", {})
+        if state.get("version") != _STATE_VERSION or not isinstance(cursors, dict) or not isinstance(seen, dict):
             raise SourceError(f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
         deletes_since = state.get("deletes_since")
         for key, cursor in [*cursors.items(), ("deletes_since", deletes_since or _BEGINNING_OF_TIME)]:
             if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
                 raise SourceError(f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
-        return cls(cursors=dict(cursors), deletes_since=deletes_since)
+        return cls(
+            cursors={name: CollectionCursor(since, set(seen.get(name, ()))) for name, since in cursors.items()},
+            deletes_since=deletes_since,
+        )
+
+    def cursor(self, collection: str) -> CollectionCursor:
+        return self.cursors.setdefault(collection, CollectionCursor())
 
     def to_dict(self) -> dict:
-        state: dict[str, Any] = {"version": _STATE_VERSION, "cursors": dict(self.cursors)}
+        state: dict[str, Any] = {
+            "version": _STATE_VERSION,
+            "cursors": {name: cursor.since for name, cursor in self.cursors.items()},
+            "ids_at_cursor": {  # past the cap, the next sync simply reads that timestamp's documents again
+                name: sorted(cursor.ids_at_since)
+                for name, cursor in self.cursors.items()
+                if len(cursor.ids_at_since) <= _MAX_IDS_AT_CURSOR
+            },
+        }
         if self.deletes_since is not None:
             state["deletes_since"] = self.deletes_since
         return state
@@ -603,8 +640,10 @@ def open_store(settings: Settings) -> Iterator[DocumentStore]:
     _check_reachable(settings.urls)
     with _private_files(settings) as (certificate_path, ca_path):
         store = DocumentStore(list(settings.urls), settings.database)
-        store.certificate_pem_path = certificate_path
-        store.trust_store_path = ca_path
+        if certificate_path is not None:
+            store.certificate_pem_path = certificate_path
+        if ca_path is not None:
+            store.trust_store_path = ca_path
         try:
             with _translated_errors(settings):
                 store.initialize()
@@ -686,35 +725,34 @@ def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None
 
 def sync_collection(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> CollectionReport:
     """Upsert every document of `collection` changed since its cursor, retrying transient failures."""
-    log.info(f"{collection}: sync started from {state.cursors.get(collection, 'the beginning')}")
+    log.info(f"{collection}: sync started from {state.cursor(collection).since}")
     started = time.monotonic()
     documents = 0
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
             documents += _stream_into_destination(store, settings, collection, state)
             break
-        except SourceError:
-            raise
-        except _TRANSIENT_ERRORS as exc:
+        except TransientSourceError as exc:
             if attempt == _MAX_ATTEMPTS:
-                raise SourceError(f"ravendb_urls: {collection} failed {attempt} times, last: {exc}") from exc
+                raise SourceError(f"{exc} ({collection}: gave up after {attempt} attempts)") from exc
             delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1))
-            log.warning(f"{collection}: {type(exc).__name__} ({exc}); resuming from the cursor in {delay:.0f} s")
+            log.warning(f"{collection}: {exc}; resuming from the cursor in {delay:.0f} s")
             time.sleep(delay)
     op.checkpoint(state.to_dict())
     return CollectionReport(collection, documents, time.monotonic() - started)
 
 
 def _stream_into_destination(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> int:
-    since = state.cursors.get(collection, _BEGINNING_OF_TIME)
-    _wait_for_index(store, settings, collection, since)
+    cursor = state.cursor(collection)
+    _wait_for_index(store, settings, collection, cursor.since)
     upserted = 0
-    for document in _stream(store, settings, changed_since_query(collection, since)):
-        last_modified = document["@metadata"]["@last-modified"]
-        if last_modified < since:
-            raise SourceError(f"{collection}: RavenDB returned documents out of @last-modified order")
+    for document in _stream(store, settings, changed_since_query(collection, cursor.since)):
+        metadata = document["@metadata"]
+        last_modified, doc_id = metadata["@last-modified"], metadata["@id"]
+        if cursor.already_synced(last_modified, doc_id):
+            continue
         op.upsert(collection, flatten(document))
-        state.cursors[collection] = since = last_modified
+        cursor.advance(last_modified, doc_id)
         upserted += 1
         if upserted % _CHECKPOINT_EVERY_RECORDS == 0:
             op.checkpoint(state.to_dict())
@@ -724,41 +762,51 @@ def _stream_into_destination(store: DocumentStore, settings: Settings, collectio
 def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> None:
     """Mark deleted the documents that entered the revisions bin since the last sync (newest entries first).
 
-    The first sync only records where the bin stands: its tables start from documents that exist now.
+    The first sync only records where the bin stands: its tables start from the documents that exist now.
     """
-    synced = set(collections)
-    newest: str | None = None
-    deleted = 0
-    for entry in _revisions_bin(store, settings):
+    first_page = _revisions_bin_page(store, settings, 0)
+    if first_page is None:
+        return  # revisions are not configured: RavenDB keeps no trace of deletes
+    if state.deletes_since is None:
+        state.deletes_since = first_page[0]["@metadata"]["@last-modified"] if first_page else _BEGINNING_OF_TIME
+        return
+    synced, newest, deleted = set(collections), state.deletes_since, 0
+    for entry in _revisions_bin_since(store, settings, first_page, state.deletes_since):
         metadata = entry["@metadata"]
-        deleted_at = metadata["@last-modified"]
-        newest = newest or deleted_at
-        if state.deletes_since is None or deleted_at < state.deletes_since:
-            break
+        newest = max(newest, metadata["@last-modified"])
         if metadata.get("@collection") in synced:
             op.delete(metadata["@collection"], {"Id": metadata["@id"]})
             deleted += 1
-    if newest is not None:
-        state.deletes_since = max(newest, state.deletes_since or newest)
-        op.checkpoint(state.to_dict())
+    state.deletes_since = newest
     if deleted:
         log.info(f"revisions bin: marked {deleted} deleted documents")
 
 
-def _revisions_bin(store: DocumentStore, settings: Settings) -> Iterator[dict]:
-    """Entries of the revisions bin, newest deletion first; nothing when revisions are not configured."""
-    start = 0
-    while True:
-        command = GetRevisionsBinEntryCommand(start, settings.batch_size)
-        try:
-            with _translated_errors(settings):
-                store.get_request_executor().execute_command(command)
-        except ValueError:  # the client's answer to 404: revisions are not configured for this database
+def _revisions_bin_since(
+    store: DocumentStore, settings: Settings, first_page: list[dict], since: str
+) -> Iterator[dict]:
+    """Bin entries deleted at or after `since`; the bin lists the newest deletion first."""
+    page, start = first_page, 0
+    while page:
+        for entry in page:
+            if entry["@metadata"]["@last-modified"] < since:
+                return
+            yield entry
+        if len(page) < settings.batch_size:
             return
-        yield from command.result.results
-        if len(command.result.results) < settings.batch_size:
-            return
-        start += len(command.result.results)
+        start += len(page)
+        page = _revisions_bin_page(store, settings, start) or []
+
+
+def _revisions_bin_page(store: DocumentStore, settings: Settings, start: int) -> list[dict] | None:
+    """One page of the revisions bin, or None when revisions are not configured for the database."""
+    command = GetRevisionsBinEntryCommand(start, settings.batch_size)
+    try:
+        with _translated_errors(settings):
+            store.get_request_executor().execute_command(command)
+    except ValueError:  # the client's answer to the server's 404: no revisions configuration
+        return None
+    return command.result.results
 
 
 def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, since: str) -> None:
@@ -783,26 +831,21 @@ def _stream(store: DocumentStore, settings: Settings, query: IndexQuery) -> Iter
         parser = JSONLRavenStreamParser(response.iter_lines(chunk_size=_STREAM_READ_BYTES))
         with _translated_errors(settings):
             parser.next_query_statistics()
-        while True:
-            try:
-                yield parser.next_item()
-            except StopIteration:
-                return
+            while True:
+                try:
+                    yield parser.next_item()
+                except StopIteration:
+                    return
     finally:
         response.close()
 
 
-_TRANSIENT_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    AllTopologyNodesDownException,
-)
-
-
 @contextmanager
 def _translated_errors(settings: Settings) -> Iterator[None]:
-    """Turn the client's exceptions into one-line errors that name the setting to check."""
+    """Turn the client's exceptions into one-line errors that name the setting to check.
+
+    Connection-level failures become TransientSourceError, which a sync retries; the rest are final.
+    """
     urls = ", ".join(settings.urls)
     try:
         yield
@@ -813,20 +856,46 @@ def _translated_errors(settings: Settings) -> Iterator[None]:
         ) from exc
     except DatabaseDoesNotExistException as exc:
         raise SourceError(f"database_name: database {settings.database!r} does not exist on {urls}") from exc
-    except requests.exceptions.SSLError as exc:
-        raise SourceError(f"ravendb_urls: TLS with {urls} failed: {_tls_reason(exc)}") from exc
-    except RavenException as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(f"RavenDB at {urls} refused a request: {first_line}") from exc
+    except (RavenException, AllTopologyNodesDownException, requests.RequestException) as exc:
+        raise _classified(exc, urls) from exc
 
 
-def _tls_reason(exc: requests.exceptions.SSLError) -> str:
-    text = str(exc)
+def _classified(exc: Exception, urls: str) -> SourceError:
+    # With several nodes the client folds each node's failure into the text of one exception: read the text.
+    text = _failure_text(exc)
     if "CERTIFICATE_VERIFY_FAILED" in text:
-        return "the server certificate is not trusted (for a self-signed CA, set server_ca_base64)"
-    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
-        return "the server does not speak TLS on this port (use http:// for a server without TLS)"
-    return "handshake failed (check the client certificate and the server's TLS setup)"
+        return SourceError(
+            f"ravendb_urls: TLS with {urls} failed: the server certificate is not trusted "
+            "(for a server certificate from a private CA, set server_ca_base64)"
+        )
+    if "WRONG_VERSION_NUMBER" in text.upper():
+        return SourceError(f"ravendb_urls: {urls} does not speak TLS on this port; use http:// for such a server")
+    if "SSLError" in text or isinstance(exc, requests.exceptions.SSLError):
+        return SourceError(f"ravendb_urls: TLS handshake with {urls} failed: {_last_line(text)}")
+    if isinstance(exc, RavenException) and not isinstance(exc.cause, requests.RequestException):
+        return SourceError(f"RavenDB at {urls} refused a request: {_first_line(text)}")
+    hint = ""
+    if "RemoteDisconnected" in text and urls.startswith("http://"):
+        hint = " (a server that only speaks TLS answers http:// like this: use https://)"
+    return TransientSourceError(f"ravendb_urls: request to {urls} failed: {_first_line(text)}{hint}")
+
+
+def _failure_text(exc: BaseException) -> str:
+    chain, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(f"{type(current).__name__}: {current}")
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    return "\n".join(chain)
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def _last_line(text: str) -> str:
+    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), text)
 
 
 connector = Connector(update=update, schema=schema, configuration_form=configuration_form)

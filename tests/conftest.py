@@ -9,7 +9,7 @@ import pytest
 import connector
 from tests.fakes import FakeDocumentStore
 
-# pytest_plugins = ["tests.standin.fixtures"]  # enabled once the stand-in server lands
+pytest_plugins = ["tests.standin.fixtures"]
 
 
 @pytest.fixture

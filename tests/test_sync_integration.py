@@ -1,0 +1,304 @@
+"""update() through the real ravendb client over HTTPS with a client certificate, against the test server
+(or a real RavenDB: see README "Tests"). What landed is what op.* received, recorded by the `ops` fixture."""
+
+import base64
+import glob
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from ravendb import ConfigureRevisionsOperation, RevisionsCollectionConfiguration, RevisionsConfiguration
+from ravendb.documents.queries.index_query import IndexQuery
+
+import connector
+from connector import ConfigurationError, SourceError
+from tests import documents
+from tests.documents import orders
+
+
+def b64_file(path: str) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def configuration_for(target, **overrides: str) -> dict[str, str]:
+    configuration = {"ravendb_urls": ",".join(target.urls), "database_name": target.database}
+    if target.client_pem:
+        configuration["certificate_base64"] = b64_file(target.client_pem)
+    if target.ca_pem:
+        configuration["server_ca_base64"] = b64_file(target.ca_pem)
+    configuration.update(overrides)
+    return configuration
+
+
+def sync(configuration: dict, ops, state: dict | None = None) -> dict:
+    """Run one sync and return the state it checkpointed last."""
+    connector.update(configuration, state or {})
+    return ops.checkpoints[-1]
+
+
+def database_documents(target, collection: str) -> list[dict]:
+    """The collection's documents, read with a collection query (no index, never stale)."""
+    settings = connector.validate_configuration(configuration_for(target))
+    with connector.open_store(settings) as store:
+        return list(connector._stream(store, settings, IndexQuery(f"from '{collection}'")))
+
+
+def database_rows(target, collection: str) -> dict[str, dict]:
+    """The collection as the connector should land it."""
+    return {row["Id"]: row for row in map(connector.flatten, database_documents(target, collection))}
+
+
+@pytest.fixture
+def configuration(ravendb_target) -> dict[str, str]:
+    return configuration_for(ravendb_target, collection_name="Orders")
+
+
+@pytest.fixture
+def quick_index_wait(monkeypatch):
+    """Tests that keep an index stale on purpose should not wait the production 120 s for it."""
+    monkeypatch.setattr(connector, "_INDEX_WAIT_SECONDS", 0.3)
+
+
+def test_first_sync_lands_every_document_flattened(ravendb_target, ravendb_store, configuration, ops):
+    documents.put(ravendb_store, orders(1, 30))
+
+    sync(configuration, ops)
+
+    assert ops.rows("Orders") == database_rows(ravendb_target, "Orders")
+    row = ops.rows("Orders")["orders/7-A"]
+    assert row["ShipTo_City"] == "Reims"
+    assert row["ShipTo_Location_Latitude"] == "49.25595819999999"
+    assert row["Lines"] == [{"Product": "products/7-A", "Quantity": 3, "PricePerUnit": 14.4}]
+    assert row["LastModified"].tzinfo is not None and row["LastModified"].microsecond > 0
+
+
+def test_cursor_is_the_full_seven_digit_last_modified_of_the_last_document(ravendb_store, configuration, ops):
+    documents.put(ravendb_store, orders(1, 3))
+
+    state = sync(configuration, ops)
+
+    with ravendb_store.open_session() as session:
+        newest = max(
+            session.advanced.get_metadata_for(session.load(f"orders/{n}-A"))["@last-modified"] for n in (1, 2, 3)
+        )
+    assert state["cursors"]["Orders"] == newest
+    assert len(newest) == 28 and newest.endswith("Z")
+
+
+def test_second_sync_without_changes_lands_nothing(ravendb_store, configuration, ops):
+    documents.put(ravendb_store, orders(1, 50))
+    state = sync(configuration, ops)
+    first = len(ops.upserts)
+
+    sync(configuration, ops, state)
+
+    assert first == 50
+    assert len(ops.upserts) == first
+
+
+def test_third_sync_lands_exactly_the_inserts_and_updates(ravendb_target, ravendb_store, configuration, ops):
+    documents.put(ravendb_store, orders(1, 50))
+    state = sync(configuration, ops)
+    state = sync(configuration, ops, state)
+    before = len(ops.upserts)
+    documents.put(ravendb_store, orders(51, 5) + orders(10, 2, Freight=99.5))
+
+    sync(configuration, ops, state)
+
+    changed = {row["Id"] for _, row in ops.upserts[before:]}
+    assert changed == {f"orders/{n}-A" for n in (10, 11, 51, 52, 53, 54, 55)}
+    assert ops.rows("Orders") == database_rows(ravendb_target, "Orders")
+
+
+def test_many_documents_sharing_one_timestamp_survive_a_crash_across_checkpoints(
+    ravendb_target, ravendb_store, standin_control, configuration, ops, monkeypatch
+):
+    standin_control.freeze_clock(True)
+    documents.put(ravendb_store, orders(1, 2500))
+    standin_control.freeze_clock(False)
+    real_upsert, calls = ops.upsert, []
+
+    def crash_after_1500(table, data):
+        calls.append(data["Id"])
+        if len(calls) > 1500:
+            raise ConnectionAbortedError("sync killed")
+        real_upsert(table, data)
+
+    monkeypatch.setattr(ops, "upsert", crash_after_1500)
+    with pytest.raises(ConnectionAbortedError):
+        connector.update(configuration, {})
+    resumed_from = ops.checkpoints[-1]
+    committed = {row["Id"] for _, row in ops.upserts[:1000]}  # what the destination holds at that checkpoint
+    monkeypatch.setattr(ops, "upsert", real_upsert)
+
+    sync(configuration, ops, resumed_from)
+
+    assert committed | set(ops.rows("Orders")) == set(database_rows(ravendb_target, "Orders"))
+    assert len(set(ops.rows("Orders"))) == 2500
+
+
+def test_writes_during_a_sync_are_in_the_destination_after_the_next_one(
+    ravendb_target, ravendb_store, standin_control, configuration, ops, monkeypatch
+):
+    documents.put(ravendb_store, orders(1, 1500))
+    real_upsert = ops.upsert
+
+    def write_while_syncing(table, data):
+        real_upsert(table, data)
+        if len(ops.upserts) == 700:
+            standin_control.freeze_clock(True)  # the writes below share one timestamp
+            documents.put(ravendb_store, orders(5000, 20) + orders(3, 5, Freight=1.5) + orders(1400, 5, Freight=2.5))
+            standin_control.freeze_clock(False)
+
+    monkeypatch.setattr(ops, "upsert", write_while_syncing)
+    state = sync(configuration, ops)
+    after_first = set(ops.rows("Orders"))
+    expected = database_rows(ravendb_target, "Orders")
+    cursor = state["cursors"]["Orders"]
+    older = {
+        doc["@metadata"]["@id"]
+        for doc in database_documents(ravendb_target, "Orders")
+        if doc["@metadata"]["@last-modified"] < cursor
+    }
+    assert older <= after_first
+
+    sync(configuration, ops, state)
+
+    assert ops.rows("Orders") == expected
+
+
+def test_a_stale_index_delays_documents_to_the_next_sync_but_never_loses_them(
+    ravendb_target, ravendb_store, standin_control, configuration, ops, quick_index_wait, logs
+):
+    documents.put(ravendb_store, orders(1, 20))
+    state = sync(configuration, ops)
+    standin_control.pause_indexing(ravendb_target.database)
+    documents.put(ravendb_store, orders(21, 10))
+
+    state = sync(configuration, ops, state)
+    assert "orders/25-A" not in ops.rows("Orders")
+    assert any("stale" in line for line in logs.messages("WARNING"))
+
+    standin_control.resume_indexing(ravendb_target.database)
+    sync(configuration, ops, state)
+
+    assert ops.rows("Orders") == database_rows(ravendb_target, "Orders")
+
+
+def test_every_user_collection_is_synced_and_a_new_one_appears_next_sync(ravendb_target, ravendb_store, ops):
+    configuration = configuration_for(ravendb_target)
+    documents.put(ravendb_store, [*orders(1, 3), ("companies/1-A", "Companies", {"Name": "Vins"})])
+    documents.put(ravendb_store, [("misc/1", None, {"Note": "no collection"})])
+    state = sync(configuration, ops)
+    assert {table for table, _ in ops.upserts} == {"Orders", "Companies"}
+
+    documents.put(ravendb_store, [("shippers/1-A", "Shippers", {"Name": "Speedy Express"})])
+    sync(configuration, ops, state)
+
+    assert set(ops.rows("Shippers")) == {"shippers/1-A"}
+
+
+class TestDeletesWithRevisions:
+    @pytest.fixture
+    def revisions(self, ravendb_store):
+        configuration = RevisionsConfiguration(
+            collections={"Orders": RevisionsCollectionConfiguration(minimum_revisions_to_keep=5)}
+        )
+        ravendb_store.maintenance.send(ConfigureRevisionsOperation(configuration))
+
+    def test_deletes_reach_the_destination_incrementally_across_restarts(
+        self, ravendb_store, revisions, configuration, ops
+    ):
+        documents.put(ravendb_store, orders(1, 10))
+        state = sync(configuration, ops)
+        documents.delete(ravendb_store, ["orders/2-A", "orders/3-A"])
+        state = sync(configuration, ops, state)
+        documents.delete(ravendb_store, ["orders/4-A"])
+
+        sync(configuration, ops, dict(state))  # a new process resuming from the saved state
+
+        deleted = {keys["Id"] for kind, _, keys in ops.calls if kind == "delete"}
+        assert deleted == {"orders/2-A", "orders/3-A", "orders/4-A"}
+        assert set(ops.rows("Orders")) == {f"orders/{n}-A" for n in (1, 5, 6, 7, 8, 9, 10)}
+
+    def test_a_document_deleted_then_recreated_ends_up_present(self, ravendb_store, revisions, configuration, ops):
+        documents.put(ravendb_store, orders(1, 3))
+        state = sync(configuration, ops)
+        documents.delete(ravendb_store, ["orders/2-A"])
+        documents.put(ravendb_store, orders(2, 1, Freight=7.25))
+
+        sync(configuration, ops, state)
+
+        assert ops.rows("Orders")["orders/2-A"]["Freight"] == "7.25"
+
+
+class TestFailuresNameTheSetting:
+    def test_unknown_client_certificate(self, ravendb_target):
+        configuration = configuration_for(
+            ravendb_target, certificate_base64=b64_file(ravendb_target.unknown_client_pem)
+        )
+
+        with pytest.raises(SourceError, match=r"^certificate_base64: .* rejected the client certificate"):
+            connector.update(configuration, {})
+
+    def test_expired_client_certificate_is_refused_before_connecting(self, ravendb_target):
+        configuration = configuration_for(
+            ravendb_target, certificate_base64=b64_file(ravendb_target.expired_client_pem)
+        )
+
+        with pytest.raises(ConfigurationError, match=r"^certificate_base64: the certificate expired on "):
+            connector.update(configuration, {})
+
+    def test_server_certificate_from_an_untrusted_ca(self, ravendb_target):
+        configuration = configuration_for(ravendb_target)
+        del configuration["server_ca_base64"]
+
+        with pytest.raises(SourceError, match=r"^ravendb_urls: TLS with .* the server certificate is not trusted"):
+            connector.update(configuration, {})
+
+    def test_plain_http_to_an_https_server(self, ravendb_target):
+        configuration = configuration_for(ravendb_target, ravendb_urls=ravendb_target.urls[0].replace("https", "http"))
+        del configuration["certificate_base64"], configuration["server_ca_base64"]
+
+        with pytest.raises(SourceError, match=r"^ravendb_urls: "):
+            connector.update(configuration, {})
+
+    def test_unknown_database(self, ravendb_target):
+        configuration = configuration_for(ravendb_target, database_name="no_such_database")
+
+        with pytest.raises(SourceError, match=r"^database_name: database 'no_such_database' does not exist"):
+            connector.update(configuration, {})
+
+    def test_unreachable_server(self, ravendb_target):
+        configuration = configuration_for(ravendb_target, ravendb_urls="https://127.0.0.1:9")
+
+        with pytest.raises(SourceError, match=r"^ravendb_urls: no server is reachable: https://127.0.0.1:9 \("):
+            connector.update(configuration, {})
+
+
+def test_a_dead_first_node_fails_over_with_a_warning(
+    ravendb_target, ravendb_store, standin_control, configuration, ops, logs
+):
+    documents.put(ravendb_store, orders(1, 20))
+    standin_control.stop_node("A")
+
+    sync(configuration, ops)
+
+    assert len(ops.rows("Orders")) == 20
+    assert any("unreachable" in line and ravendb_target.urls[0] in line for line in logs.messages("WARNING"))
+
+
+def test_no_secret_in_logs_errors_or_files_left_behind(ravendb_target, ravendb_store, configuration, ops, logs):
+    documents.put(ravendb_store, orders(1, 5))
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "ravendb-connector-*")))
+    bad = configuration_for(ravendb_target, certificate_base64=b64_file(ravendb_target.unknown_client_pem))
+    with pytest.raises(SourceError) as raised:
+        connector.update(bad, {})
+    sync(configuration, ops)
+
+    key_lines = [line for line in Path(ravendb_target.client_pem).read_text().splitlines() if "-----" not in line]
+    emitted = "\n".join([*logs.messages(), str(raised.value), *map(str, ops.checkpoints)])
+    assert not any(line in emitted for line in key_lines)
+    assert "PRIVATE KEY" not in emitted and configuration["certificate_base64"][:24] not in emitted
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "ravendb-connector-*"))) == before
