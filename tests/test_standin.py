@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import requests
 from ravendb import DocumentStore
+from ravendb.documents.commands.batches import ForceRevisionStrategy, PutCommandDataWithJson, SingleNodeBatchCommand
 from ravendb.documents.commands.crud import PutDocumentCommand
 from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
 from ravendb.documents.operations.revisions import (
@@ -19,13 +20,14 @@ from ravendb.documents.operations.revisions import (
 )
 from ravendb.documents.operations.statistics import GetCollectionStatisticsOperation, GetStatisticsOperation
 from ravendb.exceptions.exceptions import AuthorizationException, DatabaseDoesNotExistException
-from ravendb.exceptions.raven_exceptions import RavenException
+from ravendb.exceptions.raven_exceptions import ConcurrencyException, RavenException
 from ravendb.serverwide.operations.common import GetDatabaseNamesOperation
 
-from tests.standin import rql
+from tests.standin import rql, sample_data
 from tests.standin.control import StandInControl
 from tests.standin.errors import RavenError
 from tests.standin.fixtures import RavenTarget, open_store
+from tests.standin.server import StandIn
 
 pytest_plugins = ["tests.standin.fixtures"]  # until tests/conftest.py loads it for every test module
 
@@ -430,3 +432,38 @@ def test_time_spent_is_small() -> None:
     started = time.monotonic()
     rql.parse("from Orders where a = 1 and (b = 2 or not c = 3) order by a desc, id() limit 10 offset 5")
     assert time.monotonic() - started < 0.5
+
+
+def test_batch_with_a_concurrency_conflict_writes_nothing(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 1)
+    commands = [
+        PutCommandDataWithJson(
+            "orders/2-A", None, {"@metadata": {"@collection": "Orders"}}, ForceRevisionStrategy.NONE
+        ),
+        PutCommandDataWithJson(
+            "orders/1-A", "A:999-x", {"@metadata": {"@collection": "Orders"}}, ForceRevisionStrategy.NONE
+        ),
+    ]
+    with pytest.raises(ConcurrencyException):
+        ravendb_store.get_request_executor().execute_command(
+            SingleNodeBatchCommand(ravendb_store.conventions, commands)
+        )
+    with ravendb_store.open_session() as session:
+        assert session.load("orders/2-A") is None
+
+
+def test_demo_sample_data_in_process() -> None:
+    server = StandIn(nodes_count=1)
+    sample_data.load_demo(server.storage.create("demo"))
+    server.start()
+    store = open_store(server.urls, "demo", None, None)
+    try:
+        stats = store.maintenance.send(GetCollectionStatisticsOperation())
+        assert stats.collections == {"Companies": 91, "Employees": 9, "Products": 77, "Orders": 300, "@hilo": 1}
+        with store.open_session() as session:
+            company = session.load("companies/1-A", dict)
+            assert company["Address"]["PostalCode"].isalnum() or "-" in company["Address"]["PostalCode"]
+            assert len(str(company["Address"]["Location"]["Latitude"])) >= 15
+    finally:
+        store.close()
+        server.stop()
