@@ -29,8 +29,6 @@ from tests.standin.errors import RavenError
 from tests.standin.fixtures import RavenTarget, open_store
 from tests.standin.server import StandIn
 
-pytest_plugins = ["tests.standin.fixtures"]  # until tests/conftest.py loads it for every test module
-
 RAVEN_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$")
 LM = "@metadata.'@last-modified'"
 
