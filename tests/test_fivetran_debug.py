@@ -1,0 +1,162 @@
+"""The connector under the real `fivetran debug` CLI, into DuckDB, against the test server over HTTPS.
+
+Each run spends ~13 s in the SDK's offline requirements check (pipreqs) before the sync; the sync's own time
+is read from the SDK's "SYNC SUCCEEDED — total elapsed" line.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests import documents
+from tests.documents import orders
+from tests.test_sync_integration import configuration_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class DebugRun:
+    def __init__(self, completed: subprocess.CompletedProcess):
+        self.output = completed.stdout + completed.stderr
+        self.returncode = completed.returncode
+
+    def count(self, operation: str) -> int:
+        return int(re.search(rf"{operation}\s*\|\s*(\d+)", self.output).group(1))
+
+    @property
+    def elapsed(self) -> timedelta:
+        hours, minutes, seconds = re.search(r"total elapsed (\d+):(\d+):([\d.]+)", self.output).groups()
+        return timedelta(hours=int(hours), minutes=int(minutes), seconds=float(seconds))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A connector project as a user has it: connector.py and requirements.txt."""
+    for name in ("connector.py", "requirements.txt"):
+        shutil.copy(REPO / name, tmp_path / name)
+    return tmp_path
+
+
+def debug(project: Path, configuration: dict) -> DebugRun:
+    (project / "configuration.json").write_text(__import__("json").dumps(configuration))
+    (project / "configuration.json").chmod(0o600)
+    completed = subprocess.run(
+        ["fivetran", "debug", "--configuration", "configuration.json"],
+        cwd=project,
+        env={**os.environ, "DO_NOT_TRACK": "1"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return DebugRun(completed)
+
+
+def query(project: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(project / "files" / "warehouse.db"), read_only=True) as db:
+        return db.execute(sql).fetchall()
+
+
+def column_types(project: Path, table: str) -> dict[str, str]:
+    return {name: kind for name, kind, *_ in query(project, f"describe tester.{table}")}
+
+
+def test_first_run_lands_everything_second_nothing_third_exactly_the_changes(ravendb_target, ravendb_store, project):
+    documents.put(ravendb_store, [*orders(1, 40), ("companies/1-A", "Companies", {"Name": "Vins et alcools"})])
+    configuration = configuration_for(ravendb_target)
+
+    first = debug(project, configuration)
+    assert first.returncode == 0, first.output
+    assert first.count("Upserts") == 41
+    assert query(project, "select count(*) from tester.orders") == [(40,)]
+    assert query(project, "select name from tester.companies") == [("Vins et alcools",)]
+    assert column_types(project, "orders")["last_modified"] == "TIMESTAMP WITH TIME ZONE"
+    assert query(project, "select count(*) from tester.orders where microsecond(last_modified) % 1000000 = 0") == [(0,)]
+
+    second = debug(project, configuration)
+    assert second.returncode == 0, second.output
+    assert second.count("Upserts") == 0
+    assert second.elapsed < first.elapsed
+
+    documents.put(ravendb_store, [*orders(41, 3), *orders(5, 2, Freight=12.75)])
+    third = debug(project, configuration)
+    assert third.returncode == 0, third.output
+    assert third.count("Upserts") == 5
+    assert query(project, "select freight from tester.orders where id = 'orders/5-A'") == [(12.75,)]
+    assert query(project, "select count(*), count(distinct id) from tester.orders") == [(43, 43)]
+
+
+def test_each_value_lands_with_its_ravendb_type_across_syncs(ravendb_target, ravendb_store, project):
+    values = {
+        "Freight": 32.38,
+        "Total": 1234567.89,
+        "Latitude": 49.255958199999988,
+        "PostalCode": "51100",
+        "Zip": "01234",
+        "Phone": "(+33) 26.47.15.10",
+        "Flag": "true",
+        "Paid": True,
+        "Quantity": 12,
+        "Huge": 2**70,
+        "OrderedAt": "1996-07-04T00:00:00.0000000",
+        "ShippedAt": "2024-05-01T10:11:12.1234567Z",
+        "Code": 17,
+    }
+    documents.put(ravendb_store, [("orders/1-A", "Orders", values)])
+    configuration = configuration_for(ravendb_target, collection_name="Orders")
+    assert debug(project, configuration).returncode == 0
+
+    documents.put(ravendb_store, [("orders/2-A", "Orders", {**values, "Code": "A-17", "Total": 5, "Note": "new"})])
+    run = debug(project, configuration)
+
+    assert run.returncode == 0, run.output
+    types = column_types(project, "orders")
+    assert {name: types[name] for name in ("freight", "total", "latitude", "quantity", "paid")} == {
+        "freight": "DOUBLE",
+        "total": "DOUBLE",
+        "latitude": "DOUBLE",
+        "quantity": "BIGINT",
+        "paid": "BOOLEAN",
+    }
+    assert {
+        name: types[name] for name in ("postal_code", "zip", "phone", "flag", "huge", "code", "note")
+    } == dict.fromkeys(("postal_code", "zip", "phone", "flag", "huge", "code", "note"), "VARCHAR")
+    assert types["ordered_at"] == "TIMESTAMP" and types["shipped_at"] == "TIMESTAMP WITH TIME ZONE"
+    row = query(
+        project,
+        "select freight, total, latitude, postal_code, zip, flag, huge, code, ordered_at::varchar "
+        "from tester.orders where id = 'orders/1-A'",
+    )[0]
+    assert row == (
+        32.38,
+        1234567.89,
+        49.255958199999988,
+        "51100",
+        "01234",
+        "true",
+        str(2**70),
+        "17",
+        "1996-07-04 00:00:00",
+    )
+
+
+def test_a_bad_setting_stops_the_run_with_its_message_and_leaves_no_secret(ravendb_target, project):
+    configuration = configuration_for(ravendb_target, batch_size="0")
+
+    run = debug(project, configuration)
+
+    assert run.returncode != 0
+    assert "batch_size: 0 is out of range (expected 1 to 100000)" in run.output
+    body = [line for line in Path(ravendb_target.client_pem).read_text().splitlines() if "-----" not in line]
+    left_behind = "".join(
+        path.read_text(errors="replace")
+        for path in project.rglob("*")
+        if path.is_file() and path.name != "configuration.json"
+    )
+    assert not any(line in run.output or line in left_behind for line in body)
