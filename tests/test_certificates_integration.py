@@ -1,0 +1,55 @@
+"""Each certificate form a user may hold (RavenDB Cloud's .pfx included) syncs over HTTPS with client-certificate
+authentication; nothing of the key is left behind."""
+
+import glob
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+import connector
+from tests import certificate_forms, documents
+from tests.certificate_forms import b64
+from tests.documents import orders
+from tests.test_sync_integration import configuration_for
+
+FORMS = [
+    "pem-pkcs8",
+    "pem-traditional",
+    "pem-key-first",
+    "pem-with-chain",
+    "pem-encrypted-key",
+    "pfx-no-password",
+    "pfx-password",
+]
+
+
+@pytest.fixture
+def client_forms(ravendb_target) -> dict[str, tuple[bytes, str | None]]:
+    """The test server's trusted client certificate, in every form."""
+    pem = Path(ravendb_target.client_pem).read_bytes()
+    key = serialization.load_pem_private_key(pem, None)
+    certificate = x509.load_pem_x509_certificates(pem)[0]
+    ca = x509.load_pem_x509_certificates(Path(ravendb_target.ca_pem).read_bytes())[0]
+    return certificate_forms.forms(key, certificate, ca)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_each_certificate_form_syncs_over_https(ravendb_target, ravendb_store, client_forms, ops, logs, form):
+    documents.put(ravendb_store, orders(1, 3))
+    content, password = client_forms[form]
+    configuration = configuration_for(ravendb_target, certificate_base64=b64(content), collection_name="Orders")
+    if password:
+        configuration["certificate_password"] = password
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "ravendb-connector-*")))
+
+    connector.update(configuration, {})
+
+    assert set(ops.rows("Orders")) == {"orders/1-A", "orders/2-A", "orders/3-A"}
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "ravendb-connector-*"))) == before
+    key_body = [line for line in Path(ravendb_target.client_pem).read_text().splitlines() if "-----" not in line]
+    emitted = "\n".join([*logs.messages(), *map(str, ops.checkpoints)])
+    assert not any(line in emitted for line in key_body)
