@@ -74,6 +74,7 @@ _CHANGED_SINCE_RQL = (
     "from '{collection}' where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
 )
 _NEWEST_RQL = "from '{collection}' order by @metadata.'@last-modified' desc"
+_ALL_DOCUMENTS_RQL = "from '{collection}'"  # a collection query: read from storage, no index, never stale
 _RAVEN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?")
 
 
@@ -116,6 +117,14 @@ _FORM_FIELDS = [  # name, label, kind, required, description
         f"Documents per revisions-bin request and per reader hand-over (default {_DEFAULT_BATCH_SIZE}).",
     ),
     (
+        "reconcile_deletes_hours",
+        "Reconcile deletes every (hours)",
+        "text",
+        False,
+        "Without revisions: every so many hours, mark deleted the rows whose documents no longer exist "
+        "(reads every document of the collection; see README). Empty or 0: off.",
+    ),
+    (
         "server_ca_base64",
         "Server CA certificate",
         "text",
@@ -155,6 +164,7 @@ class Settings(NamedTuple):
     server_ca_pem: bytes | None
     collections: tuple[str, ...]  # empty: every user collection of the database
     batch_size: int
+    reconcile_every: timedelta | None  # None: no reconciliation of deletes
 
 
 class CollectionReport(NamedTuple):
@@ -214,6 +224,7 @@ def validate_configuration(configuration: dict) -> Settings:
         server_ca_pem=server_ca,
         collections=_parse_collections(_optional(configuration, "collection_name")),
         batch_size=_parse_batch_size(_optional(configuration, "batch_size")),
+        reconcile_every=_parse_reconcile_hours(_optional(configuration, "reconcile_deletes_hours")),
     )
 
 
@@ -243,6 +254,8 @@ def update(configuration: dict, state: dict) -> None:
             log.info(
                 f"{collection}: synced {report.documents} documents in {report.seconds:.1f} s ({rate:,.0f} docs/s)"
             )
+            if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
+                reconcile_deletes(store, settings, collection, sync_state)
     op.checkpoint(sync_state.to_dict())
 
 
@@ -357,6 +370,18 @@ def _parse_batch_size(text: str | None) -> int:
     if not 1 <= value <= _MAX_BATCH_SIZE:
         raise ConfigurationError(f"batch_size: {value} is out of range (expected 1 to {_MAX_BATCH_SIZE})")
     return value
+
+
+def _parse_reconcile_hours(text: str | None) -> timedelta | None:
+    if text is None:
+        return None
+    try:
+        hours = float(text)
+    except ValueError:
+        raise ConfigurationError(f"reconcile_deletes_hours: {text!r} is not a number of hours") from None
+    if not math.isfinite(hours) or hours < 0 or 0 < hours < 0.01:
+        raise ConfigurationError(f"reconcile_deletes_hours: {text!r} is out of range (expected 0 = off, or >= 0.01)")
+    return timedelta(hours=hours) if hours else None
 
 
 def _decode_base64(key: str, text: str) -> bytes:
@@ -482,6 +507,7 @@ class SyncState:
 
     cursors: dict[str, CollectionCursor]
     deletes_since: str | None = None
+    reconciled_at: dict[str, str] = field(default_factory=dict)  # collection -> ISO time of its last reconciliation
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
@@ -497,6 +523,7 @@ class SyncState:
         return cls(
             cursors={name: CollectionCursor(since, set(seen.get(name, ()))) for name, since in cursors.items()},
             deletes_since=deletes_since,
+            reconciled_at=dict(state.get("reconciled_at", {})),
         )
 
     def cursor(self, collection: str) -> CollectionCursor:
@@ -514,7 +541,16 @@ class SyncState:
         }
         if self.deletes_since is not None:
             state["deletes_since"] = self.deletes_since
+        if self.reconciled_at:
+            state["reconciled_at"] = dict(self.reconciled_at)
         return state
+
+
+def reconciliation_due(settings: Settings, state: SyncState, collection: str, now: datetime) -> bool:
+    if settings.reconcile_every is None:
+        return False
+    last = state.reconciled_at.get(collection)
+    return last is None or now - datetime.fromisoformat(last) >= settings.reconcile_every
 
 
 def flatten(document: dict) -> dict:
@@ -624,10 +660,17 @@ def parse_last_modified(raw: str) -> datetime:
     return datetime.fromisoformat(raw[:26] + "+00:00")
 
 
-def changed_since_query(collection: str, since: str) -> IndexQuery:
-    query = IndexQuery(_CHANGED_SINCE_RQL.format(collection=Utils.escape_collection_name(collection)))
-    query.query_parameters = {"since": since}
+def collection_query(template: str, collection: str, page_size: int | None = None, **parameters: str) -> IndexQuery:
+    """One of the constant RQL texts for `collection` (escaped as the client escapes it), values as $parameters."""
+    query = IndexQuery(template.format(collection=Utils.escape_collection_name(collection)))
+    query.query_parameters = parameters or None
+    if page_size is not None:
+        query.page_size = page_size
     return query
+
+
+def changed_since_query(collection: str, since: str) -> IndexQuery:
+    return collection_query(_CHANGED_SINCE_RQL, collection, since=since)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -711,15 +754,11 @@ def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[s
 
 
 def newest_documents(store: DocumentStore, settings: Settings, collection: str) -> list[dict]:
-    query = IndexQuery(_NEWEST_RQL.format(collection=Utils.escape_collection_name(collection)))
-    query.page_size = _SAMPLE_DOCUMENTS
-    return list(_stream(store, settings, query))
+    return list(_stream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=_SAMPLE_DOCUMENTS)))
 
 
 def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None:
-    query = IndexQuery(_NEWEST_RQL.format(collection=Utils.escape_collection_name(collection)))
-    query.page_size = 1
-    for _ in _stream(store, settings, query):
+    for _ in _stream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=1)):
         pass
 
 
@@ -809,9 +848,31 @@ def _revisions_bin_page(store: DocumentStore, settings: Settings, start: int) ->
     return command.result.results
 
 
+def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> None:
+    """Mark deleted every row whose document no longer exists, without ever marking a live one.
+
+    op.truncate soft-deletes every row synced before it; each document that exists is then touched again
+    (op.update of its Id, or a full upsert if it changed after the cursor). Truncate and touches reach the
+    destination together at the next checkpoint, so no live row is ever seen deleted.
+    """
+    started, documents = time.monotonic(), 0
+    cursor = state.cursor(collection)
+    op.truncate(collection)
+    for document in _stream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
+        metadata = document["@metadata"]
+        if metadata["@last-modified"] <= cursor.since:
+            op.update(collection, {"Id": metadata["@id"]})
+        else:
+            op.upsert(collection, flatten(document))
+        documents += 1
+    state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
+    op.checkpoint(state.to_dict())
+    log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
+
+
 def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, since: str) -> None:
     """Let the auto index behind the query catch up, so one sync reads every write made before it started."""
-    rql = _CHANGED_SINCE_RQL.format(collection=Utils.escape_collection_name(collection))
+    rql = changed_since_query(collection, since).query
     timeout = timedelta(seconds=_INDEX_WAIT_SECONDS)
     with store.open_session() as session, _translated_errors(settings):
         query = session.advanced.raw_query(rql).add_parameter("since", since)

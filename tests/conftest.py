@@ -33,6 +33,9 @@ class RecordedOps:
     def delete(self, table: str, keys: dict) -> None:
         self.calls.append(("delete", table, dict(keys)))
 
+    def truncate(self, table: str) -> None:
+        self.calls.append(("truncate", table, None))
+
     def checkpoint(self, state: dict) -> None:
         self.calls.append(("checkpoint", None, state))
 
@@ -40,14 +43,23 @@ class RecordedOps:
         self.calls.append(("error", None, message))
 
     def rows(self, table: str) -> dict[str, dict]:
-        """The table as the destination would hold it after the sync: last upsert per Id wins."""
+        """The live rows of the table as the destination holds them after the calls (soft deletes left out)."""
         rows: dict[str, dict] = {}
+        deleted: set[str] = set()
         for kind, name, data in self.calls:
-            if name == table and kind == "upsert":
+            if name != table:
+                continue
+            if kind == "upsert":
                 rows[data["Id"]] = data
-            elif name == table and kind == "delete":
-                rows.pop(data["Id"], None)
-        return rows
+                deleted.discard(data["Id"])
+            elif kind == "update":
+                rows[data["Id"]] = {**rows.get(data["Id"], {}), **data}
+                deleted.discard(data["Id"])
+            elif kind == "delete":
+                deleted.add(data["Id"])
+            elif kind == "truncate":
+                deleted.update(rows)
+        return {doc_id: row for doc_id, row in rows.items() if doc_id not in deleted}
 
     @property
     def upserts(self) -> list[tuple[str, dict]]:

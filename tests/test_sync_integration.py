@@ -233,6 +233,42 @@ class TestDeletesWithRevisions:
         assert ops.rows("Orders")["orders/2-A"]["Freight"] == "7.25"
 
 
+class TestReconciliationWithoutRevisions:
+    def test_deleted_ids_are_marked_and_live_ones_untouched(self, ravendb_target, ravendb_store, ops):
+        configuration = configuration_for(ravendb_target, collection_name="Orders", reconcile_deletes_hours="24")
+        documents.put(ravendb_store, orders(1, 10))
+        state = sync(configuration, ops)
+        documents.delete(ravendb_store, ["orders/3-A", "orders/7-A"])
+        state["reconciled_at"]["Orders"] = "2000-01-01T00:00:00+00:00"  # the interval has passed
+
+        sync(configuration, ops, state)
+
+        assert set(ops.rows("Orders")) == {f"orders/{n}-A" for n in (1, 2, 4, 5, 6, 8, 9, 10)}
+        assert ops.rows("Orders") == database_rows(ravendb_target, "Orders")
+
+    def test_it_runs_only_when_the_interval_has_passed(self, ravendb_target, ravendb_store, ops):
+        configuration = configuration_for(ravendb_target, collection_name="Orders", reconcile_deletes_hours="24")
+        documents.put(ravendb_store, orders(1, 3))
+        state = sync(configuration, ops)
+        documents.delete(ravendb_store, ["orders/2-A"])
+
+        sync(configuration, ops, state)
+
+        assert [call for call in ops.calls if call[0] == "truncate"] == [("truncate", "Orders", None)]
+        assert "orders/2-A" in ops.rows("Orders")
+
+    def test_a_document_changed_after_the_cursor_is_upserted_in_full(self, ravendb_target, ravendb_store, ops):
+        documents.put(ravendb_store, orders(1, 3))
+        settings = connector.validate_configuration(configuration_for(ravendb_target))
+        state = connector.SyncState.load({"version": 1, "cursors": {"Orders": "2000-01-01T00:00:00.0000000Z"}})
+
+        with connector.open_store(settings) as store:
+            connector.reconcile_deletes(store, settings, "Orders", state)
+
+        assert ops.rows("Orders") == database_rows(ravendb_target, "Orders")
+        assert [kind for kind, *_ in ops.calls] == ["truncate", "upsert", "upsert", "upsert", "checkpoint"]
+
+
 class TestFailuresNameTheSetting:
     def test_unknown_client_certificate(self, ravendb_target):
         configuration = configuration_for(
