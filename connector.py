@@ -754,11 +754,11 @@ def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[s
 
 
 def newest_documents(store: DocumentStore, settings: Settings, collection: str) -> list[dict]:
-    return list(_stream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=_SAMPLE_DOCUMENTS)))
+    return list(QueryStream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=_SAMPLE_DOCUMENTS)))
 
 
 def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None:
-    for _ in _stream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=1)):
+    for _ in QueryStream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=1)):
         pass
 
 
@@ -782,10 +782,20 @@ def sync_collection(store: DocumentStore, settings: Settings, collection: str, s
 
 
 def _stream_into_destination(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> int:
+    """Upsert the documents changed since the cursor. If the index behind the query lagged behind the writes,
+    wait for it and read on from the cursor, so that one sync sees every write made before it started."""
+    upserted, stale = _upsert_changes(store, settings, collection, state)
+    if stale:
+        _wait_for_index(store, settings, collection, state.cursor(collection).since)
+        upserted += _upsert_changes(store, settings, collection, state)[0]
+    return upserted
+
+
+def _upsert_changes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> tuple[int, bool]:
     cursor = state.cursor(collection)
-    _wait_for_index(store, settings, collection, cursor.since)
+    stream = QueryStream(store, settings, changed_since_query(collection, cursor.since))
     upserted = 0
-    for document in _stream(store, settings, changed_since_query(collection, cursor.since)):
+    for document in stream:
         metadata = document["@metadata"]
         last_modified, doc_id = metadata["@last-modified"], metadata["@id"]
         if cursor.already_synced(last_modified, doc_id):
@@ -795,7 +805,7 @@ def _stream_into_destination(store: DocumentStore, settings: Settings, collectio
         upserted += 1
         if upserted % _CHECKPOINT_EVERY_RECORDS == 0:
             op.checkpoint(state.to_dict())
-    return upserted
+    return upserted, stream.is_stale
 
 
 def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> None:
@@ -858,7 +868,7 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
     started, documents = time.monotonic(), 0
     cursor = state.cursor(collection)
     op.truncate(collection)
-    for document in _stream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
+    for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
         metadata = document["@metadata"]
         if metadata["@last-modified"] <= cursor.since:
             op.update(collection, {"Id": metadata["@id"]})
@@ -882,23 +892,33 @@ def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, s
             log.warning(f"{collection}: index still stale after {timeout}; later writes follow next sync")
 
 
-def _stream(store: DocumentStore, settings: Settings, query: IndexQuery) -> Iterator[dict]:
-    """Documents of a query streamed as JSON lines, parsed by the client's own JSONL parser."""
-    command = QueryStreamCommand(store.conventions, query)
-    with _translated_errors(settings):
-        store.get_request_executor().execute_command(command)
-    response = command.result.response
-    try:
-        parser = JSONLRavenStreamParser(response.iter_lines(chunk_size=_STREAM_READ_BYTES))
-        with _translated_errors(settings):
-            parser.next_query_statistics()
-            while True:
-                try:
-                    yield parser.next_item()
-                except StopIteration:
-                    return
-    finally:
-        response.close()
+class QueryStream:
+    """The documents of a query, streamed as JSON lines and parsed by the client's own JSONL parser.
+
+    Not the session's stream(): that deep-copies every document and may import the Python class a document
+    names in its metadata.
+    """
+
+    def __init__(self, store: DocumentStore, settings: Settings, query: IndexQuery):
+        self.store, self.settings, self.query = store, settings, query
+        self.is_stale = False  # known once iteration has begun
+
+    def __iter__(self) -> Iterator[dict]:
+        command = QueryStreamCommand(self.store.conventions, self.query)
+        with _translated_errors(self.settings):
+            self.store.get_request_executor().execute_command(command)
+        response = command.result.response
+        try:
+            parser = JSONLRavenStreamParser(response.iter_lines(chunk_size=_STREAM_READ_BYTES))
+            with _translated_errors(self.settings):
+                self.is_stale = bool(parser.next_query_statistics().get("IsStale"))
+                while True:
+                    try:
+                        yield parser.next_item()
+                    except StopIteration:
+                        return
+        finally:
+            response.close()
 
 
 @contextmanager

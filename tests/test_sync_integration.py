@@ -41,7 +41,7 @@ def database_documents(target, collection: str) -> list[dict]:
     """The collection's documents, read with a collection query (no index, never stale)."""
     settings = connector.validate_configuration(configuration_for(target))
     with connector.open_store(settings) as store:
-        return list(connector._stream(store, settings, IndexQuery(f"from '{collection}'")))
+        return list(connector.QueryStream(store, settings, IndexQuery(f"from '{collection}'")))
 
 
 def database_rows(target, collection: str) -> dict[str, dict]:
