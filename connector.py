@@ -51,7 +51,7 @@ from ravendb.tools.parsers import JSONLRavenStreamParser
 from ravendb.tools.utils import Utils
 
 _CHECKPOINT_EVERY_RECORDS = 1_000
-_DEFAULT_BATCH_SIZE = 1_000  # documents handed from the reader per batch; see README "batch_size"
+_DEFAULT_BATCH_SIZE = 1_000  # entries per revisions-bin request; collections are streamed, not paged
 _MAX_BATCH_SIZE = 100_000
 _STREAM_READ_BYTES = 1 << 16  # bytes per socket read of a stream (the client's default is 512)
 _CONNECT_TIMEOUT_SECONDS = 5.0
@@ -114,7 +114,7 @@ _FORM_FIELDS = [  # name, label, kind, required, description
         "Batch size",
         "text",
         False,
-        f"Documents per revisions-bin request and per reader hand-over (default {_DEFAULT_BATCH_SIZE}).",
+        f"Entries per revisions-bin request (default {_DEFAULT_BATCH_SIZE}); collections are streamed whole.",
     ),
     (
         "reconcile_deletes_hours",

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from dateutil.parser import isoparse
 from ravendb import ConfigureRevisionsOperation, RevisionsCollectionConfiguration, RevisionsConfiguration
 from ravendb.documents.queries.index_query import IndexQuery
 
@@ -84,6 +85,16 @@ def test_cursor_is_the_full_seven_digit_last_modified_of_the_last_document(raven
         )
     assert state["cursors"]["Orders"] == newest
     assert len(newest) == 28 and newest.endswith("Z")
+
+
+def test_last_modified_lands_as_a_utc_timestamp_to_the_microsecond(ravendb_target, ravendb_store, configuration, ops):
+    documents.put(ravendb_store, orders(1, 5))
+
+    sync(configuration, ops)
+
+    for document in database_documents(ravendb_target, "Orders"):
+        metadata = document["@metadata"]
+        assert ops.rows("Orders")[metadata["@id"]]["LastModified"] == isoparse(metadata["@last-modified"])
 
 
 def test_second_sync_without_changes_lands_nothing(ravendb_store, configuration, ops):
