@@ -5,9 +5,9 @@ Each collection becomes one table keyed by the document id. A sync streams every
 upserts it, checkpointing every 1,000 records and at the end of each collection. Documents deleted from
 collections with revisions enabled are read from the revisions bin and marked deleted.
 
-The cursor is RavenDB's own 7-digit `@last-modified` string and the query reads `>=` it: documents that share
-the cursor's timestamp are read again (idempotent upserts) instead of being skipped, so a write that lands in
-the same 100-ns tick as the last synced document, a stale index or a restart never loses a document.
+The cursor is RavenDB's own 7-digit `@last-modified` string plus the ids already upserted at exactly that
+timestamp, and the query reads `>=` it: a write that lands in the same 100-ns tick as the last synced document,
+a stale index or a restart never loses a document, and none lands twice.
 """
 
 import base64
@@ -46,7 +46,6 @@ from ravendb.exceptions.exceptions import (
     DatabaseDoesNotExistException,
 )
 from ravendb.exceptions.raven_exceptions import RavenException
-from ravendb.serverwide.operations.common import GetDatabaseNamesOperation
 from ravendb.tools.parsers import JSONLRavenStreamParser
 from ravendb.tools.utils import Utils
 
@@ -55,7 +54,7 @@ _DEFAULT_BATCH_SIZE = 1_000  # entries per revisions-bin request; collections ar
 _MAX_BATCH_SIZE = 100_000
 _STREAM_READ_BYTES = 1 << 16  # bytes per socket read of a stream (the client's default is 512)
 _CONNECT_TIMEOUT_SECONDS = 5.0
-_INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for RavenDB's auto index to catch up before streaming
+_INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for a stale auto index to catch up before reading on
 _MAX_ATTEMPTS = 5
 _BACKOFF_FIRST_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 30.0
@@ -68,8 +67,8 @@ _BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
 
-# The only query the sync sends. The collection is the one part RQL cannot take as a parameter: it is escaped
-# exactly as the ravendb client escapes it (Utils.escape_collection_name) inside single quotes.
+# Every query the connector sends is one of these constant texts. The collection is the one part RQL cannot take
+# as a parameter: it is escaped exactly as the ravendb client escapes it (Utils.escape_collection_name).
 _CHANGED_SINCE_RQL = (
     "from '{collection}' where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
 )
@@ -78,57 +77,42 @@ _ALL_DOCUMENTS_RQL = "from '{collection}'"  # a collection query: read from stor
 _RAVEN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?")
 
 
-_FORM_FIELDS = [  # name, label, kind, required, description
-    (
-        "ravendb_urls",
-        "RavenDB URLs",
-        "text",
-        True,
-        "One URL, or a comma-separated list of the nodes of a cluster, e.g. https://a.myorg.ravendb.cloud",
-    ),
-    ("database_name", "Database", "text", True, "The database to sync."),
-    (
+class _FormField(NamedTuple):
+    name: str
+    label: str
+    description: str
+    required: bool = False
+    secret: bool = False
+
+
+_FORM_FIELDS = [
+    _FormField("ravendb_urls", "RavenDB URLs", "One URL, or the comma-separated URLs of a cluster's nodes.", True),
+    _FormField("database_name", "Database", "The database to sync.", True),
+    _FormField(
         "certificate_base64",
         "Client certificate",
-        "secret",
-        False,
-        "Base64 of the client certificate: the .pfx from the RavenDB Cloud portal, or a PEM with certificate and key. "
-        "Required for https://.",
+        "Base64 of the client certificate: the .pfx from the RavenDB Cloud portal, or a PEM with certificate and "
+        "key. Required for https://.",
+        secret=True,
     ),
-    (
-        "certificate_password",
-        "Certificate password",
-        "secret",
-        False,
-        "Only for a password-protected .pfx or an encrypted PEM key.",
+    _FormField(
+        "certificate_password", "Certificate password", "Only for a protected .pfx or encrypted PEM key.", secret=True
     ),
-    (
-        "collection_name",
-        "Collections",
-        "text",
-        False,
-        "Comma-separated collections to sync; empty syncs every collection of the database.",
-    ),
-    (
+    _FormField("collection_name", "Collections", "Comma-separated collections; empty: every collection."),
+    _FormField(
         "batch_size",
         "Batch size",
-        "text",
-        False,
         f"Entries per revisions-bin request (default {_DEFAULT_BATCH_SIZE}); collections are streamed whole.",
     ),
-    (
+    _FormField(
         "reconcile_deletes_hours",
         "Reconcile deletes every (hours)",
-        "text",
-        False,
         "Without revisions: every so many hours, mark deleted the rows whose documents no longer exist "
         "(reads every document of the collection; see README). Empty or 0: off.",
     ),
-    (
+    _FormField(
         "server_ca_base64",
         "Server CA certificate",
-        "text",
-        False,
         "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
     ),
 ]
@@ -261,12 +245,12 @@ def update(configuration: dict, state: dict) -> None:
 
 def configuration_form() -> ConfigurationForm:
     """The setup form: every setting with its help text, secrets masked, and a four-step connection test."""
-    text, secret = form_field.TextField.plain_text, form_field.TextField.password
     form = ConfigurationForm()
-    for name, label, kind, required, description in _FORM_FIELDS:
+    for setting in _FORM_FIELDS:
+        kind = form_field.TextField.password if setting.secret else form_field.TextField.plain_text
         form.add_field(
             form_field.TextField(
-                name, label, {"text": text, "secret": secret}[kind], description=description, required=required
+                setting.name, setting.label, kind, description=setting.description, required=setting.required
             )
         )
     form.add_test(label="Connect to RavenDB and read the collections", func=connection_test)
@@ -274,7 +258,11 @@ def configuration_form() -> ConfigurationForm:
 
 
 def connection_test(configuration: dict) -> Any:
-    """Check, in order: the settings, URL reachability, TLS and the certificate, the database, the collections."""
+    """Check, in order: the settings, URL reachability, TLS and the certificate, the database, the collections.
+
+    The first request to the database proves TLS, the certificate and the database at once; which of them
+    failed is told by the setting its error names.
+    """
     step = "settings"
     try:
         settings = validate_configuration(configuration)
@@ -282,20 +270,21 @@ def connection_test(configuration: dict) -> Any:
         _check_reachable(settings.urls)
         with open_store(settings) as store:
             step = "TLS and client certificate"
-            with _translated_errors(settings):
-                databases = store.maintenance.server.send(GetDatabaseNamesOperation(0, 1_000_000))
-            step = "database"
-            if settings.database.lower() not in {name.lower() for name in databases}:
-                raise SourceError(
-                    f"database_name: {settings.database!r} does not exist or this certificate "
-                    f"cannot access it (it can access: {', '.join(sorted(databases)) or 'none'})"
-                )
+            collections = resolve_collections(store, settings, known=())
             step = "read access to the collections"
-            for collection in resolve_collections(store, settings, known=()):
+            for collection in collections:
                 _read_one(store, settings, collection)
     except (ConfigurationError, SourceError) as exc:
+        setting = str(exc).split(":", 1)[0]
+        step = _CONNECTION_STEP_BY_SETTING.get(setting, step) if step != "settings" else step
         return Test.failure(f"{step} failed: {exc}")
     return Test.success()
+
+
+_CONNECTION_STEP_BY_SETTING = {
+    "database_name": "database",
+    "collection_name": "read access to the collections",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------
