@@ -363,7 +363,7 @@ def child_sample_rows(context: dict) -> tuple[int, float]:
     query = connector.changed_since_query(COLLECTION, connector._BEGINNING_OF_TIME)
     query.page_size = context["sample_rows"]
     with connector.open_store(settings) as store:
-        rows = [connector.flatten(document) for document in connector._stream(store, settings, query)]
+        rows = [connector.flatten(document) for document in connector.QueryStream(store, settings, query)]
     tables = connector.schema(context["configuration"])
     project = Path(context["project"])
     with open(project / "rows.pickle", "wb") as file:
@@ -558,36 +558,44 @@ class PeakRss(NamedTuple):
 
 
 def checks(results: Results, smaller: PeakRss | None) -> list[Check]:
-    ceiling = results.command_stream.rate
+    """The issue's targets. (1) is the ravendb client's public streaming API (1a); the same ratio against the
+    bare stream command and parser the connector uses (1b) is printed for information (see README)."""
     source = results.source.rate
     at_100k = results.docs == DEFAULT_DOCS
+    vs_client = source / results.public_stream.rate
+    vs_baseline = source / results.baseline.rate
+    vs_sink = results.end_to_end.rate / results.sink.rate
+    one_percent = results.one_percent.seconds / results.end_to_end.seconds
     found = [
-        Check("(3) / (1b) source vs client ceiling", source / ceiling, f">= {MIN_SOURCE_VS_CEILING}", None),
+        Check(
+            "(3) / (1a) source vs client", vs_client, f">= {MIN_SOURCE_VS_CEILING}", vs_client >= MIN_SOURCE_VS_CEILING
+        ),
+        Check("(3) / (1b) source vs bare stream + parse", source / results.command_stream.rate, "(information)", None),
         Check(
             "(3) / (2) source vs skip/take baseline",
-            source / results.baseline.rate,
+            vs_baseline,
             f">= {MIN_SOURCE_VS_BASELINE}",
-            None,
+            vs_baseline >= MIN_SOURCE_VS_BASELINE if at_100k else None,
         ),
         Check(
             "(5) / (4) end to end vs SDK ceiling",
-            results.end_to_end.rate / results.sink.rate,
+            vs_sink,
             f">= {MIN_END_TO_END_VS_SINK}",
-            None,
+            vs_sink >= MIN_END_TO_END_VS_SINK,
         ),
-        Check("no-change incremental (s)", results.no_change.seconds, f"<= {MAX_NO_CHANGE_SECONDS} at 100k", None),
+        Check(
+            "no-change incremental (s)",
+            results.no_change.seconds,
+            f"<= {MAX_NO_CHANGE_SECONDS} at 100k",
+            results.no_change.seconds <= MAX_NO_CHANGE_SECONDS if at_100k else None,
+        ),
         Check(
             "1% changed / full sync (5)",
-            results.one_percent.seconds / results.end_to_end.seconds,
+            one_percent,
             f"<= {MAX_ONE_PERCENT_SHARE}",
-            None,
+            one_percent <= MAX_ONE_PERCENT_SHARE,
         ),
     ]
-    found[0] = found[0]._replace(ok=found[0].value >= MIN_SOURCE_VS_CEILING)
-    found[1] = found[1]._replace(ok=found[1].value >= MIN_SOURCE_VS_BASELINE if at_100k else None)
-    found[2] = found[2]._replace(ok=found[2].value >= MIN_END_TO_END_VS_SINK)
-    found[3] = found[3]._replace(ok=found[3].value <= MAX_NO_CHANGE_SECONDS if at_100k else None)
-    found[4] = found[4]._replace(ok=found[4].value <= MAX_ONE_PERCENT_SHARE)
     if smaller is not None:
         growth = results.end_to_end.peak_rss_kb / smaller.peak_rss_kb
         found.append(
