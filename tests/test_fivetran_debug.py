@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -160,3 +161,21 @@ def test_a_bad_setting_stops_the_run_with_its_message_and_leaves_no_secret(raven
         if path.is_file() and path.name != "configuration.json"
     )
     assert not any(line in run.output or line in left_behind for line in body)
+
+
+def test_fivetran_package_accepts_the_project_as_deployed(project):
+    completed = subprocess.run(
+        ["fivetran", "package", "--non-interactive"],
+        cwd=project,
+        env={**os.environ, "DO_NOT_TRACK": "1"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    with zipfile.ZipFile(next((project / "files").glob("*.zip"))) as package:
+        names = set(package.namelist())
+    assert {"connector.py", "requirements.txt", "configuration_form.pb"} <= names
+    assert (project / "requirements.txt").read_text() == (REPO / "requirements.txt").read_text()
