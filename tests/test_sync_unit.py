@@ -1,11 +1,17 @@
 """update() and schema() against a mocked DocumentStore: what lands, in what order, with which checkpoints."""
 
+import base64
+import glob
+import os
+import stat
+import tempfile
 from datetime import datetime, timezone
 
 import pytest
 
 import connector
 from connector import SourceError, flatten
+from tests.certificate_forms import cert_pem, key_pem, self_signed
 
 
 def store(fake_store, *documents):
@@ -284,3 +290,32 @@ def test_a_failing_sync_reports_one_line_through_op_error_without_a_traceback_ch
 
     assert ops.calls[-1] == ("error", None, str(raised.value))
     assert raised.value.__cause__ is None and raised.value.__context__ is None
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, ConnectionResetError], ids=["interrupt", "error"])
+def test_certificate_file_is_owner_only_and_gone_on_every_path(
+    fake_store, make_document, base_configuration, monkeypatch, interruption
+):
+    key, certificate = self_signed()
+    base_configuration.update(
+        ravendb_urls="https://127.0.0.1:8443",
+        certificate_base64=base64.b64encode(cert_pem(certificate) + key_pem(key)).decode(),
+    )
+    store(fake_store, make_document())
+    modes = []
+
+    def interrupt(document):
+        path = fake_store.instances[0].certificate_pem_path
+        modes.append(stat.S_IMODE(os.stat(path).st_mode))
+        raise interruption
+
+    monkeypatch.setattr(connector, "flatten", interrupt)
+    pattern = os.path.join(tempfile.gettempdir(), "ravendb-connector-*")
+    before = set(glob.glob(pattern))
+
+    with pytest.raises(interruption):
+        connector.update(base_configuration, {})
+
+    assert modes == [0o600]
+    assert set(glob.glob(pattern)) == before
+    assert fake_store.instances[0].closed
