@@ -74,6 +74,7 @@ _CHANGED_SINCE_RQL = (
 )
 _NEWEST_RQL = "from '{collection}' order by @metadata.'@last-modified' desc"
 _ALL_DOCUMENTS_RQL = "from '{collection}'"  # a collection query: read from storage, no index, never stale
+_CONNECTION_STEP_BY_SETTING = {"database_name": "database", "collection_name": "read access to the collections"}
 _RAVEN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?")
 
 
@@ -233,11 +234,7 @@ def update(configuration: dict, state: dict) -> None:
         collections = resolve_collections(store, settings, known=tuple(sync_state.cursors))
         sync_deletes(store, settings, collections, sync_state)
         for collection in collections:
-            report = sync_collection(store, settings, collection, sync_state)
-            rate = report.documents / report.seconds if report.seconds > 0 else 0.0
-            log.info(
-                f"{collection}: synced {report.documents} documents in {report.seconds:.1f} s ({rate:,.0f} docs/s)"
-            )
+            sync_collection(store, settings, collection, sync_state)
             if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
                 reconcile_deletes(store, settings, collection, sync_state)
     op.checkpoint(sync_state.to_dict())
@@ -279,12 +276,6 @@ def connection_test(configuration: dict) -> Any:
         step = _CONNECTION_STEP_BY_SETTING.get(setting, step) if step != "settings" else step
         return Test.failure(f"{step} failed: {exc}")
     return Test.success()
-
-
-_CONNECTION_STEP_BY_SETTING = {
-    "database_name": "database",
-    "collection_name": "read access to the collections",
-}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -767,7 +758,11 @@ def sync_collection(store: DocumentStore, settings: Settings, collection: str, s
             log.warning(f"{collection}: {exc}; resuming from the cursor in {delay:.0f} s")
             time.sleep(delay)
     op.checkpoint(state.to_dict())
-    return CollectionReport(collection, documents, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    log.info(
+        f"{collection}: synced {documents} documents in {seconds:.1f} s ({documents / max(seconds, 1e-6):,.0f} docs/s)"
+    )
+    return CollectionReport(collection, documents, seconds)
 
 
 def _stream_into_destination(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> int:
