@@ -388,7 +388,8 @@ def _parse_certificate(text: str, password: str | None) -> ClientCertificate:
         raise ConfigurationError("certificate_base64: holds no certificate (expected certificate and key)")
     leaf = _certificate_for_key(key, certificates)
     _check_validity(leaf)
-    pem = b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in [leaf, *certificates] if cert)
+    chain = [leaf, *(certificate for certificate in certificates if certificate != leaf)]
+    pem = b"".join(certificate.public_bytes(serialization.Encoding.PEM) for certificate in chain)
     pem += key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

@@ -48,6 +48,7 @@ def test_each_form_becomes_one_unencrypted_pem_with_certificate_first(https_conf
 
     pem = settings.certificate.pem
     assert x509.load_pem_x509_certificates(pem)[0] == certificate
+    assert x509.load_pem_x509_certificates(pem).count(certificate) == 1
     assert b"-----BEGIN PRIVATE KEY-----" in pem
     assert b"ENCRYPTED" not in pem
 
