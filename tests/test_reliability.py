@@ -10,20 +10,28 @@ import glob
 import itertools
 import json
 import os
+import random
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
+import duckdb
 import pytest
 from ravendb.documents.queries.index_query import IndexQuery
+from ravendb.serverwide.database_record import DatabaseRecord
+from ravendb.serverwide.operations.common import CreateDatabaseOperation, DeleteDatabaseOperation
 
 import connector
 from connector import ConfigurationError, SourceError
 from tests import documents
 from tests.documents import orders
+from tests.standin.fixtures import RavenTarget, open_store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONNECTOR_SOURCE = Path(connector.__file__).read_text(encoding="utf-8")
@@ -71,7 +79,7 @@ def secret_fragments(target, configuration: dict) -> list[str]:
     lines = [line.strip() for line in Path(target.client_pem).read_text().splitlines()]
     body = [line for line in lines if line and "-----" not in line and len(line) >= 16]
     value = configuration["certificate_base64"]
-    return [*body, *(value[i : i + 40] for i in range(0, len(value) - 40, 40)), "PRIVATE KEY"]
+    return [*body, *(value[i : i + 40] for i in range(0, len(value) - 40, 40))]
 
 
 def certificate_dirs() -> set[str]:
@@ -517,3 +525,223 @@ def test_documents_without_a_collection_are_not_synced(ravendb_target, ravendb_s
     assert all(row["Id"] != "loose/1" for _, row in ops.upserts)
     with pytest.raises(ConfigurationError, match=r"^collection_name: '@empty' is a RavenDB system collection"):
         connector.update(configuration_for(ravendb_target, collection_name="@empty"), {})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2. Crash and resume under `fivetran debug`: kill -9 mid-sync at a seeded moment, rerun, compare DuckDB.
+# The seeds and a failing run (unknown client certificate: a crash report) run side by side, since each run
+# spends ~13 s in the SDK's offline pipreqs check before its sync starts.
+
+CRASH_SEEDS = [11, 23, 47]
+CRASH_DOCUMENTS = 20_000
+FIVETRAN = str(Path(sys.executable).with_name("fivetran"))
+
+
+def start_debug(project: Path, configuration_path: Path, tmpdir: Path, log_name: str) -> subprocess.Popen:
+    project.mkdir(parents=True)
+    tmpdir.mkdir(exist_ok=True)
+    for name in ("connector.py", "requirements.txt"):
+        shutil.copy(REPO_ROOT / name, project / name)
+    with (project.parent / log_name).open("w") as output:
+        return subprocess.Popen(
+            [FIVETRAN, "debug", "--configuration", str(configuration_path)],
+            cwd=project,
+            env={**os.environ, "DO_NOT_TRACK": "1", "TMPDIR": str(tmpdir)},
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def warehouse(project: Path) -> tuple[list[str], int, int]:
+    """(ids, duplicate ids, rows marked deleted) of tester.orders in the project's DuckDB file."""
+    with duckdb.connect(str(project / "files" / "warehouse.db"), read_only=True) as db:
+        ids = [row[0] for row in db.execute("select cast(id as varchar) from tester.orders").fetchall()]
+        deleted = db.execute("select count(*) from tester.orders where _fivetran_deleted").fetchone()[0]
+    return ids, len(ids) - len(set(ids)), deleted
+
+
+@pytest.fixture(scope="module")
+def crash_runs(raven_server, tmp_path_factory):
+    """Per seed: the run killed mid-sync and its resumed run; also one failing run. Module-scoped: run once."""
+    name = f"test_crash_{uuid.uuid4().hex[:8]}"
+    admin = open_store(raven_server.urls, name, raven_server.client_pem, raven_server.ca_pem)
+    admin.maintenance.server.send(CreateDatabaseOperation(DatabaseRecord(name)))
+    root = tmp_path_factory.mktemp("crash")
+    target = RavenTarget(
+        raven_server.urls,
+        name,
+        raven_server.client_pem,
+        raven_server.ca_pem,
+        raven_server.unknown_client_pem,
+        raven_server.expired_client_pem,
+        raven_server.control,
+    )
+    try:
+        if raven_server.control is not None:
+            raven_server.control.generate_orders(name, CRASH_DOCUMENTS)
+        else:
+            for start in range(1, CRASH_DOCUMENTS + 1, 1000):
+                documents.put(admin, orders(start, 1000))
+        configuration = configuration_for(target, collection_name="Orders")
+        configuration_path = root / "configuration.json"
+        configuration_path.write_text(json.dumps(configuration))
+        configuration_path.chmod(0o600)
+        failing_path = root / "failing-configuration.json"
+        failing = dict(configuration)
+        if raven_server.unknown_client_pem:
+            failing["certificate_base64"] = b64_file(raven_server.unknown_client_pem)
+        else:
+            failing["database_name"] = "no_such_database"
+        failing_path.write_text(json.dumps(failing))
+
+        runs = {
+            seed: start_debug(root / f"seed-{seed}", configuration_path, root / f"tmp-{seed}", f"kill-{seed}.log")
+            for seed in CRASH_SEEDS
+        }
+        failing_run = start_debug(root / "failing", failing_path, root / "tmp-failing", "failing.log")
+        killed_at = {}
+        started = time.monotonic()
+        pending = {seed: random.Random(seed) for seed in CRASH_SEEDS}
+        synced_since = {}
+        while pending:  # kill each run a seeded 0.2-3 s after its first checkpoint (1,000 of 20,000 documents)
+            for seed in list(pending):
+                log = (root / f"kill-{seed}.log").read_text(errors="replace")
+                if seed not in synced_since and "checkpoint recorded" in log:
+                    synced_since[seed] = time.monotonic() + pending[seed].uniform(0.2, 3.0)
+                assert runs[seed].poll() is None, f"seed {seed}: the run ended before it was killed:\n{log}"
+                if seed in synced_since and time.monotonic() >= synced_since[seed]:
+                    os.kill(runs[seed].pid, signal.SIGKILL)
+                    runs[seed].wait()
+                    state = root / f"seed-{seed}" / "files" / "state.json"
+                    killed_at[seed] = {
+                        "state": json.loads(state.read_text()) if state.exists() else None,
+                        "rows": len(warehouse(root / f"seed-{seed}")[0]),
+                    }
+                    del pending[seed]
+            assert time.monotonic() - started < 120, "no sync started"
+            time.sleep(0.02)
+        failing_run.wait(timeout=120)
+        for seed in CRASH_SEEDS:
+            shutil.rmtree(root / f"tmp-{seed}-resume", ignore_errors=True)
+        resumed = {
+            seed: subprocess.Popen(
+                [FIVETRAN, "debug", "--configuration", str(configuration_path)],
+                cwd=root / f"seed-{seed}",
+                env={**os.environ, "DO_NOT_TRACK": "1", "TMPDIR": str(root / f"tmp-{seed}")},
+                stdin=subprocess.DEVNULL,
+                stdout=(root / f"resume-{seed}.log").open("w"),
+                stderr=subprocess.STDOUT,
+            )
+            for seed in CRASH_SEEDS
+        }
+        returncodes = {seed: process.wait(timeout=180) for seed, process in resumed.items()}
+        expected = {document["@metadata"]["@id"] for document in database_documents(target, "Orders")}
+        yield {
+            "root": root,
+            "target": target,
+            "configuration": configuration,
+            "killed_at": killed_at,
+            "returncodes": returncodes,
+            "failing_returncode": failing_run.returncode,
+            "expected": expected,
+        }
+    finally:
+        admin.maintenance.server.send(DeleteDatabaseOperation(name, hard_delete=True))
+        admin.close()
+
+
+@pytest.mark.parametrize("seed", CRASH_SEEDS, ids=[f"seed-{seed}" for seed in CRASH_SEEDS])
+def test_a_sync_killed_mid_way_resumes_to_exactly_the_database(crash_runs, seed):
+    killed = crash_runs["killed_at"][seed]
+    log = (crash_runs["root"] / f"resume-{seed}.log").read_text(errors="replace")
+    ids, duplicates, deleted = warehouse(crash_runs["root"] / f"seed-{seed}")
+
+    assert killed["state"] is not None and 0 < killed["rows"] < CRASH_DOCUMENTS  # killed mid-sync
+    assert crash_runs["returncodes"][seed] == 0, log[-3000:]
+    assert "SYNC SUCCEEDED" in log
+    assert set(ids) == crash_runs["expected"] and len(crash_runs["expected"]) == CRASH_DOCUMENTS
+    assert duplicates == 0 and deleted == 0
+
+
+def test_a_failing_debug_run_ends_with_a_one_line_error(crash_runs):
+    log = (crash_runs["root"] / "failing.log").read_text(errors="replace")
+
+    assert crash_runs["failing_returncode"] != 0
+    assert re.search(r"(certificate_base64|database_name): ", log)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 6. Secrets: nothing the scenarios above left behind holds certificate or key material
+
+
+def files_under(*roots: Path, skip: tuple[str, ...] = ()) -> list[Path]:
+    return [
+        path
+        for root in roots
+        for path in root.rglob("*")
+        if path.is_file() and not any(part in skip for part in path.relative_to(root).parts)
+    ]
+
+
+def test_no_secret_in_output_state_warehouse_or_crash_reports_of_debug_runs(crash_runs):
+    root = crash_runs["root"]
+    fragments = secret_fragments(crash_runs["target"], crash_runs["configuration"])
+    scanned = [path for path in files_under(root) if "configuration.json" not in path.name and "tmp-" not in str(path)]
+
+    leaks = {
+        str(path): fragment for path in scanned for fragment in fragments if fragment.encode() in path.read_bytes()
+    }
+
+    assert leaks == {}
+    assert any(path.suffix == ".db" for path in scanned) and any("resume" in path.name for path in scanned)
+
+
+def test_no_certificate_directory_survives_a_run_that_ends(crash_runs):
+    failing_tmp = crash_runs["root"] / "tmp-failing"
+    assert list(failing_tmp.glob("ravendb-connector-*")) == []
+
+
+@pytest.mark.parametrize("seed", CRASH_SEEDS, ids=[f"seed-{seed}" for seed in CRASH_SEEDS])
+def test_a_killed_run_leaves_its_key_owner_only(crash_runs, seed):
+    """kill -9 gives a process no chance to clean up: the key file it leaves is readable by its owner only."""
+    left = list((crash_runs["root"] / f"tmp-{seed}").glob("ravendb-connector-*"))
+    assert len(left) <= 1  # the killed run's; the resumed run removed its own
+    for directory in left:
+        assert directory.stat().st_mode & 0o077 == 0
+        for path in directory.iterdir():
+            assert path.stat().st_mode & 0o077 == 0
+
+
+def test_no_secret_in_logs_errors_state_or_working_directory_after_in_process_scenarios(
+    ravendb_target, ravendb_store, configuration, ops, logs
+):
+    documents.put(ravendb_store, orders(1, 5))
+    before = certificate_dirs()
+    errors = []
+    bad_configurations = [
+        configuration_for(ravendb_target, collection_name="Orders' where true or 'x"),
+        configuration_for(ravendb_target, database_name="no_such_database"),
+    ]
+    if ravendb_target.unknown_client_pem:
+        unknown = b64_file(ravendb_target.unknown_client_pem)
+        bad_configurations.append(configuration_for(ravendb_target, certificate_base64=unknown))
+    for bad in bad_configurations:
+        with pytest.raises((ConfigurationError, SourceError)) as raised:
+            connector.update(bad, {})
+        errors.append(str(raised.value))
+    sync(configuration, ops)
+
+    fragments = secret_fragments(ravendb_target, configuration)
+    emitted = "\n".join([*logs.messages(), *errors, *map(json.dumps, ops.checkpoints), *map(str, ops.calls)])
+    working = [
+        path
+        for path in files_under(
+            Path.cwd(), skip=(".venv", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", "standin", "tls")
+        )
+        if path.stat().st_size < 50_000_000
+    ]
+    assert [fragment for fragment in fragments if fragment in emitted] == []
+    assert "PRIVATE KEY" not in emitted
+    assert [str(path) for path in working for fragment in fragments if fragment.encode() in path.read_bytes()] == []
+    assert certificate_dirs() == before
