@@ -5,7 +5,7 @@ Each collection becomes one table keyed by the document id. A sync streams every
 upserts it, checkpointing every 1,000 records and at the end of each collection. Documents deleted from
 collections with revisions enabled are read from the revisions bin and marked deleted.
 
-The cursor is RavenDB's own 7-digit `@last-modified` string plus the ids already upserted at exactly that
+The cursor is RavenDB's own 7-digit `@last-modified` string plus the versions already upserted at exactly that
 timestamp, and the query reads `>=` it: a write that lands in the same 100-ns tick as the last synced document,
 a stale index or a restart never loses a document, and none lands twice.
 """
@@ -61,7 +61,7 @@ _BACKOFF_CAP_SECONDS = 30.0
 _SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_MAX_IDS_AT_CURSOR = 1_000  # ids kept in the state to skip documents at the cursor's exact timestamp
+_MAX_VERSIONS_AT_CURSOR = 500  # documents at the cursor's exact timestamp whose versions the state keeps
 _STATE_VERSION = 1
 _BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -466,20 +466,22 @@ def _parse_server_ca(text: str) -> bytes:
 @dataclass
 class CollectionCursor:
     """Where a collection's next read starts: RavenDB's own 7-digit `@last-modified` of the last document upserted,
-    and the ids upserted at exactly that timestamp, which the next read (`>=`) skips instead of landing again."""
+    and the version (change vector) of each document upserted at exactly that timestamp, which the next read
+    (`>=`) skips instead of landing again. A document written again within that same tick has a new change
+    vector, so it is read again."""
 
     since: str = _BEGINNING_OF_TIME
-    ids_at_since: set[str] = field(default_factory=set)
+    versions_at_since: dict[str, str] = field(default_factory=dict)  # id -> @change-vector
 
-    def already_synced(self, last_modified: str, doc_id: str) -> bool:
-        return last_modified == self.since and doc_id in self.ids_at_since
+    def already_synced(self, last_modified: str, doc_id: str, change_vector: str) -> bool:
+        return last_modified == self.since and self.versions_at_since.get(doc_id) == change_vector
 
-    def advance(self, last_modified: str, doc_id: str) -> None:
+    def advance(self, last_modified: str, doc_id: str, change_vector: str) -> None:
         if last_modified != self.since:
             if last_modified < self.since:
                 raise SourceError(f"RavenDB returned {doc_id} out of @last-modified order ({last_modified})")
-            self.since, self.ids_at_since = last_modified, set()
-        self.ids_at_since.add(doc_id)
+            self.since, self.versions_at_since = last_modified, {}
+        self.versions_at_since[doc_id] = change_vector
 
 
 @dataclass
@@ -494,7 +496,7 @@ class SyncState:
     def load(cls, state: dict | None) -> "SyncState":
         if not state:
             return cls(cursors={})
-        cursors, seen = state.get("cursors", {}), state.get("ids_at_cursor", {})
+        cursors, seen = state.get("cursors", {}), state.get("versions_at_cursor", {})
         if state.get("version") != _STATE_VERSION or not isinstance(cursors, dict) or not isinstance(seen, dict):
             raise SourceError(f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
         deletes_since = state.get("deletes_since")
@@ -502,7 +504,7 @@ class SyncState:
             if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
                 raise SourceError(f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
         return cls(
-            cursors={name: CollectionCursor(since, set(seen.get(name, ()))) for name, since in cursors.items()},
+            cursors={name: CollectionCursor(since, dict(seen.get(name, {}))) for name, since in cursors.items()},
             deletes_since=deletes_since,
             reconciled_at=dict(state.get("reconciled_at", {})),
         )
@@ -514,10 +516,10 @@ class SyncState:
         state: dict[str, Any] = {
             "version": _STATE_VERSION,
             "cursors": {name: cursor.since for name, cursor in self.cursors.items()},
-            "ids_at_cursor": {  # past the cap, the next sync simply reads that timestamp's documents again
-                name: sorted(cursor.ids_at_since)
+            "versions_at_cursor": {  # past the cap, the next sync simply reads that timestamp's documents again
+                name: dict(cursor.versions_at_since)
                 for name, cursor in self.cursors.items()
-                if len(cursor.ids_at_since) <= _MAX_IDS_AT_CURSOR
+                if len(cursor.versions_at_since) <= _MAX_VERSIONS_AT_CURSOR
             },
         }
         if self.deletes_since is not None:
@@ -782,11 +784,11 @@ def _upsert_changes(store: DocumentStore, settings: Settings, collection: str, s
     upserted = 0
     for document in stream:
         metadata = document["@metadata"]
-        last_modified, doc_id = metadata["@last-modified"], metadata["@id"]
-        if cursor.already_synced(last_modified, doc_id):
+        last_modified, doc_id, version = metadata["@last-modified"], metadata["@id"], metadata["@change-vector"]
+        if cursor.already_synced(last_modified, doc_id, version):
             continue
         op.upsert(collection, flatten(document))
-        cursor.advance(last_modified, doc_id)
+        cursor.advance(last_modified, doc_id, version)
         upserted += 1
         if upserted % _CHECKPOINT_EVERY_RECORDS == 0:
             op.checkpoint(state.to_dict())

@@ -176,11 +176,6 @@ def test_writes_from_another_process_during_a_sync_land_by_the_next_sync(
     assert len(expected) == existing + 10 + rounds * 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connector.py bug (edge): the cursor remembers ids, not versions, at its exact timestamp; a document "
-    "modified again within that same 100-ns tick after it was synced is skipped by every later sync",
-)
 def test_a_document_modified_again_within_the_cursor_tick_lands_next_sync(
     ravendb_target, ravendb_store, standin_control, configuration, ops
 ):

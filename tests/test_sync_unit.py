@@ -63,7 +63,7 @@ def test_cursor_keeps_the_full_seven_digit_timestamp(fake_store, make_document, 
     assert ops.checkpoints[-1] == {
         "version": 1,
         "cursors": {"Orders": "2024-05-01T10:11:12.1234567Z"},
-        "ids_at_cursor": {"Orders": ["orders/1-A"]},
+        "versions_at_cursor": {"Orders": {"orders/1-A": "A:1-x"}},
     }
 
 
@@ -79,17 +79,17 @@ def test_a_document_that_landed_at_the_cursor_timestamp_is_not_upserted_again(
     assert len(ops.upserts) == 1
 
 
-def test_past_the_cap_the_ids_at_the_cursor_are_not_kept_and_are_read_again(
+def test_past_the_cap_the_versions_at_the_cursor_are_not_kept_and_are_read_again(
     fake_store, make_document, base_configuration, ops, monkeypatch
 ):
-    monkeypatch.setattr(connector, "_MAX_IDS_AT_CURSOR", 2)
+    monkeypatch.setattr(connector, "_MAX_VERSIONS_AT_CURSOR", 2)
     tick = "2024-05-01T10:11:12.1234567Z"
     store(fake_store, *(make_document(last_modified=tick) for _ in range(3)))
     connector.update(base_configuration, {})
 
     connector.update(base_configuration, ops.checkpoints[-1])
 
-    assert ops.checkpoints[-1]["ids_at_cursor"] == {}
+    assert ops.checkpoints[-1]["versions_at_cursor"] == {}
     assert len(ops.upserts) == 6
 
 
