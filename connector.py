@@ -13,9 +13,12 @@ a stale index or a restart never loses a document, and none lands twice.
 import base64
 import binascii
 import functools
+import getpass
 import json
 import math
+import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -54,6 +57,7 @@ _DEFAULT_BATCH_SIZE = 1_000  # entries per revisions-bin request; collections ar
 _MAX_BATCH_SIZE = 100_000
 _STREAM_READ_BYTES = 1 << 16  # bytes per socket read of a stream (the client's default is 512)
 _CONNECT_TIMEOUT_SECONDS = 5.0
+_PRIVATE_DIR_PREFIX = "ravendb-connector-"  # + pid: the owner-only temporary folder of the client certificate
 _INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for a stale auto index to catch up before reading on
 _MAX_ATTEMPTS = 5
 _BACKOFF_FIRST_SECONDS = 1.0
@@ -680,10 +684,29 @@ def open_store(settings: Settings) -> Iterator[DocumentStore]:
 
 @contextmanager
 def _private_files(settings: Settings) -> Iterator[tuple[str | None, str | None]]:
-    with tempfile.TemporaryDirectory(prefix="ravendb-connector-") as directory:
+    _remove_orphaned_private_files()
+    with tempfile.TemporaryDirectory(prefix=f"{_PRIVATE_DIR_PREFIX}{os.getpid()}-") as directory:
         certificate_path = _write_private(directory, "client.pem", settings.certificate and settings.certificate.pem)
         ca_path = _write_private(directory, "server-ca.pem", settings.server_ca_pem)
         yield certificate_path, ca_path
+
+
+def _remove_orphaned_private_files() -> None:
+    """Remove what a sync killed outright (SIGKILL, power loss) could not: its owner-only certificate folder."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{_PRIVATE_DIR_PREFIX}*-*"):
+        pid = directory.name[len(_PRIVATE_DIR_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and directory.owner() == getpass.getuser() and not _process_alive(int(pid)):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_private(directory: str, name: str, content: bytes | None) -> str | None:

@@ -4,6 +4,7 @@ import base64
 import glob
 import os
 import stat
+import subprocess
 import tempfile
 from datetime import datetime, timezone
 
@@ -319,3 +320,25 @@ def test_certificate_file_is_owner_only_and_gone_on_every_path(
     assert modes == [0o600]
     assert set(glob.glob(pattern)) == before
     assert fake_store.instances[0].closed
+
+
+def test_a_certificate_folder_left_by_a_killed_sync_is_removed_by_the_next_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = finished_process_pid()
+    orphan = tmp_path / f"ravendb-connector-{dead}-x1"
+    live = tmp_path / f"ravendb-connector-{os.getpid()}-x2"
+    for folder in (orphan, live):
+        folder.mkdir(mode=0o700)
+        (folder / "client.pem").write_text("key material")
+
+    connector._remove_orphaned_private_files()
+
+    assert not orphan.exists()
+    assert live.exists()
+
+
+def finished_process_pid() -> int:
+    """A pid no process has now."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
