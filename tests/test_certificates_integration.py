@@ -1,9 +1,6 @@
 """Each certificate form a user may hold (RavenDB Cloud's .pfx included) syncs over HTTPS with client-certificate
 authentication; nothing of the key is left behind."""
 
-import glob
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ import connector
 from tests import certificate_forms, documents
 from tests.certificate_forms import b64
 from tests.documents import orders
-from tests.test_sync_integration import configuration_for
+from tests.syncing import certificate_dirs, configuration_for
 
 FORMS = [
     "pem-pkcs8",
@@ -44,12 +41,12 @@ def test_each_certificate_form_syncs_over_https(ravendb_target, ravendb_store, c
     configuration = configuration_for(ravendb_target, certificate_base64=b64(content), collection_name="Orders")
     if password:
         configuration["certificate_password"] = password
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "ravendb-connector-*")))
+    before = certificate_dirs()
 
     connector.update(configuration, {})
 
     assert set(ops.rows("Orders")) == {"orders/1-A", "orders/2-A", "orders/3-A"}
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "ravendb-connector-*"))) == before
+    assert certificate_dirs() == before
     key_body = [line for line in Path(ravendb_target.client_pem).read_text().splitlines() if "-----" not in line]
     emitted = "\n".join([*logs.messages(), *map(str, ops.checkpoints)])
     assert not any(line in emitted for line in key_body)

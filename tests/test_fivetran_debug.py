@@ -4,7 +4,6 @@ Each run spends ~13 s in the SDK's offline requirements check (pipreqs) before t
 is read from the SDK's "SYNC SUCCEEDED — total elapsed" line.
 """
 
-import os
 import re
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from tests import documents
 from tests.documents import orders
-from tests.test_sync_integration import configuration_for
+from tests.syncing import configuration_for, run_fivetran
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,16 +46,7 @@ def project(tmp_path: Path) -> Path:
 def debug(project: Path, configuration: dict) -> DebugRun:
     (project / "configuration.json").write_text(__import__("json").dumps(configuration))
     (project / "configuration.json").chmod(0o600)
-    completed = subprocess.run(
-        ["fivetran", "debug", "--configuration", "configuration.json"],
-        cwd=project,
-        env={**os.environ, "DO_NOT_TRACK": "1"},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return DebugRun(completed)
+    return DebugRun(run_fivetran(project, "debug", "--configuration", "configuration.json"))
 
 
 def query(project: Path, sql: str) -> list[tuple]:
@@ -164,15 +154,7 @@ def test_a_bad_setting_stops_the_run_with_its_message_and_leaves_no_secret(raven
 
 
 def test_fivetran_package_accepts_the_project_as_deployed(project):
-    completed = subprocess.run(
-        ["fivetran", "package", "--non-interactive"],
-        cwd=project,
-        env={**os.environ, "DO_NOT_TRACK": "1"},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    completed = run_fivetran(project, "package", "--non-interactive")
 
     assert completed.returncode == 0, completed.stdout + completed.stderr
     with zipfile.ZipFile(next((project / "files").glob("*.zip"))) as package:

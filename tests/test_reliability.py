@@ -6,7 +6,6 @@ compared with the database, id by id and field by field, through connector.flatt
 """
 
 import base64
-import glob
 import itertools
 import json
 import os
@@ -16,14 +15,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import duckdb
 import pytest
-from ravendb.documents.queries.index_query import IndexQuery
 from ravendb.serverwide.database_record import DatabaseRecord
 from ravendb.serverwide.operations.common import CreateDatabaseOperation, DeleteDatabaseOperation
 
@@ -32,6 +29,7 @@ from connector import ConfigurationError, SourceError
 from tests import documents
 from tests.documents import orders
 from tests.standin.fixtures import RavenTarget, open_store
+from tests.syncing import b64_file, certificate_dirs, configuration_for, database_documents, database_rows, sync
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONNECTOR_SOURCE = Path(connector.__file__).read_text(encoding="utf-8")
@@ -41,49 +39,12 @@ CONNECTOR_SOURCE = Path(connector.__file__).read_text(encoding="utf-8")
 # Helpers
 
 
-def b64_file(path: str) -> str:
-    return base64.b64encode(Path(path).read_bytes()).decode()
-
-
-def configuration_for(target, **overrides: str) -> dict[str, str]:
-    configuration = {"ravendb_urls": ",".join(target.urls), "database_name": target.database}
-    if target.client_pem:
-        configuration["certificate_base64"] = b64_file(target.client_pem)
-    if target.ca_pem:
-        configuration["server_ca_base64"] = b64_file(target.ca_pem)
-    configuration.update(overrides)
-    return configuration
-
-
-def sync(configuration: dict, ops, state: dict | None = None) -> dict:
-    """One sync; the state it checkpointed last."""
-    connector.update(configuration, state or {})
-    return ops.checkpoints[-1]
-
-
-def database_documents(target, collection: str) -> list[dict]:
-    """The collection's documents through a collection query (storage order, never stale)."""
-    settings = connector.validate_configuration(configuration_for(target))
-    rql = f"from '{connector.Utils.escape_collection_name(collection)}'"
-    with connector.open_store(settings) as store:
-        return list(connector.QueryStream(store, settings, IndexQuery(rql)))
-
-
-def database_rows(target, collection: str) -> dict[str, dict]:
-    """The collection as the connector should land it, by id."""
-    return {row["Id"]: row for row in map(connector.flatten, database_documents(target, collection))}
-
-
 def secret_fragments(target, configuration: dict) -> list[str]:
     """Every line of the client PEM's base64 bodies, and chunks of the configured certificate_base64 value."""
     lines = [line.strip() for line in Path(target.client_pem).read_text().splitlines()]
     body = [line for line in lines if line and "-----" not in line and len(line) >= 16]
     value = configuration["certificate_base64"]
     return [*body, *(value[i : i + 40] for i in range(0, len(value) - 40, 40))]
-
-
-def certificate_dirs() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "ravendb-connector-*")))
 
 
 @pytest.fixture

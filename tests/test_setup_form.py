@@ -1,16 +1,14 @@
 """The setup form of SDK 3 and its connection test, directly and through `fivetran configuration --test`."""
 
 import json
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 import connector
-from tests.test_sync_integration import b64_file, configuration_for
+from tests.syncing import b64_file, configuration_for, run_fivetran
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,15 +74,7 @@ def test_fivetran_configuration_test_runs_the_connection_test(ravendb_target, tm
     configuration = configuration_for(ravendb_target, database_name="missing_db")
     (tmp_path / "configuration.json").write_text(json.dumps(configuration))
 
-    completed = subprocess.run(
-        ["fivetran", "configuration", "--test"],
-        cwd=tmp_path,
-        env={**os.environ, "DO_NOT_TRACK": "1"},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    completed = run_fivetran(tmp_path, "configuration", "--test")
 
     assert completed.returncode == 1
     assert "database failed: database_name: database 'missing_db' does not exist" in completed.stdout + completed.stderr

@@ -1,53 +1,17 @@
 """update() through the real ravendb client over HTTPS with a client certificate, against the test server
 (or a real RavenDB: see README "Tests"). What landed is what op.* received, recorded by the `ops` fixture."""
 
-import base64
-import glob
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
 from dateutil.parser import isoparse
 from ravendb import ConfigureRevisionsOperation, RevisionsCollectionConfiguration, RevisionsConfiguration
-from ravendb.documents.queries.index_query import IndexQuery
 
 import connector
 from connector import ConfigurationError, SourceError
 from tests import documents
 from tests.documents import orders
-
-
-def b64_file(path: str) -> str:
-    return base64.b64encode(Path(path).read_bytes()).decode()
-
-
-def configuration_for(target, **overrides: str) -> dict[str, str]:
-    configuration = {"ravendb_urls": ",".join(target.urls), "database_name": target.database}
-    if target.client_pem:
-        configuration["certificate_base64"] = b64_file(target.client_pem)
-    if target.ca_pem:
-        configuration["server_ca_base64"] = b64_file(target.ca_pem)
-    configuration.update(overrides)
-    return configuration
-
-
-def sync(configuration: dict, ops, state: dict | None = None) -> dict:
-    """Run one sync and return the state it checkpointed last."""
-    connector.update(configuration, state or {})
-    return ops.checkpoints[-1]
-
-
-def database_documents(target, collection: str) -> list[dict]:
-    """The collection's documents, read with a collection query (no index, never stale)."""
-    settings = connector.validate_configuration(configuration_for(target))
-    with connector.open_store(settings) as store:
-        return list(connector.QueryStream(store, settings, IndexQuery(f"from '{collection}'")))
-
-
-def database_rows(target, collection: str) -> dict[str, dict]:
-    """The collection as the connector should land it."""
-    return {row["Id"]: row for row in map(connector.flatten, database_documents(target, collection))}
+from tests.syncing import b64_file, certificate_dirs, configuration_for, database_documents, database_rows, sync
 
 
 @pytest.fixture
@@ -338,7 +302,7 @@ def test_a_dead_first_node_fails_over_with_a_warning(
 
 def test_no_secret_in_logs_errors_or_files_left_behind(ravendb_target, ravendb_store, configuration, ops, logs):
     documents.put(ravendb_store, orders(1, 5))
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "ravendb-connector-*")))
+    before = certificate_dirs()
     bad = configuration_for(ravendb_target, certificate_base64=b64_file(ravendb_target.unknown_client_pem))
     with pytest.raises(SourceError) as raised:
         connector.update(bad, {})
@@ -348,4 +312,4 @@ def test_no_secret_in_logs_errors_or_files_left_behind(ravendb_target, ravendb_s
     emitted = "\n".join([*logs.messages(), str(raised.value), *map(str, ops.checkpoints)])
     assert not any(line in emitted for line in key_lines)
     assert "PRIVATE KEY" not in emitted and configuration["certificate_base64"][:24] not in emitted
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "ravendb-connector-*"))) == before
+    assert certificate_dirs() == before
