@@ -10,6 +10,15 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 PASSWORD = "s3cret-pa$$"
+FORM_NAMES = (
+    "pem-pkcs8",
+    "pem-traditional",
+    "pem-key-first",
+    "pem-with-chain",
+    "pem-encrypted-key",
+    "pfx-no-password",
+    "pfx-password",
+)
 
 
 def self_signed(

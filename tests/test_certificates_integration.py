@@ -8,20 +8,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import connector
-from tests import certificate_forms, documents
-from tests.certificate_forms import b64
+from tests import certificate_forms
+from tests.certificate_forms import FORM_NAMES, b64, documents
 from tests.documents import orders
 from tests.syncing import certificate_dirs, configuration_for
-
-FORMS = [
-    "pem-pkcs8",
-    "pem-traditional",
-    "pem-key-first",
-    "pem-with-chain",
-    "pem-encrypted-key",
-    "pfx-no-password",
-    "pfx-password",
-]
 
 
 @pytest.fixture
@@ -34,7 +24,7 @@ def client_forms(ravendb_target) -> dict[str, tuple[bytes, str | None]]:
     return certificate_forms.forms(key, certificate, ca)
 
 
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", FORM_NAMES)
 def test_each_certificate_form_syncs_over_https(ravendb_target, ravendb_store, client_forms, ops, logs, form):
     documents.put(ravendb_store, orders(1, 3))
     content, password = client_forms[form]

@@ -7,7 +7,7 @@ from cryptography import x509
 
 from connector import ConfigurationError, validate_configuration
 from tests import certificate_forms
-from tests.certificate_forms import PASSWORD, b64, cert_pem, key_pem, pfx, self_signed
+from tests.certificate_forms import FORM_NAMES, PASSWORD, b64, cert_pem, key_pem, pfx, self_signed
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +27,7 @@ def configured(configuration: dict, content: bytes, password: str | None = None)
     return configuration
 
 
-FORMS = [
-    "pem-pkcs8",
-    "pem-traditional",
-    "pem-key-first",
-    "pem-with-chain",
-    "pem-encrypted-key",
-    "pfx-no-password",
-    "pfx-password",
-]
-
-
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", FORM_NAMES)
 def test_each_form_becomes_one_unencrypted_pem_with_certificate_first(https_configuration, client, form):
     key, certificate = client
     _, ca_certificate = self_signed("test-ca")
