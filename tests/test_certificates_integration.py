@@ -8,8 +8,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import connector
-from tests import certificate_forms
-from tests.certificate_forms import FORM_NAMES, b64, documents
+from tests import certificate_forms, documents
+from tests.certificate_forms import FORM_NAMES, b64
 from tests.documents import orders
 from tests.syncing import certificate_dirs, configuration_for
 
