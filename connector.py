@@ -770,7 +770,8 @@ def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None
 
 def sync_collection(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> CollectionReport:
     """Upsert every document of `collection` changed since its cursor, retrying transient failures."""
-    log.info(f"{collection}: sync started from {state.cursor(collection).since}")
+    since = state.cursor(collection).since
+    log.info(f"{collection}: sync started from {'the beginning' if since == _BEGINNING_OF_TIME else since}")
     started = time.monotonic()
     documents = 0
     for attempt in range(1, _MAX_ATTEMPTS + 1):
