@@ -156,12 +156,6 @@ class Settings(NamedTuple):
     reconcile_every: timedelta | None  # None: no reconciliation of deletes
 
 
-class CollectionReport(NamedTuple):
-    collection: str
-    documents: int
-    seconds: float
-
-
 def _fails_in_one_line(entry_point: Callable) -> Callable:
     """Let a ConfigurationError or SourceError end the call as its one-line message and nothing else.
 
@@ -768,7 +762,7 @@ def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None
         pass
 
 
-def sync_collection(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> CollectionReport:
+def sync_collection(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> int:
     """Upsert every document of `collection` changed since its cursor, retrying transient failures."""
     since = state.cursor(collection).since
     log.info(f"{collection}: sync started from {'the beginning' if since == _BEGINNING_OF_TIME else since}")
@@ -789,7 +783,7 @@ def sync_collection(store: DocumentStore, settings: Settings, collection: str, s
     log.info(
         f"{collection}: synced {documents} documents in {seconds:.1f} s ({documents / max(seconds, 1e-6):,.0f} docs/s)"
     )
-    return CollectionReport(collection, documents, seconds)
+    return documents
 
 
 def _stream_into_destination(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> int:
