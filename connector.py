@@ -363,7 +363,8 @@ def _parse_reconcile_hours(text: str | None) -> timedelta | None:
 
 
 def _decode_base64(key: str, text: str) -> bytes:
-    compact = "".join(text.split())
+    """Line breaks and the `-----BEGIN/END CERTIFICATE-----` lines Windows' `certutil -encode` adds are ignored."""
+    compact = "".join(line.strip() for line in text.splitlines() if not line.lstrip().startswith("-----"))
     try:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):

@@ -50,9 +50,12 @@ def test_ec_keys_are_accepted(https_configuration):
     assert settings.certificate.subject == "CN=connector-test-client"
 
 
-def test_base64_with_line_breaks_as_certutil_writes_it_is_accepted(https_configuration, client):
+def test_base64_as_windows_certutil_writes_it_is_accepted(https_configuration, client):
     key, certificate = client
-    wrapped = base64.encodebytes(cert_pem(certificate) + key_pem(key)).decode()
+    encoded = base64.encodebytes(pfx(key, certificate)).decode()
+    wrapped = (
+        f"-----BEGIN CERTIFICATE-----\r\n{encoded.replace(chr(10), chr(13) + chr(10))}-----END CERTIFICATE-----\r\n"
+    )
 
     settings = validate_configuration({**https_configuration, "certificate_base64": wrapped})
 
