@@ -854,13 +854,15 @@ def _revisions_bin_since(
 
 
 def _revisions_bin_page(store: DocumentStore, settings: Settings, start: int) -> list[dict] | None:
-    """One page of the revisions bin, or None when revisions are not configured for the database."""
+    """One page of the revisions bin, or None when the database has no revisions configuration."""
     command = GetRevisionsBinEntryCommand(start, settings.batch_size)
-    try:
-        with _translated_errors(settings):
+    with _translated_errors(settings):
+        try:
             store.get_request_executor().execute_command(command)
-    except ValueError:  # the client's answer to the server's 404: no revisions configuration
-        return None
+        except RavenException as exc:  # RavenDB answers 500 RevisionsDisabledException; the client maps it to none
+            if "RevisionsDisabledException" in str(exc):
+                return None
+            raise
     return command.result.results
 
 

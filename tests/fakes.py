@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
 from ravendb.documents.conventions import DocumentConventions
+from ravendb.exceptions.raven_exceptions import RavenException
 
 _FROM = re.compile(r"^from '((?:[^'\\]|\\.)*)' ")
 
@@ -56,8 +57,11 @@ class FakeRequestExecutor:
         command.result = SimpleNamespace(response=FakeResponse(lines))
 
     def bin_command(self, command: GetRevisionsBinEntryCommand) -> None:
-        if self.store.revisions_bin is None:
-            command.set_response(None, False)  # what the client does with the server's 404
+        if self.store.revisions_bin is None:  # what the client raises for RavenDB's 500 RevisionsDisabledException
+            raise RavenException(
+                "Raven.Client.Exceptions.Documents.Revisions.RevisionsDisabledException: Revisions are disabled\n"
+                "The server at http://127.0.0.1:8080/databases/Northwind/revisions/bin responded with status code: 500"
+            )
         start, size = command._etag, command._page_size
         command.result = SimpleNamespace(results=self.store.revisions_bin[start : start + size])
 

@@ -16,7 +16,7 @@ from cryptography import x509
 from tests.standin import sample_data
 from tests.standin.clock import format_ticks
 from tests.standin.engine import MAX_PAGE, Outcome, QueryRequest, parse_timespan, run_query
-from tests.standin.errors import RavenError, database_missing
+from tests.standin.errors import RavenError, database_missing, revisions_disabled
 from tests.standin.httpcore import Listener, Request, Response, server_context
 from tests.standin.rql import parse
 from tests.standin.storage import Database, Doc, Storage, dumps
@@ -531,6 +531,8 @@ def revisions_config(node: Node, request: Request, m: re.Match) -> Response:
 def revisions_bin(node: Node, request: Request, m: re.Match) -> Response:
     """GET /databases/{db}/revisions/bin?start=&pageSize=: delete revisions, newest first, skip `start`."""
     db = node.server.database(m["db"])
+    if not db.revisions_config:
+        raise revisions_disabled()
     start = int(request.arg("start", "0") or 0)
     size = int(request.arg("pageSize", str(MAX_PAGE)) or MAX_PAGE)
     with db.lock:
