@@ -28,7 +28,7 @@ import connector
 from connector import ConfigurationError, SourceError
 from tests import documents
 from tests.documents import orders
-from tests.standin.fixtures import RavenTarget, open_store
+from tests.standin.fixtures import open_store
 from tests.syncing import b64_file, certificate_dirs, configuration_for, database_documents, database_rows, sync
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -529,15 +529,7 @@ def crash_runs(raven_server, tmp_path_factory):
     admin = open_store(raven_server.urls, name, raven_server.client_pem, raven_server.ca_pem)
     admin.maintenance.server.send(CreateDatabaseOperation(DatabaseRecord(name)))
     root = tmp_path_factory.mktemp("crash")
-    target = RavenTarget(
-        raven_server.urls,
-        name,
-        raven_server.client_pem,
-        raven_server.ca_pem,
-        raven_server.unknown_client_pem,
-        raven_server.expired_client_pem,
-        raven_server.control,
-    )
+    target = raven_server.target(name)
     try:
         if raven_server.control is not None:
             raven_server.control.generate_orders(name, CRASH_DOCUMENTS)

@@ -39,6 +39,18 @@ class RavenServer:
     expired_client_pem: str | None
     control: StandInControl | None
 
+    def target(self, database: str) -> RavenTarget:
+        """What a test gets for one of this server's databases."""
+        return RavenTarget(
+            self.urls,
+            database,
+            self.client_pem,
+            self.ca_pem,
+            self.unknown_client_pem,
+            self.expired_client_pem,
+            self.control,
+        )
+
 
 @dataclass(frozen=True)
 class RavenTarget:
@@ -187,15 +199,7 @@ def ravendb_target(raven_server: RavenServer) -> Iterator[RavenTarget]:
     admin = open_store(raven_server.urls, name, raven_server.client_pem, raven_server.ca_pem)
     try:
         admin.maintenance.server.send(CreateDatabaseOperation(DatabaseRecord(name)))
-        yield RavenTarget(
-            raven_server.urls,
-            name,
-            raven_server.client_pem,
-            raven_server.ca_pem,
-            raven_server.unknown_client_pem,
-            raven_server.expired_client_pem,
-            raven_server.control,
-        )
+        yield raven_server.target(name)
         if raven_server.control is not None:
             for node in raven_server.control.nodes():
                 if not node["Running"]:
