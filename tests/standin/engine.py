@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.standin.errors import invalid_query
-from tests.standin.rql import Evaluator, OrderKey, Query, resolve, sort_key
+from tests.standin.rql import Compare, Evaluator, OrderKey, Query, resolve, sort_key
 from tests.standin.storage import (
     ALL_DOCS,
     ID_FIELD,
@@ -180,6 +180,22 @@ def _wait_non_stale(db: Database, index: AutoIndex, cutoff: int, timeout_s: floa
             db.changed.wait(min(remaining, 0.01))
 
 
+def _is_since_filter(where: Any) -> bool:
+    """`@metadata.@last-modified >= x` (or `>`): the shape of an incremental reader's query."""
+    return isinstance(where, Compare) and where.field == LAST_MODIFIED_FIELD and where.op in (">=", ">")
+
+
+def _newest_matching(index: AutoIndex, evaluator: Evaluator, where: Compare) -> list[Any]:
+    """The matching tail of the index: entries are kept in etag order and the clock never goes back, so the scan
+    from the newest entry stops at the first one that is too old (a range scan, as Lucene/Corax would do)."""
+    tail = []
+    for entry in reversed(index.entries.values()):
+        if not evaluator.matches(where, _getter(index, entry)):
+            break
+        tail.append(entry)
+    return tail[::-1]
+
+
 def run_index_query(db: Database, req: QueryRequest) -> Outcome:
     """Filter and sort the auto index's entries; return the current stored documents."""
     q = req.query
@@ -191,7 +207,9 @@ def run_index_query(db: Database, req: QueryRequest) -> Outcome:
     with db.lock:
         db.catch_up(index)
         entries: Iterable[Any] = index.entries.values()
-        if q.where is not None:
+        if _is_since_filter(q.where):
+            entries = _newest_matching(index, evaluator, q.where)
+        elif q.where is not None:
             entries = [e for e in entries if evaluator.matches(q.where, _getter(index, e))]
         entries = _sort(list(entries), q.order_by, index)
         docs = [d for d in (db.docs.get(e.doc.key) for e in entries) if d is not None]
