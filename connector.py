@@ -123,12 +123,21 @@ _FORM_FIELDS = [
 ]
 
 
-class ConfigurationError(ValueError):
-    """A configuration value is missing or malformed; the message names the setting."""
+class ConnectorError(Exception):
+    """A failure told in one line. `setting` is the configuration key to check (None when no setting is at
+    fault); the message starts with it, so a user reading only the line knows where to look."""
+
+    def __init__(self, setting: str | None, message: str):
+        super().__init__(f"{setting}: {message}" if setting else message)
+        self.setting, self.message = setting, message
 
 
-class SourceError(RuntimeError):
-    """RavenDB refused or failed a request; the message names the setting to check where one applies."""
+class ConfigurationError(ConnectorError, ValueError):
+    """A configuration value is missing or malformed."""
+
+
+class SourceError(ConnectorError, RuntimeError):
+    """RavenDB refused or failed a request."""
 
 
 class TransientSourceError(SourceError):
@@ -168,11 +177,11 @@ def _fails_in_one_line(entry_point: Callable) -> Callable:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return entry_point(*args, **kwargs)
-        except (ConfigurationError, SourceError) as exc:
-            error_type, message = type(exc), str(exc)
+        except ConnectorError as exc:
+            error = type(exc)(exc.setting, exc.message)  # a fresh exception: no frames, no cause, no context
         if entry_point.__name__ == "update":
-            op.error(message)
-        raise error_type(message)
+            op.error(str(error))
+        raise error
 
     return run
 
@@ -183,19 +192,19 @@ def validate_configuration(configuration: dict) -> Settings:
     database = _required(configuration, "database_name")
     if not _DATABASE_NAME.fullmatch(database):
         raise ConfigurationError(
-            f"database_name: {database!r} is not a RavenDB database name "
-            "(expected 1-128 letters, digits, '_', '-' or '.')"
+            "database_name",
+            f"{database!r} is not a RavenDB database name (expected 1-128 letters, digits, '_', '-' or '.')",
         )
     secure = urls[0].startswith("https://")
     certificate_text = _optional(configuration, "certificate_base64")
     password = _optional(configuration, "certificate_password")
     if secure and certificate_text is None:
         raise ConfigurationError(
-            "certificate_base64: required for https:// URLs (base64 of the client certificate PEM or PFX)"
+            "certificate_base64", "required for https:// URLs (base64 of the client certificate PEM or PFX)"
         )
     if not secure and certificate_text is not None:
         raise ConfigurationError(
-            "certificate_base64: a client certificate needs https:// in ravendb_urls, which use http://"
+            "certificate_base64", "a client certificate needs https:// in ravendb_urls, which use http://"
         )
     certificate = _parse_certificate(certificate_text, password) if certificate_text else None
     server_ca_text = _optional(configuration, "server_ca_base64")
@@ -269,9 +278,8 @@ def connection_test(configuration: dict) -> Any:
             step = "read access to the collections"
             for collection in collections:
                 _read_one(store, settings, collection)
-    except (ConfigurationError, SourceError) as exc:
-        setting = str(exc).split(":", 1)[0]
-        step = _CONNECTION_STEP_BY_SETTING.get(setting, step) if step != "settings" else step
+    except ConnectorError as exc:
+        step = _CONNECTION_STEP_BY_SETTING.get(exc.setting, step) if step != "settings" else step
         return Test.failure(f"{step} failed: {exc}")
     return Test.success()
 
@@ -283,7 +291,7 @@ def connection_test(configuration: dict) -> Any:
 def _required(configuration: dict, key: str) -> str:
     value = _optional(configuration, key)
     if value is None:
-        raise ConfigurationError(f"{key}: required setting is missing or empty")
+        raise ConfigurationError(key, "required setting is missing or empty")
     return value
 
 
@@ -292,7 +300,7 @@ def _optional(configuration: dict, key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ConfigurationError(f"{key}: expected a string, got {type(value).__name__}")
+        raise ConfigurationError(key, f"expected a string, got {type(value).__name__}")
     return value.strip() or None
 
 
@@ -301,25 +309,25 @@ def _parse_urls(text: str) -> tuple[str, ...]:
     for url in urls:
         _check_url(url)
     if len({url.split("://", 1)[0] for url in urls}) > 1:
-        raise ConfigurationError("ravendb_urls: mixes http:// and https:// URLs; a cluster uses one scheme")
+        raise ConfigurationError("ravendb_urls", "mixes http:// and https:// URLs; a cluster uses one scheme")
     if len(set(urls)) != len(urls):
-        raise ConfigurationError("ravendb_urls: lists the same URL twice")
+        raise ConfigurationError("ravendb_urls", "lists the same URL twice")
     return urls
 
 
 def _check_url(url: str) -> None:
     expected = "expected http(s)://host[:port], comma-separated for a cluster"
     if not url:
-        raise ConfigurationError(f"ravendb_urls: contains an empty entry ({expected})")
+        raise ConfigurationError("ravendb_urls", f"contains an empty entry ({expected})")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ConfigurationError(f"ravendb_urls: {url!r} is not a valid URL ({exc}; {expected})") from None
+        raise ConfigurationError("ravendb_urls", f"{url!r} is not a valid URL ({exc}; {expected})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"ravendb_urls: {url!r} is not a valid URL ({expected})")
+        raise ConfigurationError("ravendb_urls", f"{url!r} is not a valid URL ({expected})")
     if parts.path or parts.query or parts.fragment or parts.username or port == 0:
-        raise ConfigurationError(f"ravendb_urls: {url!r} has more than scheme, host and port ({expected})")
+        raise ConfigurationError("ravendb_urls", f"{url!r} has more than scheme, host and port ({expected})")
 
 
 def _parse_collections(text: str | None) -> tuple[str, ...]:
@@ -328,13 +336,13 @@ def _parse_collections(text: str | None) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(","))
     for name in names:
         if not name:
-            raise ConfigurationError("collection_name: contains an empty name (expected Name1,Name2,...)")
+            raise ConfigurationError("collection_name", "contains an empty name (expected Name1,Name2,...)")
         if name.startswith("@"):
-            raise ConfigurationError(f"collection_name: {name!r} is a RavenDB system collection")
+            raise ConfigurationError("collection_name", f"{name!r} is a RavenDB system collection")
         if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
-            raise ConfigurationError(f"collection_name: {name!r} contains control characters")
+            raise ConfigurationError("collection_name", f"{name!r} contains control characters")
     if len({name.lower() for name in names}) != len(names):
-        raise ConfigurationError("collection_name: lists a collection twice (names are case-insensitive)")
+        raise ConfigurationError("collection_name", "lists a collection twice (names are case-insensitive)")
     return names
 
 
@@ -344,9 +352,9 @@ def _parse_batch_size(text: str | None) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise ConfigurationError(f"batch_size: {text!r} is not an integer") from None
+        raise ConfigurationError("batch_size", f"{text!r} is not an integer") from None
     if not 1 <= value <= _MAX_BATCH_SIZE:
-        raise ConfigurationError(f"batch_size: {value} is out of range (expected 1 to {_MAX_BATCH_SIZE})")
+        raise ConfigurationError("batch_size", f"{value} is out of range (expected 1 to {_MAX_BATCH_SIZE})")
     return value
 
 
@@ -356,9 +364,9 @@ def _parse_reconcile_hours(text: str | None) -> timedelta | None:
     try:
         hours = float(text)
     except ValueError:
-        raise ConfigurationError(f"reconcile_deletes_hours: {text!r} is not a number of hours") from None
+        raise ConfigurationError("reconcile_deletes_hours", f"{text!r} is not a number of hours") from None
     if not math.isfinite(hours) or hours < 0 or 0 < hours < 0.01:
-        raise ConfigurationError(f"reconcile_deletes_hours: {text!r} is out of range (expected 0 = off, or >= 0.01)")
+        raise ConfigurationError("reconcile_deletes_hours", f"{text!r} is out of range (expected 0 = off, or >= 0.01)")
     return timedelta(hours=hours) if hours else None
 
 
@@ -368,7 +376,7 @@ def _decode_base64(key: str, text: str) -> bytes:
     try:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
-        raise ConfigurationError(f"{key}: not valid base64 (expected the base64 of a certificate file)") from None
+        raise ConfigurationError(key, "not valid base64 (expected the base64 of a certificate file)") from None
 
 
 def _parse_certificate(text: str, password: str | None) -> ClientCertificate:
@@ -380,11 +388,11 @@ def _parse_certificate(text: str, password: str | None) -> ClientCertificate:
     elif data[:1] == b"\x30":
         key, certificates = _load_pfx(data, secret)
     else:
-        raise ConfigurationError("certificate_base64: decodes to neither a PEM nor a PFX/PKCS#12 file")
+        raise ConfigurationError("certificate_base64", "decodes to neither a PEM nor a PFX/PKCS#12 file")
     if key is None:
-        raise ConfigurationError("certificate_base64: holds no private key (expected certificate and key)")
+        raise ConfigurationError("certificate_base64", "holds no private key (expected certificate and key)")
     if not certificates:
-        raise ConfigurationError("certificate_base64: holds no certificate (expected certificate and key)")
+        raise ConfigurationError("certificate_base64", "holds no certificate (expected certificate and key)")
     leaf = _certificate_for_key(key, certificates)
     _check_validity(leaf)
     chain = [leaf, *(certificate for certificate in certificates if certificate != leaf)]
@@ -399,19 +407,19 @@ def _load_pem(data: bytes, password: bytes | None) -> tuple[Any, list[x509.Certi
     try:
         certificates = x509.load_pem_x509_certificates(data) if b"CERTIFICATE-----" in data else []
     except ValueError:
-        raise ConfigurationError("certificate_base64: the PEM certificate block is malformed") from None
+        raise ConfigurationError("certificate_base64", "the PEM certificate block is malformed") from None
     match = re.search(rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", data, re.DOTALL)
     if match is None:
         return None, certificates
     encrypted = b"ENCRYPTED" in match.group(0)[:40] or b"Proc-Type: 4,ENCRYPTED" in match.group(0)
     if encrypted and password is None:
-        raise ConfigurationError("certificate_password: the PEM private key is encrypted; a password is required")
+        raise ConfigurationError("certificate_password", "the PEM private key is encrypted; a password is required")
     try:
         key = serialization.load_pem_private_key(match.group(0), password if encrypted else None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         if encrypted:
-            raise ConfigurationError("certificate_password: wrong password for the PEM private key") from None
-        raise ConfigurationError(f"certificate_base64: the PEM private key cannot be read ({exc})") from None
+            raise ConfigurationError("certificate_password", "wrong password for the PEM private key") from None
+        raise ConfigurationError("certificate_base64", f"the PEM private key cannot be read ({exc})") from None
     return key, certificates
 
 
@@ -424,9 +432,9 @@ def _load_pfx(data: bytes, password: bytes | None) -> tuple[Any, list[x509.Certi
         return key, [cert for cert in (leaf, *chain) if cert is not None]
     if password is None:
         raise ConfigurationError(
-            "certificate_password: the PFX file is password-protected (or not a PFX); set certificate_password"
+            "certificate_password", "the PFX file is password-protected (or not a PFX); set certificate_password"
         )
-    raise ConfigurationError("certificate_password: wrong password for the PFX file (or the file is damaged)")
+    raise ConfigurationError("certificate_password", "wrong password for the PFX file (or the file is damaged)")
 
 
 def _certificate_for_key(key: Any, certificates: list[x509.Certificate]) -> x509.Certificate:
@@ -437,16 +445,16 @@ def _certificate_for_key(key: Any, certificates: list[x509.Certificate]) -> x509
         )
         if found == wanted:
             return certificate
-    raise ConfigurationError("certificate_base64: the private key does not belong to any certificate in the file")
+    raise ConfigurationError("certificate_base64", "the private key does not belong to any certificate in the file")
 
 
 def _check_validity(certificate: x509.Certificate, now: datetime | None = None) -> None:
     now = now or datetime.now(timezone.utc)
     starts, ends = certificate.not_valid_before_utc, certificate.not_valid_after_utc
     if now < starts:
-        raise ConfigurationError(f"certificate_base64: the certificate is not valid before {starts.isoformat()}")
+        raise ConfigurationError("certificate_base64", f"the certificate is not valid before {starts.isoformat()}")
     if now > ends:
-        raise ConfigurationError(f"certificate_base64: the certificate expired on {ends.isoformat()}")
+        raise ConfigurationError("certificate_base64", f"the certificate expired on {ends.isoformat()}")
 
 
 def _parse_server_ca(text: str) -> bytes:
@@ -454,12 +462,28 @@ def _parse_server_ca(text: str) -> bytes:
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:
-        raise ConfigurationError("server_ca_base64: expected the base64 of a PEM CA certificate") from None
+        raise ConfigurationError("server_ca_base64", "expected the base64 of a PEM CA certificate") from None
     return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certificates)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Sync state and rows (pure)
+
+
+class Metadata(NamedTuple):
+    """What the connector reads of a document's (or revisions-bin entry's) `@metadata`, parsed once."""
+
+    id: str
+    last_modified: str  # RavenDB's 7-digit UTC text, compared as text
+    change_vector: str | None
+    collection: str | None
+
+    @classmethod
+    def of(cls, document: dict) -> "Metadata":
+        metadata = document["@metadata"]
+        return cls(
+            metadata["@id"], metadata["@last-modified"], metadata.get("@change-vector"), metadata.get("@collection")
+        )
 
 
 @dataclass
@@ -472,15 +496,17 @@ class CollectionCursor:
     since: str = _BEGINNING_OF_TIME
     versions_at_since: dict[str, str] = field(default_factory=dict)  # id -> @change-vector
 
-    def already_synced(self, last_modified: str, doc_id: str, change_vector: str) -> bool:
-        return last_modified == self.since and self.versions_at_since.get(doc_id) == change_vector
+    def already_synced(self, meta: Metadata) -> bool:
+        return meta.last_modified == self.since and self.versions_at_since.get(meta.id) == meta.change_vector
 
-    def advance(self, last_modified: str, doc_id: str, change_vector: str) -> None:
-        if last_modified != self.since:
-            if last_modified < self.since:
-                raise SourceError(f"RavenDB returned {doc_id} out of @last-modified order ({last_modified})")
-            self.since, self.versions_at_since = last_modified, {}
-        self.versions_at_since[doc_id] = change_vector
+    def advance(self, meta: Metadata) -> None:
+        if meta.last_modified != self.since:
+            if meta.last_modified < self.since:
+                raise SourceError(
+                    None, f"RavenDB returned {meta.id} out of @last-modified order ({meta.last_modified})"
+                )
+            self.since, self.versions_at_since = meta.last_modified, {}
+        self.versions_at_since[meta.id] = meta.change_vector or ""
 
 
 @dataclass
@@ -497,11 +523,11 @@ class SyncState:
             return cls(cursors={})
         cursors, seen = state.get("cursors", {}), state.get("versions_at_cursor", {})
         if state.get("version") != _STATE_VERSION or not isinstance(cursors, dict) or not isinstance(seen, dict):
-            raise SourceError(f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
+            raise SourceError(None, f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
         deletes_since = state.get("deletes_since")
         for key, cursor in [*cursors.items(), ("deletes_since", deletes_since or _BEGINNING_OF_TIME)]:
             if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
-                raise SourceError(f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
+                raise SourceError(None, f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
         return cls(
             cursors={name: CollectionCursor(since, dict(seen.get(name, {}))) for name, since in cursors.items()},
             deletes_since=deletes_since,
@@ -542,11 +568,11 @@ def flatten(document: dict) -> dict:
     integers are integers (beyond 64 bits: text), non-integers are exact decimal text (typed DOUBLE, never the
     SDK's 4-byte FLOAT), booleans are `true`/`false`, arrays are JSON.
     """
-    metadata = document["@metadata"]
+    meta = Metadata.of(document)
     row: dict[str, Any] = {}
     _flatten_into(row, "", document, _MAX_FLATTEN_DEPTH)
-    row["Id"] = metadata["@id"]
-    row["LastModified"] = parse_last_modified(metadata["@last-modified"])
+    row["Id"] = meta.id
+    row["LastModified"] = parse_last_modified(meta.last_modified)
     return row
 
 
@@ -638,7 +664,7 @@ def _declared_type(kinds: set[str]) -> str | None:
 def parse_last_modified(raw: str) -> datetime:
     """RavenDB's `2024-05-01T10:11:12.1234567Z` as an aware UTC datetime, truncated to the microsecond."""
     if len(raw) != 28 or raw[19] != "." or raw[27] != "Z":
-        raise SourceError(f"RavenDB returned @last-modified {raw!r}, expected yyyy-MM-ddTHH:mm:ss.fffffffZ")
+        raise SourceError(None, f"RavenDB returned @last-modified {raw!r}, expected yyyy-MM-ddTHH:mm:ss.fffffffZ")
     return datetime.fromisoformat(raw[:26] + "+00:00")
 
 
@@ -724,7 +750,7 @@ def _check_reachable(urls: tuple[str, ...]) -> None:
         except OSError as exc:
             failures.append(f"{url} ({exc.strerror or exc})")
     if len(failures) == len(urls):
-        raise SourceError(f"ravendb_urls: no server is reachable: {'; '.join(failures)}")
+        raise SourceError("ravendb_urls", f"no server is reachable: {'; '.join(failures)}")
     if failures:
         log.warning(f"ravendb_urls: unreachable, failing over to the other nodes: {'; '.join(failures)}")
 
@@ -749,7 +775,7 @@ def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[s
         else:
             available = ", ".join(sorted(present)) or "none"
             raise SourceError(
-                f"collection_name: {name!r} does not exist in database {settings.database!r} (has: {available})"
+                "collection_name", f"{name!r} does not exist in database {settings.database!r} (has: {available})"
             )
     return selected
 
@@ -775,7 +801,9 @@ def sync_collection(store: DocumentStore, settings: Settings, collection: str, s
             break
         except TransientSourceError as exc:
             if attempt == _MAX_ATTEMPTS:
-                raise SourceError(f"{exc} ({collection}: gave up after {attempt} attempts)") from exc
+                raise SourceError(
+                    exc.setting, f"{exc.message} ({collection}: gave up after {attempt} attempts)"
+                ) from exc
             delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1))
             log.warning(f"{collection}: {exc}; resuming from the cursor in {delay:.0f} s")
             time.sleep(delay)
@@ -802,12 +830,11 @@ def _upsert_changes(store: DocumentStore, settings: Settings, collection: str, s
     stream = QueryStream(store, settings, changed_since_query(collection, cursor.since))
     upserted = 0
     for document in stream:
-        metadata = document["@metadata"]
-        last_modified, doc_id, version = metadata["@last-modified"], metadata["@id"], metadata["@change-vector"]
-        if cursor.already_synced(last_modified, doc_id, version):
+        meta = Metadata.of(document)
+        if cursor.already_synced(meta):
             continue
         op.upsert(collection, flatten(document))
-        cursor.advance(last_modified, doc_id, version)
+        cursor.advance(meta)
         upserted += 1
         if upserted % _CHECKPOINT_EVERY_RECORDS == 0:
             op.checkpoint(state.to_dict())
@@ -823,14 +850,14 @@ def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str
     if first_page is None:
         return  # revisions are not configured: RavenDB keeps no trace of deletes
     if state.deletes_since is None:
-        state.deletes_since = first_page[0]["@metadata"]["@last-modified"] if first_page else _BEGINNING_OF_TIME
+        state.deletes_since = Metadata.of(first_page[0]).last_modified if first_page else _BEGINNING_OF_TIME
         return
     synced, newest, deleted = set(collections), state.deletes_since, 0
     for entry in _revisions_bin_since(store, settings, first_page, state.deletes_since):
-        metadata = entry["@metadata"]
-        newest = max(newest, metadata["@last-modified"])
-        if metadata.get("@collection") in synced:
-            op.delete(metadata["@collection"], {"Id": metadata["@id"]})
+        meta = Metadata.of(entry)
+        newest = max(newest, meta.last_modified)
+        if meta.collection in synced:
+            op.delete(meta.collection, {"Id": meta.id})
             deleted += 1
     state.deletes_since = newest
     if deleted:
@@ -844,7 +871,7 @@ def _revisions_bin_since(
     page, start = first_page, 0
     while page:
         for entry in page:
-            if entry["@metadata"]["@last-modified"] < since:
+            if Metadata.of(entry).last_modified < since:
                 return
             yield entry
         if len(page) < settings.batch_size:
@@ -877,9 +904,9 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
     cursor = state.cursor(collection)
     op.truncate(collection)
     for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
-        metadata = document["@metadata"]
-        if metadata["@last-modified"] <= cursor.since:
-            op.update(collection, {"Id": metadata["@id"]})
+        meta = Metadata.of(document)
+        if meta.last_modified <= cursor.since:
+            op.update(collection, {"Id": meta.id})
         else:
             op.upsert(collection, flatten(document))
         documents += 1
@@ -940,11 +967,12 @@ def _translated_errors(settings: Settings) -> Iterator[None]:
         yield
     except AuthorizationException as exc:
         raise SourceError(
-            f"certificate_base64: {urls} rejected the client certificate for database {settings.database!r} "
-            "(unknown to the cluster, expired, or without access to this database)"
+            "certificate_base64",
+            f"{urls} rejected the client certificate for database {settings.database!r} "
+            "(unknown to the cluster, expired, or without access to this database)",
         ) from exc
     except DatabaseDoesNotExistException as exc:
-        raise SourceError(f"database_name: database {settings.database!r} does not exist on {urls}") from exc
+        raise SourceError("database_name", f"database {settings.database!r} does not exist on {urls}") from exc
     except (RavenException, AllTopologyNodesDownException, requests.RequestException) as exc:
         raise _classified(exc, urls) from exc
 
@@ -954,19 +982,20 @@ def _classified(exc: Exception, urls: str) -> SourceError:
     text = _failure_text(exc)
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return SourceError(
-            f"ravendb_urls: TLS with {urls} failed: the server certificate is not trusted "
-            "(for a server certificate from a private CA, set server_ca_base64)"
+            "ravendb_urls",
+            f"TLS with {urls} failed: the server certificate is not trusted "
+            "(for a server certificate from a private CA, set server_ca_base64)",
         )
     if "WRONG_VERSION_NUMBER" in text.upper():
-        return SourceError(f"ravendb_urls: {urls} does not speak TLS on this port; use http:// for such a server")
+        return SourceError("ravendb_urls", f"{urls} does not speak TLS on this port; use http:// for such a server")
     if "SSLError" in text or isinstance(exc, requests.exceptions.SSLError):
-        return SourceError(f"ravendb_urls: TLS handshake with {urls} failed: {_last_line(text)}")
+        return SourceError("ravendb_urls", f"TLS handshake with {urls} failed: {_last_line(text)}")
     if isinstance(exc, RavenException) and not isinstance(exc.cause, requests.RequestException):
-        return SourceError(f"RavenDB at {urls} refused a request: {_first_line(text)}")
+        return SourceError(None, f"RavenDB at {urls} refused a request: {_first_line(text)}")
     hint = ""
     if "RemoteDisconnected" in text and urls.startswith("http://"):
         hint = " (a server that only speaks TLS answers http:// like this: use https://)"
-    return TransientSourceError(f"ravendb_urls: request to {urls} failed: {_first_line(text)}{hint}")
+    return TransientSourceError("ravendb_urls", f"request to {urls} failed: {_first_line(text)}{hint}")
 
 
 def _failure_text(exc: BaseException) -> str:
