@@ -41,7 +41,7 @@ from fivetran_connector_sdk import Operations as op
 from ravendb import DocumentStore
 from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
 from ravendb.documents.commands.stream import QueryStreamCommand
-from ravendb.documents.operations.statistics import GetCollectionStatisticsOperation
+from ravendb.documents.operations.statistics import GetCollectionStatisticsOperation, GetStatisticsOperation
 from ravendb.documents.queries.index_query import IndexQuery
 from ravendb.exceptions.exceptions import (
     AllTopologyNodesDownException,
@@ -511,10 +511,11 @@ class CollectionCursor:
 
 @dataclass
 class SyncState:
-    """Per-collection cursors and the deletion time of the newest revisions-bin entry handled."""
+    """Per-collection cursors, and the newest revisions-bin entry handled: its deletion time and change vector."""
 
     cursors: dict[str, CollectionCursor]
-    deletes_since: str | None = None
+    deletes_since: str | None = None  # None: the bin was never read
+    deletes_change_vector: str | None = None  # None: the bin listed nothing when last read
     reconciled_at: dict[str, str] = field(default_factory=dict)  # collection -> ISO time of its last reconciliation
 
     @classmethod
@@ -528,14 +529,33 @@ class SyncState:
         for key, cursor in [*cursors.items(), ("deletes_since", deletes_since or _BEGINNING_OF_TIME)]:
             if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
                 raise SourceError(None, f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
+        deletes_change_vector = state.get("deletes_change_vector")
+        if deletes_change_vector is not None and not isinstance(deletes_change_vector, str):
+            raise SourceError(None, f"state: deletes_change_vector is {deletes_change_vector!r}, not a change vector")
         return cls(
             cursors={name: CollectionCursor(since, dict(seen.get(name, {}))) for name, since in cursors.items()},
             deletes_since=deletes_since,
+            deletes_change_vector=deletes_change_vector,
             reconciled_at=dict(state.get("reconciled_at", {})),
         )
 
     def cursor(self, collection: str) -> CollectionCursor:
         return self.cursors.setdefault(collection, CollectionCursor())
+
+    def deletes_reached(self, meta: Metadata) -> bool:
+        """Whether a bin entry (read newest first) is the newest one handled before, or was deleted before it:
+        where a walk of the bin stops."""
+        if self.deletes_change_vector is not None and meta.change_vector == self.deletes_change_vector:
+            return True
+        return meta.last_modified < (self.deletes_since or _BEGINNING_OF_TIME)
+
+    def advance_deletes(self, newest: Metadata | None) -> None:
+        """Record the newest bin entry a walk read (None: the bin listed nothing new)."""
+        if newest is not None:
+            self.deletes_since = max(self.deletes_since or _BEGINNING_OF_TIME, newest.last_modified)
+            self.deletes_change_vector = newest.change_vector
+        elif self.deletes_since is None:
+            self.deletes_since = _BEGINNING_OF_TIME
 
     def to_dict(self) -> dict:
         state: dict[str, Any] = {
@@ -549,6 +569,8 @@ class SyncState:
         }
         if self.deletes_since is not None:
             state["deletes_since"] = self.deletes_since
+        if self.deletes_change_vector is not None:
+            state["deletes_change_vector"] = self.deletes_change_vector
         if self.reconciled_at:
             state["reconciled_at"] = dict(self.reconciled_at)
         return state
@@ -842,55 +864,47 @@ def _upsert_changes(store: DocumentStore, settings: Settings, collection: str, s
 
 
 def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> None:
-    """Mark deleted the documents that entered the revisions bin since the last sync (newest entries first).
+    """Mark deleted the documents that entered the revisions bin since the last sync (see RevisionsBinWalk).
 
     The first sync only records where the bin stands: its tables start from the documents that exist now.
+    Entries of collections not synced are skipped. It runs before any upsert: a document deleted and re-created
+    since the last sync is not in the bin (RavenDB drops it) and is upserted afterwards.
     """
-    first_page = _revisions_bin_page(store, settings, 0)
-    if first_page is None:
-        return  # revisions are not configured: RavenDB keeps no trace of deletes
-    if state.deletes_since is None:
-        state.deletes_since = Metadata.of(first_page[0]).last_modified if first_page else _BEGINNING_OF_TIME
-        return
-    synced, newest, deleted = set(collections), state.deletes_since, 0
-    for entry in _revisions_bin_since(store, settings, first_page, state.deletes_since):
+    for attempt in range(1, _MAX_ATTEMPTS + 1):
+        try:
+            _mark_deleted(store, settings, set(collections), state)
+            return
+        except TransientSourceError as exc:
+            if attempt == _MAX_ATTEMPTS:
+                raise SourceError(
+                    exc.setting, f"{exc.message} (revisions bin: gave up after {attempt} attempts)"
+                ) from exc
+            delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1))
+            log.warning(f"revisions bin: {exc}; reading it again in {delay:.0f} s")
+            time.sleep(delay)
+
+
+def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], state: SyncState) -> None:
+    first_sync = state.deletes_since is None
+    walk = RevisionsBinWalk(store, settings, state)
+    newest, deleted = None, 0
+    for entry in walk:
         meta = Metadata.of(entry)
-        newest = max(newest, meta.last_modified)
+        newest = newest or meta
+        if first_sync:
+            break
         if meta.collection in synced:
             op.delete(meta.collection, {"Id": meta.id})
             deleted += 1
-    state.deletes_since = newest
-    if deleted:
-        log.info(f"revisions bin: marked {deleted} deleted documents")
-
-
-def _revisions_bin_since(
-    store: DocumentStore, settings: Settings, first_page: list[dict], since: str
-) -> Iterator[dict]:
-    """Bin entries deleted at or after `since`; the bin lists the newest deletion first."""
-    page, start = first_page, 0
-    while page:
-        for entry in page:
-            if Metadata.of(entry).last_modified < since:
-                return
-            yield entry
-        if len(page) < settings.batch_size:
-            return
-        start += len(page)
-        page = _revisions_bin_page(store, settings, start) or []
-
-
-def _revisions_bin_page(store: DocumentStore, settings: Settings, start: int) -> list[dict] | None:
-    """One page of the revisions bin, or None when the database has no revisions configuration."""
-    command = GetRevisionsBinEntryCommand(start, settings.batch_size)
-    with _translated_errors(settings):
-        try:
-            store.get_request_executor().execute_command(command)
-        except RavenException as exc:  # RavenDB answers 500 RevisionsDisabledException; the client maps it to none
-            if "RevisionsDisabledException" in str(exc):
-                return None
-            raise
-    return command.result.results
+    if not first_sync and not walk.reached and state.deletes_change_vector is not None:
+        log.warning(
+            f"revisions bin: neither the entry deleted at {state.deletes_since} that the last sync read last nor any "
+            "older one is listed any more: documents deleted before this sync that were purged from the bin "
+            "(revisions bin cleaner, revisions expiry) are not marked deleted; reconcile_deletes_hours catches them"
+        )
+    state.advance_deletes(newest)
+    if deleted or walk.requests > 1:
+        log.info(f"revisions bin: marked {deleted} deleted documents ({walk.requests} requests)")
 
 
 def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> None:
@@ -925,6 +939,94 @@ def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, s
             list(query.wait_for_non_stale_results(timeout).take(0))
         except TimeoutError:
             log.warning(f"{collection}: index still stale after {timeout}; later writes follow next sync")
+
+
+class RevisionsBinWalk:
+    """The revisions-bin entries newer than the state's newest entry handled, newest first, one request per page.
+
+    RavenDB 6.x/7.x skips `start` raw delete revisions and takes `pageSize` of them before dropping those whose
+    document exists again or was deleted again later, so a page can be short, or empty, while older entries
+    remain: pages advance by the page size, and after an empty page the next one asks for twice as many records
+    (up to 100,000). A walk stops only where it proves it reached what the last sync read: that sync's newest
+    entry (same change vector), an entry deleted before it, a 304 to `If-None-Match` with that entry's change
+    vector (nothing deleted since), or past the count of revisions the database reports (the end of the bin).
+    The proof holds on one node, whose bin is in its own etag order; see README "Deletes".
+    """
+
+    def __init__(self, store: DocumentStore, settings: Settings, state: SyncState):
+        self.store, self.settings, self.state = store, settings, state
+        self.reached = False  # known after iteration: stopped at what the last sync read, not at the end of the bin
+        self.requests = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        size, start, bound = self.settings.batch_size, 0, None
+        page = self._page(start, size, if_none_match=self.state.deletes_change_vector)
+        while page is not None:
+            for entry in page:
+                if self.state.deletes_reached(Metadata.of(entry)):
+                    self.reached = True
+                    return
+                yield entry
+            start += size
+            if len(page) < size:  # short or empty: the end only if no raw record can lie beyond
+                if bound is None or start >= bound:
+                    bound = _count_of_revisions(self.store, self.settings)
+                if start >= bound:
+                    return
+            size = self.settings.batch_size if page else min(size * 2, _MAX_BATCH_SIZE)
+            page = self._page(start, size)
+        self.reached = True  # 304 Not Modified
+
+    def _page(self, start: int, size: int, if_none_match: str | None = None) -> list[dict] | None:
+        self.requests += 1
+        command = _RevisionsBinPageCommand(start, size, if_none_match)
+        _execute(self.store, self.settings, command)
+        if command.continuation_token:
+            raise SourceError(
+                "database_name",
+                f"{self.settings.database!r} is a sharded database: RavenDB pages its revisions bin across shards "
+                "with a continuation token that an empty page loses, so deletes cannot be read completely; "
+                "sharded databases with revisions are not supported",
+            )
+        return command.result
+
+
+class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
+    """GET /revisions/bin?start=&pageSize=, optionally with If-None-Match. `result`: the entries, or None for
+    304 Not Modified. The page is not kept in the client's HTTP cache (each is read once)."""
+
+    def __init__(self, start: int, page_size: int, if_none_match: str | None = None):
+        super().__init__(start, page_size)
+        self.if_none_match = if_none_match
+        self.continuation_token = False  # a sharded database's answer carries one
+        self._can_cache = False
+
+    def create_request(self, node: Any) -> requests.Request:
+        request = super().create_request(node)
+        if self.if_none_match is not None:
+            request.headers["If-None-Match"] = f'"{self.if_none_match}"'
+        return request
+
+    def set_response(self, response: str | None, from_cache: bool) -> None:
+        if response is None:  # 304: the executor hands over its (absent) cached copy
+            self.result = None
+            return
+        body = json.loads(response)
+        self.continuation_token = any(key.lower() == "continuationtoken" for key in body)
+        self.result = body["Results"]
+
+
+def _count_of_revisions(store: DocumentStore, settings: Settings) -> int:
+    """Every revision the database keeps (delete revisions among them): no bin page starts beyond it."""
+    command = GetStatisticsOperation().get_command(store.conventions)
+    _execute(store, settings, command)
+    return command.result.count_of_revision_documents or 0
+
+
+def _execute(store: DocumentStore, settings: Settings, command: Any) -> None:
+    """Send one command, errors translated. Every request of a revisions-bin walk goes through here."""
+    with _translated_errors(settings):
+        store.get_request_executor().execute_command(command)
 
 
 class QueryStream:

@@ -1,7 +1,8 @@
 """An in-memory stand-in for ravendb.DocumentStore, for the fast unit tests of connector.py.
 
 It implements only the calls connector.py makes, and answers them as the real client would: collection
-statistics, the wait-for-index query, and the JSONL stream of `from '<c>' where @metadata.'@last-modified' >= $since`.
+statistics, the wait-for-index query, the JSONL stream of `from '<c>' where @metadata.'@last-modified' >= $since`,
+database statistics, and revisions-bin pages as RavenDB 6.x/7.x pages them (raw records, then the filter).
 """
 
 import json
@@ -9,10 +10,11 @@ import re
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
 from ravendb.documents.conventions import DocumentConventions
-from ravendb.exceptions.raven_exceptions import RavenException
+from ravendb.documents.operations.statistics import GetStatisticsOperation
 
 _FROM = re.compile(r"^from '((?:[^'\\]|\\.)*)' ")
 
@@ -37,6 +39,9 @@ class FakeRequestExecutor:
         if isinstance(command, GetRevisionsBinEntryCommand):
             self.bin_command(command)
             return
+        if isinstance(command, GetStatisticsOperation._GetStatisticsCommand):
+            command.result = SimpleNamespace(count_of_revision_documents=len(self.store.revisions_bin or []))
+            return
         query = command._index_query
         if not query.query.endswith(" desc"):
             self.store.queries.append((query.query, dict(query.query_parameters or {})))
@@ -57,13 +62,20 @@ class FakeRequestExecutor:
         command.result = SimpleNamespace(response=FakeResponse(lines))
 
     def bin_command(self, command: GetRevisionsBinEntryCommand) -> None:
-        if self.store.revisions_bin is None:  # what the client raises for RavenDB's 500 RevisionsDisabledException
-            raise RavenException(
-                "Raven.Client.Exceptions.Documents.Revisions.RevisionsDisabledException: Revisions are disabled\n"
-                "The server at http://127.0.0.1:8080/databases/Northwind/revisions/bin responded with status code: 500"
-            )
-        start, size = command._etag, command._page_size
-        command.result = SimpleNamespace(results=self.store.revisions_bin[start : start + size])
+        """Skip `start` raw records, take `pageSize`, drop the None ones (no longer bin entries); 304 when
+        If-None-Match names the newest raw record's change vector."""
+        raw = self.store.revisions_bin or []  # None: no revisions configuration, an empty bin (RavenDB 6.x/7.x)
+        request = command.create_request(SimpleNamespace(url="http://fake", database="Northwind"))
+        self.store.bin_requests.append(request.url)
+        newest = raw[0]["@metadata"].get("@change-vector") if raw and raw[0] is not None else None
+        if newest is not None and request.headers.get("If-None-Match") == f'"{newest}"':
+            command.status_code = 304
+            command.set_response(None, True)
+            return
+        query = parse_qs(urlsplit(request.url).query)
+        start, size = int(query["start"][0]), int(query["pageSize"][0])
+        body = {"Results": [entry for entry in raw[start : start + size] if entry is not None]}
+        command.set_response(json.dumps({**body, **self.store.bin_extra}), False)
 
 
 class FakeRawQuery:
@@ -100,7 +112,8 @@ class FakeDocumentStore:
 
     documents: ClassVar[dict[str, dict]] = {}
     instances: ClassVar[list["FakeDocumentStore"]] = []
-    revisions_bin: ClassVar[list[dict] | None] = None  # newest first; None: revisions not configured
+    revisions_bin: ClassVar[list[dict | None] | None] = None  # raw records newest first; None: no longer listed
+    bin_extra: ClassVar[dict] = {}  # more keys of every bin answer
 
     def __init__(self, urls, database):
         self.urls, self.database = urls, database
@@ -109,6 +122,7 @@ class FakeDocumentStore:
         self.conventions = DocumentConventions()
         self.queries: list[tuple[str, dict]] = []
         self.index_waits: list[str] = []
+        self.bin_requests: list[str] = []
         self.initialized = self.closed = False
         self.maintenance = SimpleNamespace(send=self._send)
         FakeDocumentStore.instances.append(self)

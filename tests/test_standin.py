@@ -306,19 +306,39 @@ def test_indexing_lag(
     standin_control.set_indexing(ravendb_target.database, lag_ms=0)
 
 
-def test_revisions_bin_lists_deleted_documents_newest_first(ravendb_store: DocumentStore) -> None:
+def _enable_revisions(store: DocumentStore) -> None:
     config = RevisionsConfiguration(
         default_config=None,
         collections={"Orders": RevisionsCollectionConfiguration(disabled=False, minimum_revisions_to_keep=5)},
     )
-    ravendb_store.maintenance.send(ConfigureRevisionsOperation(config))
+    store.maintenance.send(ConfigureRevisionsOperation(config))
+
+
+def _delete(store: DocumentStore, *numbers: int) -> None:
+    for n in numbers:
+        with store.open_session() as session:
+            session.delete(f"orders/{n}-A")
+            session.save_changes()
+
+
+def _bin_ids(store: DocumentStore, start: int, page_size: int) -> list[str]:
+    command = GetRevisionsBinEntryCommand(start, page_size)
+    store.get_request_executor().execute_command(command)
+    return [entry["@metadata"]["@id"] for entry in command.result.results]
+
+
+def _bin_http(target: RavenTarget, headers: dict[str, str] | None = None) -> requests.Response:
+    """GET the first bin page with plain requests (the client's command cannot send If-None-Match)."""
+    url = f"{target.urls[0]}/databases/{target.database}/revisions/bin?start=0&pageSize=10"
+    return requests.get(url, headers=headers or {}, cert=target.client_pem, verify=target.ca_pem or True, timeout=30)
+
+
+def test_revisions_bin_lists_deleted_documents_newest_first(ravendb_store: DocumentStore) -> None:
+    _enable_revisions(ravendb_store)
     _store_orders(ravendb_store, 3)
     with ravendb_store.open_session() as session:
         assert session.advanced.get_metadata_for(session.load("orders/1-A", Order))["@flags"] == "HasRevisions"
-    for doc_id in ("orders/1-A", "orders/2-A", "orders/3-A"):
-        with ravendb_store.open_session() as session:
-            session.delete(doc_id)
-            session.save_changes()
+    _delete(ravendb_store, 1, 2, 3)
     _store_orders(ravendb_store, 1, start=3)
     command = GetRevisionsBinEntryCommand(0, 10)
     ravendb_store.get_request_executor().execute_command(command)
@@ -328,9 +348,72 @@ def test_revisions_bin_lists_deleted_documents_newest_first(ravendb_store: Docum
     assert "DeleteRevision" in meta["@flags"]
     assert meta["@collection"] == "Orders"
     assert RAVEN_DATE.match(meta["@last-modified"])
-    page = GetRevisionsBinEntryCommand(1, 10)
-    ravendb_store.get_request_executor().execute_command(page)
-    assert [e["@metadata"]["@id"] for e in page.result.results] == ["orders/1-A"]
+
+
+@pytest.mark.parametrize(
+    ("start", "page_size", "expected"),
+    [
+        (0, 2, ["orders/6-A", "orders/5-A"]),
+        (1, 2, ["orders/5-A"]),
+        (2, 2, []),
+        (3, 3, ["orders/2-A", "orders/1-A"]),
+        (6, 10, []),
+    ],
+    ids=["full", "short", "empty-with-older-entries-left", "skip-counts-raw-records", "past-the-end"],
+)
+def test_revisions_bin_pages_raw_delete_revisions_before_dropping_documents_that_exist_again(
+    ravendb_store: DocumentStore, start: int, page_size: int, expected: list[str]
+) -> None:
+    # RevisionsStorage.GetRevisionsBinEntries: skip `start` and take `pageSize` raw records, then filter.
+    _enable_revisions(ravendb_store)
+    _store_orders(ravendb_store, 6)
+    _delete(ravendb_store, 1, 2, 3, 4, 5, 6)
+    _store_orders(ravendb_store, 2, start=3)  # orders 3 and 4 exist again: raw records 2 and 3 are dropped
+
+    assert _bin_ids(ravendb_store, start, page_size) == expected
+
+
+def test_revisions_bin_lists_a_document_deleted_twice_once_at_its_newest_delete(ravendb_store: DocumentStore) -> None:
+    _enable_revisions(ravendb_store)
+    _store_orders(ravendb_store, 2)
+    _delete(ravendb_store, 1, 2)
+    _store_orders(ravendb_store, 1)
+    _delete(ravendb_store, 1)
+
+    assert _bin_ids(ravendb_store, 0, 1) == ["orders/1-A"]
+    assert _bin_ids(ravendb_store, 1, 1) == ["orders/2-A"]
+    assert _bin_ids(ravendb_store, 2, 1) == []  # the first delete of orders/1-A: superseded by the newer one
+
+
+def test_revisions_bin_without_revisions_configuration_is_empty_not_an_error(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 2)
+    _delete(ravendb_store, 1)
+
+    assert _bin_ids(ravendb_store, 0, 10) == []
+
+
+def test_revisions_bin_etag_is_the_newest_entry_and_if_none_match_gets_304(
+    ravendb_target: RavenTarget, ravendb_store: DocumentStore
+) -> None:
+    _enable_revisions(ravendb_store)
+    _store_orders(ravendb_store, 2)
+    _delete(ravendb_store, 1, 2)
+
+    first = _bin_http(ravendb_target)
+    newest = first.json()["Results"][0]["@metadata"]
+    assert newest["@id"] == "orders/2-A"
+    assert first.headers["ETag"] == f'"{newest["@change-vector"]}"'
+    assert _bin_http(ravendb_target, {"If-None-Match": first.headers["ETag"]}).status_code == 304
+    _store_orders(ravendb_store, 1, start=2)  # the newest raw record is no longer a bin entry: no ETag
+    assert "ETag" not in _bin_http(ravendb_target, {"If-None-Match": first.headers["ETag"]}).headers
+
+
+def test_statistics_count_every_revision_including_delete_revisions(ravendb_store: DocumentStore) -> None:
+    _enable_revisions(ravendb_store)
+    _store_orders(ravendb_store, 3)
+    _delete(ravendb_store, 1)
+
+    assert ravendb_store.maintenance.send(GetStatisticsOperation()).count_of_revision_documents == 4
 
 
 def test_stopped_node_fails_over_to_the_other(ravendb_target: RavenTarget, standin_control: StandInControl) -> None:

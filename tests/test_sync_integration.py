@@ -207,6 +207,68 @@ class TestDeletesWithRevisions:
 
         assert ops.rows("Orders")["orders/2-A"]["Freight"] == "7.25"
 
+    def test_every_delete_lands_across_short_and_empty_bin_pages(
+        self, ravendb_target, ravendb_store, revisions, configuration, ops
+    ):
+        self.delete_recreate_and_delete_again(ravendb_store, configuration, ops)
+
+        live = {f"orders/{n}-A" for n in range(401, 501)}  # re-created and not deleted again
+        assert set(ops.rows("Orders")) == live
+        assert ops.rows("Orders") == database_rows(ravendb_target, "Orders")
+        deleted = {keys["Id"] for kind, _, keys in ops.calls if kind == "delete"}
+        assert deleted == {f"orders/{n}-A" for n in range(1, 2501)} - live
+
+    def test_that_walk_met_short_and_empty_bin_pages(
+        self, ravendb_target, ravendb_store, revisions, standin_control, configuration, ops
+    ):
+        self.delete_recreate_and_delete_again(ravendb_store, configuration, ops)
+
+        pages = standin_control.revisions_bin_pages(ravendb_target.database)
+        assert pages.get("short", 0) > 0 and pages.get("empty", 0) > 0
+
+    def test_a_sync_with_nothing_deleted_since_makes_one_bin_request(
+        self, ravendb_target, ravendb_store, revisions, standin_control, configuration, ops
+    ):
+        documents.put(ravendb_store, orders(1, 10))
+        state = sync(configuration, ops)
+        documents.delete(ravendb_store, ["orders/2-A", "orders/3-A"])
+        state = sync(configuration, ops, state)
+        path = f"/databases/{ravendb_target.database}/revisions/bin"
+        before = standin_control.requests("GET", path)
+
+        sync(configuration, ops, state)
+
+        assert standin_control.requests("GET", path) - before == 1
+
+    @staticmethod
+    def delete_recreate_and_delete_again(ravendb_store, configuration, ops) -> None:
+        """2,500 orders; over three syncs with 40 bin records per request: 2,500 deleted, 300 of them re-created
+        (a run of bin records RavenDB no longer lists: short and empty pages), 200 of those deleted again."""
+        configuration = {**configuration, "batch_size": "40"}
+        documents.put(ravendb_store, orders(1, 2500))
+        state = sync(configuration, ops)
+        documents.delete(ravendb_store, [f"orders/{n}-A" for n in range(1, 1001)])
+        documents.put(ravendb_store, orders(201, 300, Freight=1.5))
+        state = sync(configuration, ops, state)
+        documents.delete(ravendb_store, [f"orders/{n}-A" for n in range(1001, 2501)])
+        documents.delete(ravendb_store, [f"orders/{n}-A" for n in range(201, 401)])
+        sync(configuration, ops, state)
+
+
+def test_a_database_without_revisions_syncs_with_one_bin_request(
+    ravendb_target, ravendb_store, standin_control, configuration, ops
+):
+    documents.put(ravendb_store, orders(1, 5))
+    path = f"/databases/{ravendb_target.database}/revisions/bin"
+    state = sync(configuration, ops)
+    documents.delete(ravendb_store, ["orders/1-A"])
+    before = standin_control.requests("GET", path)
+
+    sync(configuration, ops, state)
+
+    assert standin_control.requests("GET", path) - before == 1
+    assert [kind for kind, _, _ in ops.calls if kind == "delete"] == []
+
 
 class TestReconciliationWithoutRevisions:
     def test_deleted_ids_are_marked_and_live_ones_untouched(self, ravendb_target, ravendb_store, ops):

@@ -65,6 +65,7 @@ def test_cursor_keeps_the_full_seven_digit_timestamp(fake_store, make_document, 
         "version": 1,
         "cursors": {"Orders": "2024-05-01T10:11:12.1234567Z"},
         "versions_at_cursor": {"Orders": {"orders/1-A": "A:1-x"}},
+        "deletes_since": "0001-01-01T00:00:00.0000000Z",  # an empty bin: every later entry is a new delete
     }
 
 
@@ -227,8 +228,34 @@ class TestFlatten:
 
 
 def deletion(doc_id: str, deleted_at: str, collection: str = "Orders") -> dict:
-    metadata = {"@id": doc_id, "@collection": collection, "@last-modified": deleted_at, "@flags": "DeleteRevision"}
+    metadata = {
+        "@id": doc_id,
+        "@collection": collection,
+        "@change-vector": f"A:{deleted_at[-8:-1]}-{doc_id}",
+        "@last-modified": deleted_at,
+        "@flags": "HasRevisions, DeleteRevision, Revision",
+    }
     return {"@metadata": metadata}
+
+
+def at(n: int) -> str:
+    """The n-th deletion time of a test bin."""
+    return f"2024-05-02T00:00:00.{n:07d}Z"
+
+
+def position(entry: dict) -> dict:
+    """A state whose newest bin entry handled is `entry`."""
+    metadata = entry["@metadata"]
+    return {
+        "version": 1,
+        "cursors": {},
+        "deletes_since": metadata["@last-modified"],
+        "deletes_change_vector": metadata["@change-vector"],
+    }
+
+
+def deleted_ids(ops) -> list[str]:
+    return [keys["Id"] for kind, _, keys in ops.calls if kind == "delete"]
 
 
 class TestDeletes:
@@ -236,49 +263,120 @@ class TestDeletes:
         self, fake_store, make_document, base_configuration, ops
     ):
         store(fake_store, make_document("Orders"))
-        fake_store.revisions_bin = [deletion("orders/9-A", "2024-05-02T00:00:00.0000000Z")]
+        newest = deletion("orders/9-A", at(9))
+        fake_store.revisions_bin = [None, newest, deletion("orders/8-A", at(8))]
 
         connector.update(base_configuration, {})
 
-        assert [call for call in ops.calls if call[0] == "delete"] == []
-        assert ops.checkpoints[-1]["deletes_since"] == "2024-05-02T00:00:00.0000000Z"
+        assert deleted_ids(ops) == []
+        assert ops.checkpoints[-1]["deletes_since"] == at(9)
+        assert ops.checkpoints[-1]["deletes_change_vector"] == newest["@metadata"]["@change-vector"]
 
     def test_entries_since_the_last_sync_are_deleted_in_their_collection_only(
         self, fake_store, make_document, base_configuration, ops
     ):
         store(fake_store, make_document("Orders"))
+        handled = deletion("orders/2-A", at(2))
         fake_store.revisions_bin = [
-            deletion("orders/3-A", "2024-05-03T00:00:00.0000000Z"),
-            deletion("companies/1-A", "2024-05-02T12:00:00.0000000Z", collection="Companies"),
-            deletion("orders/2-A", "2024-05-02T00:00:00.0000000Z"),
-            deletion("orders/1-A", "2024-05-01T00:00:00.0000000Z"),
+            deletion("orders/4-A", at(4)),
+            deletion("companies/1-A", at(3), collection="Companies"),
+            handled,
+            deletion("orders/1-A", at(1)),
         ]
-        state = {"version": 1, "cursors": {}, "deletes_since": "2024-05-02T00:00:00.0000000Z"}
 
-        connector.update(base_configuration, state)
+        connector.update(base_configuration, position(handled))
 
-        deletes = [(table, keys) for kind, table, keys in ops.calls if kind == "delete"]
-        assert deletes == [("Orders", {"Id": "orders/3-A"}), ("Orders", {"Id": "orders/2-A"})]
-        assert ops.checkpoints[-1]["deletes_since"] == "2024-05-03T00:00:00.0000000Z"
+        assert deleted_ids(ops) == ["orders/4-A"]
+        assert ops.checkpoints[-1]["deletes_since"] == at(4)
 
-    def test_bin_is_read_in_pages_of_batch_size(self, fake_store, make_document, base_configuration, ops):
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            ["d5", "d4", "d3", "d2", "d1"],
+            ["d5", None, None, None, None, "d4", None, "d3", "d2", None, None, None, None, None, "d1"],
+            [None, None, None, None, None, None, None, "d5", "d4", "d3", "d2", "d1"],
+        ],
+        ids=["full-pages", "short-and-empty-pages", "leading-empty-pages"],
+    )
+    def test_every_entry_is_read_whatever_the_page_shapes(
+        self, fake_store, make_document, base_configuration, ops, raw
+    ):
         store(fake_store, make_document("Orders"))
-        fake_store.revisions_bin = [deletion(f"orders/{n}-A", f"2024-05-02T00:00:00.{n:07d}Z") for n in range(5, 0, -1)]
+        entries = {f"d{n}": deletion(f"orders/{n}-A", at(n + 10)) for n in range(1, 6)}
+        handled = deletion("orders/99-A", at(1))
+        fake_store.revisions_bin = [entries.get(name) for name in raw] + [handled]
         base_configuration["batch_size"] = "2"
-        state = {"version": 1, "cursors": {}, "deletes_since": "2024-05-01T00:00:00.0000000Z"}
+
+        connector.update(base_configuration, position(handled))
+
+        assert deleted_ids(ops) == [f"orders/{n}-A" for n in (5, 4, 3, 2, 1)]
+
+    def test_pages_advance_by_the_page_size_and_grow_after_an_empty_one(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        store(fake_store, make_document("Orders"))
+        fake_store.revisions_bin = [deletion("orders/1-A", at(20)), *[None] * 12, deletion("orders/2-A", at(2))]
+        base_configuration["batch_size"] = "2"
+        state = {"version": 1, "cursors": {}, "deletes_since": at(10)}
 
         connector.update(base_configuration, state)
 
-        assert len([call for call in ops.calls if call[0] == "delete"]) == 5
+        pages = [url.split("?", 1)[1] for url in fake_store.instances[-1].bin_requests]
+        assert pages == ["start=0&pageSize=2", "start=2&pageSize=2", "start=4&pageSize=4", "start=8&pageSize=8"]
+        assert deleted_ids(ops) == ["orders/1-A"]
 
-    def test_without_revisions_there_is_no_delete_and_no_error(
+    def test_walk_stops_at_the_newest_entry_handled_even_within_its_timestamp(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        store(fake_store, make_document("Orders"))
+        handled = deletion("orders/2-A", at(5))
+        fake_store.revisions_bin = [deletion("orders/3-A", at(5)), handled, deletion("orders/1-A", at(5))]
+
+        connector.update(base_configuration, position(handled))
+
+        assert deleted_ids(ops) == ["orders/3-A"]
+
+    def test_a_sync_with_nothing_deleted_since_makes_one_bin_request(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        store(fake_store, make_document("Orders"))
+        handled = deletion("orders/2-A", at(2))
+        fake_store.revisions_bin = [handled, deletion("orders/1-A", at(1))]
+
+        connector.update(base_configuration, position(handled))
+
+        assert len(fake_store.instances[-1].bin_requests) == 1
+        assert deleted_ids(ops) == []
+
+    def test_without_revisions_there_is_no_delete_no_error_and_one_bin_request(
         self, fake_store, make_document, base_configuration, ops
     ):
         store(fake_store, make_document("Orders"))
 
         connector.update(base_configuration, {})
+        connector.update(base_configuration, ops.checkpoints[-1])
 
-        assert "deletes_since" not in ops.checkpoints[-1]
+        assert deleted_ids(ops) == []
+        assert [len(instance.bin_requests) for instance in fake_store.instances] == [1, 1]
+
+    def test_a_saved_entry_no_longer_listed_is_logged_with_the_reconciliation_hint(
+        self, fake_store, make_document, base_configuration, ops, logs
+    ):
+        store(fake_store, make_document("Orders"))
+        fake_store.revisions_bin = [deletion("orders/5-A", at(5))]
+
+        connector.update(base_configuration, position(deletion("orders/2-A", at(2))))
+
+        assert deleted_ids(ops) == ["orders/5-A"]
+        assert any("reconcile_deletes_hours" in line for line in logs.messages("WARNING"))
+
+    def test_a_sharded_database_is_refused_in_one_line(self, fake_store, make_document, base_configuration, ops):
+        store(fake_store, make_document("Orders"))
+        fake_store.revisions_bin = [deletion("orders/5-A", at(5))]
+        fake_store.bin_extra = {"ContinuationToken": "eyJQYWdlcyI6W119"}
+
+        with pytest.raises(SourceError, match=r"^database_name: 'Northwind' is a sharded database"):
+            connector.update(base_configuration, {})
 
 
 def test_a_failing_sync_reports_one_line_through_op_error_without_a_traceback_chain(

@@ -96,3 +96,11 @@ class StandInControl:
     def delete_database(self, database: str) -> bool:
         """Drop a database (True if it existed)."""
         return self._call("DELETE", f"/standin/databases/{database}")["Deleted"]
+
+    def requests(self, method: str, path: str) -> int:
+        """How many `method path` requests (query string aside) the stand-in has served since it started."""
+        return self._call("GET", "/standin/requests")["Requests"].get(f"{method} {path}", 0)
+
+    def revisions_bin_pages(self, database: str) -> dict[str, int]:
+        """Shapes of the revisions-bin pages served for a database: full, short, empty, not modified."""
+        return self._call("GET", f"/standin/databases/{database}/revisions/bin")["Pages"]

@@ -38,11 +38,3 @@ def database_missing(name: str) -> RavenError:
         f"Database '{name}' was not found",
         {"Database-Missing": name},
     )
-
-
-def revisions_disabled() -> RavenError:
-    """GET /revisions/bin with no revisions configuration: the handler throws RevisionsDisabledException, which the
-    server's exception mapping (RavenServerStartup.MaybeSetExceptionStatusCode) leaves at 500."""
-    return RavenError(
-        500, "Raven.Client.Exceptions.Documents.Revisions.RevisionsDisabledException", "Revisions are disabled"
-    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ from cryptography import x509
 from tests.standin import sample_data
 from tests.standin.clock import format_ticks
 from tests.standin.engine import MAX_PAGE, Outcome, QueryRequest, parse_timespan, run_query
-from tests.standin.errors import RavenError, database_missing, revisions_disabled
+from tests.standin.errors import RavenError, database_missing
 from tests.standin.httpcore import Listener, Request, Response, server_context
 from tests.standin.rql import parse
 from tests.standin.storage import Database, Doc, Storage, dumps
@@ -70,6 +71,8 @@ class StandIn:
     host_name: str = ""
     storage: Storage = field(default_factory=Storage)
     nodes: list[Node] = field(default_factory=list)
+    requests: Counter = field(default_factory=Counter)  # "METHOD /path" -> requests served (control API aside)
+    requests_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.host_name = self.host_name or ("localhost" if self.tls_cert else self.host)
@@ -115,6 +118,9 @@ class StandIn:
 
     def _handler_for(self, node: Node) -> Callable[[Request], Response]:
         def handler(request: Request) -> Response:
+            if not request.path.startswith("/standin/"):
+                with self.requests_lock:
+                    self.requests[f"{request.method} {request.path}"] += 1
             try:
                 self.authorize(request)
                 return self.dispatch(node, request)
@@ -529,17 +535,35 @@ def revisions_config(node: Node, request: Request, m: re.Match) -> Response:
 
 
 def revisions_bin(node: Node, request: Request, m: re.Match) -> Response:
-    """GET /databases/{db}/revisions/bin?start=&pageSize=: delete revisions, newest first, skip `start`."""
+    """GET /databases/{db}/revisions/bin?start=&pageSize=, as RavenDB 6.x/7.x answers it
+    (RevisionsHandlerProcessorForGetRevisionsBin): no check of the revisions configuration (without one the bin is
+    simply empty), `ETag` = change vector of the newest raw delete revision while it is a bin entry, 304 when
+    `If-None-Match` carries it, otherwise one page of raw records (see RevisionsBin.page)."""
     db = node.server.database(m["db"])
-    if not db.revisions_config:
-        raise revisions_disabled()
     start = int(request.arg("start", "0") or 0)
     size = int(request.arg("pageSize", str(MAX_PAGE)) or MAX_PAGE)
     with db.lock:
-        entries = list(db.revisions_bin.values())[::-1][start : start + size]
-        results = [e.to_json() for e in entries]
-    headers = {"ETag": f'"{entries[0].change_vector}"'} if entries else {}
+        bin_ = db.revisions
+        etag = bin_.etag(lambda key: key in db.docs)
+        if etag is not None and request.headers.get("if-none-match", "").strip('"') == etag:
+            bin_.pages["not modified"] += 1
+            return Response(304, b"", {"ETag": f'"{etag}"'})
+        results = [entry.to_json() for entry in bin_.page(start, size, lambda key: key in db.docs)]
+    headers = {"ETag": f'"{etag}"'} if etag is not None else {}
     return json_response({"Results": results}, headers=headers)
+
+
+def control_revisions_bin(node: Node, _r: Request, m: re.Match) -> Response:
+    """GET /standin/databases/{db}/revisions/bin: the shapes of the bin pages served so far, and the raw records."""
+    db = node.server.database(m["db"])
+    with db.lock:
+        return json_response({"Pages": dict(db.revisions.pages), "DeleteRevisions": len(db.revisions.deletes)})
+
+
+def control_requests(node: Node, _r: Request, _m: re.Match) -> Response:
+    """GET /standin/requests: how many requests each "METHOD /path" got (control API aside), since start."""
+    with node.server.requests_lock:
+        return json_response({"Requests": dict(node.server.requests)})
 
 
 # ---- /standin control --------------------------------------------------------------------------------------------
@@ -668,5 +692,7 @@ def build_routes() -> list[tuple[str, re.Pattern, Route]]:
         ("POST", r"/standin" + DB + r"/reset", control_reset),
         ("DELETE", r"/standin" + DB, control_db_delete),
         ("GET", r"/standin/ping", control_ping),
+        ("GET", r"/standin/requests", control_requests),
+        ("GET", r"/standin" + DB + r"/revisions/bin", control_revisions_bin),
     ]
     return [(method, re.compile(pattern), route) for method, pattern, route in table]

@@ -8,6 +8,8 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +67,11 @@ class BinEntry:
     ticks: int
     change_vector: str
 
+    @property
+    def key(self) -> str:
+        """Storage key: the lower-cased id."""
+        return self.id.lower()
+
     def to_json(self) -> dict[str, Any]:
         """The entry as GET /revisions/bin returns it."""
         metadata = {"@collection": self.collection} if self.collection != EMPTY_COLLECTION else {}
@@ -77,6 +84,59 @@ class BinEntry:
             }
         )
         return {"@metadata": metadata}
+
+
+@dataclass
+class RevisionsBin:
+    """A database's revisions as far as the revisions bin sees them, paged as RavenDB 6.x/7.x pages the bin.
+
+    RevisionsStorage.GetRevisionsBinEntries (src/Raven.Server/Documents/Revisions/RevisionsStorage.cs) walks the
+    delete revisions backwards by etag, skips `start` raw records, and counts `pageSize` raw records *before*
+    IsRevisionsBinEntry drops the ones whose document exists again or whose id has a newer revision than this
+    delete. So a page can be short, or empty, while older entries remain. Revisions are never trimmed here
+    (MinimumRevisionsToKeep is not modelled); PurgeOnDelete removes every revision of the deleted id.
+    """
+
+    deletes: list[BinEntry] = field(default_factory=list)  # every delete revision, ascending etag
+    newest: dict[str, int] = field(default_factory=dict)  # lower-cased id -> etag of its newest revision
+    per_id: Counter = field(default_factory=Counter)  # lower-cased id -> revisions kept
+    count: int = 0  # every revision kept (GetNumberOfRevisionDocuments, the stats' CountOfRevisionDocuments)
+    pages: Counter = field(default_factory=Counter)  # shapes of the pages served: full, short, empty, not modified
+
+    def add_revision(self, key: str, etag: int) -> None:
+        """A put that created a revision."""
+        self.newest[key] = etag
+        self.per_id[key] += 1
+        self.count += 1
+
+    def add_delete(self, entry: BinEntry) -> None:
+        """A delete that created a delete revision."""
+        self.deletes.append(entry)
+        self.add_revision(entry.key, entry.etag)
+
+    def purge(self, key: str) -> None:
+        """PurgeOnDelete: the deleted id keeps no revision at all."""
+        self.deletes = [entry for entry in self.deletes if entry.key != key]
+        self.newest.pop(key, None)
+        self.count -= self.per_id.pop(key, 0)
+
+    def is_entry(self, entry: BinEntry, exists: Callable[[str], bool]) -> bool:
+        """IsRevisionsBinEntry: the document does not exist and this delete is its id's newest revision."""
+        return not exists(entry.key) and self.newest.get(entry.key) == entry.etag
+
+    def page(self, start: int, size: int, exists: Callable[[str], bool]) -> list[BinEntry]:
+        """Skip `start` raw records newest first, take `size` raw records, then drop those no longer in the bin."""
+        end = max(0, len(self.deletes) - max(start, 0))
+        window = self.deletes[max(0, end - max(size, 0)) : end][::-1]
+        entries = [entry for entry in window if self.is_entry(entry, exists)]
+        self.pages["full" if len(entries) == size else "short" if entries else "empty"] += 1
+        return entries
+
+    def etag(self, exists: Callable[[str], bool]) -> str | None:
+        """GetLatestRevisionsBinEntry: the change vector of the newest raw record, if it is still a bin entry."""
+        if self.deletes and self.is_entry(self.deletes[-1], exists):
+            return self.deletes[-1].change_vector
+        return None
 
 
 @dataclass(slots=True)
@@ -163,8 +223,7 @@ class Database:
         self.indexes: dict[str, AutoIndex] = {}
         self.indexing = IndexingControl()
         self.revisions_config: dict[str, Any] = {}
-        self.revisions_bin: dict[str, BinEntry] = {}
-        self.count_of_revisions = 0
+        self.revisions = RevisionsBin()
         self.tombstones = 0
         self.operation_id = 0
         self.raft_index = 0
@@ -245,7 +304,7 @@ class Database:
         out["@change-vector"] = cv
         if flags:
             out["@flags"] = flags
-            self.count_of_revisions += 1
+            self.revisions.add_revision(key, etag)
         out["@id"] = doc_id
         out["@last-modified"] = format_ticks(ticks)
         body = {k: v for k, v in document.items() if k != "@metadata"}
@@ -258,7 +317,6 @@ class Database:
         self.docs[key] = doc
         self.by_collection.setdefault(collection, {})[key] = doc
         self.all_docs[key] = doc
-        self.revisions_bin.pop(key, None)
         self._append_log(LogEntry(etag, key, collection, doc, time.monotonic()))
         self.changed.notify_all()
         return doc
@@ -287,9 +345,10 @@ class Database:
             cv = self.change_vector(etag, node_tag)
             self.tombstones += 1
             cfg = self.revisions_enabled(doc.collection)
-            if (cfg is not None or doc.flags) and not (cfg or {}).get("PurgeOnDelete"):
-                self.revisions_bin[key] = BinEntry(doc.id, doc.collection, etag, ticks, cv)
-                self.count_of_revisions += 1
+            if (cfg or {}).get("PurgeOnDelete"):
+                self.revisions.purge(key)
+            elif cfg is not None or doc.flags:
+                self.revisions.add_delete(BinEntry(doc.id, doc.collection, etag, ticks, cv))
             self._append_log(LogEntry(etag, key, doc.collection, None, time.monotonic()))
             self.changed.notify_all()
             return doc
@@ -424,7 +483,7 @@ class Database:
                 self.catch_up(index)
             return {
                 "CountOfDocuments": len(self.docs),
-                "CountOfRevisionDocuments": self.count_of_revisions,
+                "CountOfRevisionDocuments": self.revisions.count,
                 "CountOfDocumentsConflicts": 0,
                 "CountOfTombstones": self.tombstones,
                 "CountOfConflicts": 0,
