@@ -53,7 +53,7 @@ from ravendb.tools.parsers import JSONLRavenStreamParser
 from ravendb.tools.utils import Utils
 
 _CHECKPOINT_EVERY_RECORDS = 1_000
-_DEFAULT_BATCH_SIZE = 1_000  # entries per revisions-bin request; collections are streamed, not paged
+_DEFAULT_BATCH_SIZE = 1_000  # records per revisions-bin request; collections are streamed, not paged
 _MAX_BATCH_SIZE = 100_000
 _STREAM_READ_BYTES = 1 << 16  # bytes per socket read of a stream (the client's default is 512)
 _CONNECT_TIMEOUT_SECONDS = 5.0
@@ -107,7 +107,7 @@ _FORM_FIELDS = [
     _FormField(
         "batch_size",
         "Batch size",
-        f"Entries per revisions-bin request (default {_DEFAULT_BATCH_SIZE}); collections are streamed whole.",
+        f"Revisions-bin records per request (default {_DEFAULT_BATCH_SIZE}); collections are streamed whole.",
     ),
     _FormField(
         "reconcile_deletes_hours",
