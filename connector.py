@@ -949,14 +949,15 @@ class RevisionsBinWalk:
     remain: pages advance by the page size, and after an empty page the next one asks for twice as many records
     (up to 100,000). A walk stops only where it proves it reached what the last sync read: that sync's newest
     entry (same change vector), an entry deleted before it, a 304 to `If-None-Match` with that entry's change
-    vector (nothing deleted since), or past the count of revisions the database reports (the end of the bin).
-    The proof holds on one node, whose bin is in its own etag order; see README "Deletes".
+    vector (nothing deleted since), or past the count of revisions the node reports (the end of the bin). Every
+    request of a walk goes to the node of its first one: each node lists its bin in its own etag order.
     """
 
     def __init__(self, store: DocumentStore, settings: Settings, state: SyncState):
         self.store, self.settings, self.state = store, settings, state
         self.reached = False  # known after iteration: stopped at what the last sync read, not at the end of the bin
         self.requests = 0
+        self.node: Any = None  # the node every request of this walk goes to, once the first one chose it
 
     def __iter__(self) -> Iterator[dict]:
         size, start, bound = self.settings.batch_size, 0, None
@@ -970,7 +971,7 @@ class RevisionsBinWalk:
             start += size
             if len(page) < size:  # short or empty: the end only if no raw record can lie beyond
                 if bound is None or start >= bound:
-                    bound = _count_of_revisions(self.store, self.settings)
+                    bound = self._count_of_revisions()
                 if start >= bound:
                     return
             size = self.settings.batch_size if page else min(size * 2, _MAX_BATCH_SIZE)
@@ -980,7 +981,7 @@ class RevisionsBinWalk:
     def _page(self, start: int, size: int, if_none_match: str | None = None) -> list[dict] | None:
         self.requests += 1
         command = _RevisionsBinPageCommand(start, size, if_none_match)
-        _execute(self.store, self.settings, command)
+        self.node = _execute(self.store, self.settings, command, self.node)
         if command.continuation_token:
             raise SourceError(
                 "database_name",
@@ -989,6 +990,12 @@ class RevisionsBinWalk:
                 "sharded databases with revisions are not supported",
             )
         return command.result
+
+    def _count_of_revisions(self) -> int:
+        """Every revision the node keeps (delete revisions among them): no bin page starts beyond it."""
+        command = GetStatisticsOperation().get_command(self.store.conventions)
+        self.node = _execute(self.store, self.settings, command, self.node)
+        return command.result.count_of_revision_documents or 0
 
 
 class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
@@ -1016,17 +1023,18 @@ class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
         self.result = body["Results"]
 
 
-def _count_of_revisions(store: DocumentStore, settings: Settings) -> int:
-    """Every revision the database keeps (delete revisions among them): no bin page starts beyond it."""
-    command = GetStatisticsOperation().get_command(store.conventions)
-    _execute(store, settings, command)
-    return command.result.count_of_revision_documents or 0
+def _execute(store: DocumentStore, settings: Settings, command: Any, node: Any = None) -> Any:
+    """Send one command to `node` (None: the node the client picks), errors translated; return the node it went to.
 
-
-def _execute(store: DocumentStore, settings: Settings, command: Any) -> None:
-    """Send one command, errors translated. Every request of a revisions-bin walk goes through here."""
+    Every request of a revisions-bin walk goes through here with the node of its first request: only that node is
+    asked, without failover, so a walk reads one node's bin (each node lists it in its own etag order). A failure
+    is transient and the walk starts over.
+    """
+    executor = store.get_request_executor()
     with _translated_errors(settings):
-        store.get_request_executor().execute_command(command)
+        node = node or executor.choose_node_for_request(command, None)
+        executor.execute(node.current_node, node.current_index, command, False, None)
+    return node
 
 
 class QueryStream:

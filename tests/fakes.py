@@ -35,6 +35,12 @@ class FakeRequestExecutor:
     def __init__(self, store: "FakeDocumentStore"):
         self.store = store
 
+    def choose_node_for_request(self, command, session_info=None):
+        return SimpleNamespace(current_node=SimpleNamespace(url="http://fake", database="Northwind"), current_index=0)
+
+    def execute(self, chosen_node=None, node_index=None, command=None, should_retry=None, session_info=None):
+        self.execute_command(command, session_info)
+
     def execute_command(self, command, session_info=None) -> None:
         if isinstance(command, GetRevisionsBinEntryCommand):
             self.bin_command(command)

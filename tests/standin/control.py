@@ -97,9 +97,12 @@ class StandInControl:
         """Drop a database (True if it existed)."""
         return self._call("DELETE", f"/standin/databases/{database}")["Deleted"]
 
-    def requests(self, method: str, path: str) -> int:
-        """How many `method path` requests (query string aside) the stand-in has served since it started."""
-        return self._call("GET", "/standin/requests")["Requests"].get(f"{method} {path}", 0)
+    def requests(self, method: str, path: str) -> dict[str, int]:
+        """How many `method path` requests (query string aside) each node has served since the stand-in started."""
+        counts = self._call("GET", "/standin/requests")["Requests"]
+        return {
+            key.split(" ", 1)[0]: count for key, count in counts.items() if key.split(" ", 1)[1] == f"{method} {path}"
+        }
 
     def revisions_bin_pages(self, database: str) -> dict[str, int]:
         """Shapes of the revisions-bin pages served for a database: full, short, empty, not modified."""

@@ -71,7 +71,7 @@ class StandIn:
     host_name: str = ""
     storage: Storage = field(default_factory=Storage)
     nodes: list[Node] = field(default_factory=list)
-    requests: Counter = field(default_factory=Counter)  # "METHOD /path" -> requests served (control API aside)
+    requests: Counter = field(default_factory=Counter)  # "NODE METHOD /path" -> requests (control API aside)
     requests_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -120,7 +120,7 @@ class StandIn:
         def handler(request: Request) -> Response:
             if not request.path.startswith("/standin/"):
                 with self.requests_lock:
-                    self.requests[f"{request.method} {request.path}"] += 1
+                    self.requests[f"{node.tag} {request.method} {request.path}"] += 1
             try:
                 self.authorize(request)
                 return self.dispatch(node, request)
@@ -561,7 +561,7 @@ def control_revisions_bin(node: Node, _r: Request, m: re.Match) -> Response:
 
 
 def control_requests(node: Node, _r: Request, _m: re.Match) -> Response:
-    """GET /standin/requests: how many requests each "METHOD /path" got (control API aside), since start."""
+    """GET /standin/requests: how many requests each node got per "METHOD /path" (control API aside), since start."""
     with node.server.requests_lock:
         return json_response({"Requests": dict(node.server.requests)})
 
