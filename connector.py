@@ -1032,7 +1032,7 @@ def _execute(store: DocumentStore, settings: Settings, command: Any, node: Any =
     """
     executor = store.get_request_executor()
     with _translated_errors(settings):
-        node = node or executor.choose_node_for_request(command, None)
+        node = node or executor.preferred_node  # waits for the cluster topology on a fresh store
         executor.execute(node.current_node, node.current_index, command, False, None)
     return node
 

@@ -35,7 +35,8 @@ class FakeRequestExecutor:
     def __init__(self, store: "FakeDocumentStore"):
         self.store = store
 
-    def choose_node_for_request(self, command, session_info=None):
+    @property
+    def preferred_node(self):
         return SimpleNamespace(current_node=SimpleNamespace(url="http://fake", database="Northwind"), current_index=0)
 
     def execute(self, chosen_node=None, node_index=None, command=None, should_retry=None, session_info=None):
