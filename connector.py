@@ -738,7 +738,11 @@ def _remove_orphaned_private_files() -> None:
     """Remove what a sync killed outright (SIGKILL, power loss) could not: its owner-only certificate folder."""
     for directory in Path(tempfile.gettempdir()).glob(f"{_PRIVATE_DIR_PREFIX}*-*"):
         pid = directory.name[len(_PRIVATE_DIR_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and directory.owner() == getpass.getuser() and not _process_alive(int(pid)):
+        try:
+            owned = directory.owner() == getpass.getuser()
+        except FileNotFoundError:  # its own sync ended and removed it between the listing and this look
+            continue
+        if pid.isdigit() and owned and not _process_alive(int(pid)):
             shutil.rmtree(directory, ignore_errors=True)
 
 
