@@ -125,7 +125,7 @@ def test_offline_the_check_would_remove_only_cryptography_which_local_mode_canno
 
 @pytest.mark.pypi
 def test_online_the_check_adds_and_removes_nothing_and_suggests_only_the_newest_cryptography(tmp_path):
-    # pipreqs' own default server, pypi.python.org, answers these requests by redirecting to pypi.org
+    # pipreqs' default server is pypi.python.org, PyPI's old name, which redirects to pypi.org: ask it directly
     run = dry_run(tmp_path, "--pypi-server https://pypi.org/pypi/", "--non-interactive", *README_OPTIONS)
 
     assert run.returncode == 0, run.output
