@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -32,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "scripts" / "deploy.sh"
 REQUIREMENTS = REPO / "requirements.txt"
 PIP = (sys.executable, "-m", "pip")
+VENV_BIN = Path(sys.executable).parent  # where pip installed the fivetran and pipreqs commands
 DEPLOY_PYTHON = re.search(r"^DEPLOY_PYTHON=(\S+)$", DEPLOY.read_text(), re.MULTILINE).group(1)
 
 
@@ -58,13 +58,18 @@ def dry_run(folder: Path, pipreqs_options: str, *options: str) -> DryRun:
     """README's deploy command with --dry-run, called from `folder` (which holds configuration.json)."""
     tools = folder / "bin"
     tools.mkdir()
-    (tools / "pipreqs").write_text(f'#!/bin/sh\nexec "{shutil.which("pipreqs")}" {pipreqs_options} "$@"\n')
+    (tools / "pipreqs").write_text(f'#!/bin/sh\nexec "{VENV_BIN / "pipreqs"}" {pipreqs_options} "$@"\n')
     (tools / "pipreqs").chmod(0o755)
     (folder / "configuration.json").write_text("{}")
     completed = subprocess.run(
         [str(DEPLOY), "--dry-run", *options, "--configuration", "configuration.json"],
         cwd=folder,
-        env={**os.environ, "DO_NOT_TRACK": "1", "TMPDIR": str(folder), "PATH": f"{tools}:{os.environ['PATH']}"},
+        env={
+            **os.environ,
+            "DO_NOT_TRACK": "1",
+            "TMPDIR": str(folder),
+            "PATH": f"{tools}:{VENV_BIN}:{os.environ['PATH']}",
+        },
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
