@@ -8,11 +8,11 @@
 # imports, and the package holds those two files plus the configuration_form.pb the SDK generates, never
 # tests/, bench/ or scripts/. A relative --configuration or --options-file is resolved from the folder the
 # script is called from. Without --python-version the connection gets Python $DEPLOY_PYTHON (README,
-# "Dependencies": the newest Python for which ravendb's pinned ijson has wheels, and the one CI tests on).
+# "Dependencies": ravendb's pinned ijson has wheels for it, and CI runs the tests on it).
 #
 # --dry-run stops before the upload: it runs `fivetran package` on the staging folder (the same requirements
 # check and packaging `fivetran deploy` runs), keeps the folder, prints the package's path and the deploy
-# command it would run (the API key masked). It needs no API key and no network.
+# command it would run (the API key masked). It uploads nothing and needs no API key.
 set -euo pipefail
 
 DEPLOY_PYTHON=3.11

@@ -14,10 +14,12 @@ pip=("$environment/bin/python" -m pip --disable-pip-version-check)
 rm -rf "$environment"
 "$PYTHON" -m venv "$environment"
 "${pip[@]}" install --quiet "$(grep '^fivetran-connector-sdk==' requirements-dev.txt)"
-before="$("$environment/bin/python" -c 'import importlib.metadata as m; print(m.version("requests"))')"
+version() { "$environment/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))"; }
+before="$(version requests)"
 "${pip[@]}" install --quiet -r requirements.txt  # pip reports the SDK's requests pin as a conflict; exit status 0
-after="$("$environment/bin/python" -c 'import importlib.metadata as m; print(m.version("requests"))')"
-echo "production set: requests $before replaced by $after; $("$environment/bin/python" -c 'import connector; print(connector._version_line())')"
+after="$(version requests)"
+echo "production set: requests $before replaced by $after; ravendb $(version ravendb)," \
+  "cryptography $(version cryptography), fivetran-connector-sdk $(version fivetran-connector-sdk)"
 case "$after" in
   2.32.*) ;;
   *) echo "expected ravendb's requests 2.32.x, got $after: README 'Dependencies' no longer holds" >&2; exit 1 ;;
