@@ -14,9 +14,11 @@ import base64
 import binascii
 import functools
 import getpass
+import importlib.metadata
 import json
 import math
 import os
+import platform
 import re
 import shutil
 import socket
@@ -51,6 +53,8 @@ from ravendb.exceptions.exceptions import (
 from ravendb.exceptions.raven_exceptions import RavenException
 from ravendb.tools.parsers import JSONLRavenStreamParser
 from ravendb.tools.utils import Utils
+
+__version__ = "1.0.0"  # named in the first log line of every sync
 
 _CHECKPOINT_EVERY_RECORDS = 1_000
 _DEFAULT_BATCH_SIZE = 1_000  # records per revisions-bin request; collections are streamed, not paged
@@ -165,6 +169,22 @@ class Settings(NamedTuple):
     reconcile_every: timedelta | None  # None: no reconciliation of deletes
 
 
+def _version_line() -> str:
+    """What this sync runs on, in one line: the connector, the libraries production installs or provides, Python.
+
+    Fivetran installs requirements.txt next to the SDK and requests it provides, and pip may replace the
+    provided requests (README, "Dependencies"); this line says which versions a sync actually ran with.
+    """
+    versions = []
+    for distribution in ("ravendb", "requests", "cryptography", "fivetran-connector-sdk"):
+        try:
+            versions.append(f"{distribution} {importlib.metadata.version(distribution)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{distribution} not installed")
+    versions.append(f"Python {platform.python_version()}")
+    return f"RavenDB connector {__version__} on " + ", ".join(versions)
+
+
 def _fails_in_one_line(entry_point: Callable) -> Callable:
     """Let a ConfigurationError or SourceError end the call as its one-line message and nothing else.
 
@@ -235,6 +255,7 @@ def schema(configuration: dict) -> list[dict]:
 @_fails_in_one_line
 def update(configuration: dict, state: dict) -> None:
     """Sync every selected collection from its saved cursor, then checkpoint the final state."""
+    log.info(_version_line())
     settings = validate_configuration(configuration)
     sync_state = SyncState.load(state)
     with open_store(settings) as store:

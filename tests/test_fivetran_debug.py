@@ -7,7 +7,6 @@ is read from the SDK's "SYNC SUCCEEDED — total elapsed" line.
 import re
 import shutil
 import subprocess
-import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -151,13 +150,3 @@ def test_a_bad_setting_stops_the_run_with_its_message_and_leaves_no_secret(raven
         if path.is_file() and path.name != "configuration.json"
     )
     assert not any(line in run.output or line in left_behind for line in body)
-
-
-def test_fivetran_package_accepts_the_project_as_deployed(project):
-    completed = run_fivetran(project, "package", "--non-interactive")
-
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    with zipfile.ZipFile(next((project / "files").glob("*.zip"))) as package:
-        names = set(package.namelist())
-    assert {"connector.py", "requirements.txt", "configuration_form.pb"} <= names
-    assert (project / "requirements.txt").read_text() == (REPO / "requirements.txt").read_text()
