@@ -634,6 +634,26 @@ def test_delayed_replication_leaves_a_write_on_its_node_until_it_arrives(
     assert [_meta(d)[0] for d in after] == ["orders/2-A", "orders/3-A"]
 
 
+def test_a_stopped_node_receives_the_writes_it_missed_when_it_starts_again(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    node_a = _node_store(ravendb_target, "A")
+    try:
+        standin_control.stop_node("B")
+        _store_orders(node_a, 2)
+        pending = standin_control.set_replication(ravendb_target.database)["Pending"]
+        standin_control.start_node("B")
+        node_b = _node_store(ravendb_target, "B")
+        try:
+            on_b, _ = _raw(node_b, "from Orders")
+        finally:
+            node_b.close()
+    finally:
+        node_a.close()
+    assert pending == 2
+    assert [_meta(d)[0] for d in on_b] == ["orders/1-A", "orders/2-A"]
+
+
 def test_a_replicated_document_can_be_older_than_what_its_node_wrote_since(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:

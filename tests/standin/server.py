@@ -684,12 +684,18 @@ def control_nodes(node: Node, _r: Request, _m: re.Match) -> Response:
 
 
 def control_node_action(node: Node, _r: Request, m: re.Match) -> Response:
-    """POST /standin/nodes/{tag}/stop|start: stopping closes the port (a node may stop itself)."""
+    """POST /standin/nodes/{tag}/stop|start: stopping closes the port (a node may stop itself) and holds back the
+    replication to it until it starts again."""
     target = node.server.node(m["tag"])
+    storage = node.server.storage
     if m["action"] == "start":
         if not target.listener.running:
             target.listener.start()
+        storage.offline.discard(target.tag)
+        for group in list(storage.databases.values()):
+            group.apply_due()
         return json_response(_nodes_state(node.server))
+    storage.offline.add(target.tag)
     state = _nodes_state(node.server)
     for entry in state["Nodes"]:
         if entry["Tag"] == target.tag:
