@@ -673,6 +673,35 @@ def test_a_replicated_document_can_be_older_than_what_its_node_wrote_since(
     assert [_meta(d)[0] for d in by_time] == ["orders/1-A", "orders/2-A"]
 
 
+def test_a_node_whose_clock_runs_behind_writes_older_timestamps(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    node_a, node_b = _node_store(ravendb_target, "A"), _node_store(ravendb_target, "B")
+    try:
+        standin_control.set_clock_skew("B", -60_000)
+        _store_orders(node_a, 1, start=1)
+        _store_orders(node_b, 1, start=2)
+        docs, _ = _raw(node_a, "from Orders")
+    finally:
+        standin_control.set_clock_skew("B", 0)
+        node_a.close()
+        node_b.close()
+    assert [_meta(d)[0] for d in docs] == ["orders/1-A", "orders/2-A"]
+    assert _meta(docs[1])[1] < _meta(docs[0])[1]
+
+
+def test_an_auto_index_deleted_as_idle_is_built_again_by_the_next_query(
+    ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    standin_control.generate_orders(ravendb_target.database, 1000)
+    assert len(_stream(ravendb_store, CHANGED_SINCE, since=BEGINNING)[0]) == 1000
+    standin_control.delete_auto_indexes(ravendb_target.database)
+    assert ravendb_store.maintenance.send(GetStatisticsOperation()).count_of_indexes == 0
+    standin_control.set_indexing(ravendb_target.database, build_s=30, new_index_wait_s=0.2)
+    docs, stats = _stream(ravendb_store, CHANGED_SINCE, since=BEGINNING)
+    assert stats.is_stale is True and len(docs) < 1000
+
+
 def test_a_stream_that_creates_its_index_waits_for_it_then_answers_stale(
     ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:

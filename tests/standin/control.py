@@ -77,6 +77,10 @@ class StandInControl:
                 body[name] = value
         return self._call("POST", f"/standin/databases/{database}/indexing", body)
 
+    def delete_auto_indexes(self, database: str) -> dict[str, Any]:
+        """Drop every auto index of the database (RavenDB deletes one idle for 72 h); the next query rebuilds it."""
+        return self._call("POST", f"/standin/databases/{database}/indexing", {"delete_auto_indexes": True})
+
     def pause_indexing(self, database: str) -> dict[str, Any]:
         """Indexes stop advancing (queries through them turn stale)."""
         return self.set_indexing(database, paused=True)
@@ -152,6 +156,10 @@ class StandInControl:
     def start_node(self, tag: str) -> list[dict[str, Any]]:
         """Re-open a stopped node's port."""
         return self._call("POST", f"/standin/nodes/{tag}/start")["Nodes"]
+
+    def set_clock_skew(self, tag: str, skew_ms: int) -> dict[str, Any]:
+        """A node's clock runs `skew_ms` ahead (negative: behind) of the others: its writes' @last-modified."""
+        return self._call("POST", f"/standin/nodes/{tag}/clock", {"skew_ms": skew_ms})
 
     def generate_orders(self, database: str, count: int, collection: str = "Orders", start: int = 1) -> int:
         """Create `count` order documents server-side (ids <collection lower>/<n>-A from `start`)."""

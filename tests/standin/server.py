@@ -597,7 +597,7 @@ def control_clock(node: Node, request: Request, _m: re.Match) -> Response:
 
 def control_indexing(node: Node, request: Request, m: re.Match) -> Response:
     """POST /standin/databases/{db}/indexing {"paused"?, "lag_ms"?, "build_s"?, "new_index_wait_s"?,
-    "dynamic_queries_disabled"?, "include_archived"?}: on every node."""
+    "dynamic_queries_disabled"?, "include_archived"?, "delete_auto_indexes"?}: on every node."""
     db = node.database(m["db"])
     body = body_json(request) or {}
     knobs = db.indexing
@@ -613,6 +613,8 @@ def control_indexing(node: Node, request: Request, m: re.Match) -> Response:
             knobs.dynamic_queries_disabled = bool(body["dynamic_queries_disabled"])
         if "include_archived" in body:
             knobs.include_archived = bool(body["include_archived"])
+        if body.get("delete_auto_indexes"):
+            db.group.delete_auto_indexes()
         if "paused" in body:
             knobs.paused = bool(body["paused"])
             if not knobs.paused:
@@ -707,6 +709,16 @@ def control_node_action(node: Node, _r: Request, m: re.Match) -> Response:
     return json_response(state)
 
 
+def control_node_clock(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /standin/nodes/{tag}/clock {"skew_ms": n}: that node's writes get the server clock + n ms."""
+    target = node.server.node(m["tag"])
+    skew = node.server.storage.skew_ticks
+    body = body_json(request) or {}
+    if "skew_ms" in body:
+        skew[target.tag] = int(body["skew_ms"]) * 10_000
+    return json_response({"Tag": target.tag, "SkewMs": skew.get(target.tag, 0) // 10_000})
+
+
 def control_generate(node: Node, request: Request, m: re.Match) -> Response:
     """POST /standin/databases/{db}/generate {"count", "collection"?, "start"?}: server-side order documents."""
     db = node.database(m["db"])
@@ -767,6 +779,7 @@ def build_routes() -> list[tuple[str, re.Pattern, Route]]:
         ("POST", r"/standin/clock", control_clock),
         ("GET", r"/standin/nodes", control_nodes),
         ("POST", r"/standin/nodes/(?P<tag>[A-Za-z])/(?P<action>stop|start)", control_node_action),
+        ("POST", r"/standin/nodes/(?P<tag>[A-Za-z])/clock", control_node_clock),
         ("POST", r"/standin" + DB + r"/indexing", control_indexing),
         ("POST", r"/standin" + DB + r"/replication", control_replication),
         ("POST", r"/standin" + DB + r"/streams", control_streams),

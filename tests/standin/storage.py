@@ -298,6 +298,10 @@ class Database:
 
     # ---- writes -------------------------------------------------------------------------------------------
 
+    def now(self) -> int:
+        """This node's clock: the server clock plus the node's skew (set by a test)."""
+        return self.clock.now() + self.group.skew_ticks.get(self.node_tag, 0)
+
     def _next_etag(self) -> int:
         self.last_etag += 1
         return self.last_etag
@@ -369,7 +373,7 @@ class Database:
         """Write a document version on this node and send it to the other nodes."""
         key = doc_id.lower()
         etag = self._next_etag()
-        ticks = self.clock.now()
+        ticks = self.now()
         old = self.docs.get(key)
         cv = self._local_change_vector(old.change_vector if old else self.tombstone_vectors.get(key), etag)
         flags = "HasRevisions" if self.revisions_enabled(collection) else ""
@@ -421,7 +425,7 @@ class Database:
             if doc is None:
                 return None
             etag = self._next_etag()
-            ticks = self.clock.now()
+            ticks = self.now()
             cv = self._local_change_vector(doc.change_vector, etag)
             self._remove(doc, etag, ticks, cv)
             self.group.replicate(self, key, doc.id, doc.collection, ticks, cv, doc.flags, None, False)
@@ -650,7 +654,14 @@ class DatabaseGroup:
     (at once, inside the write, when the delay is 0 and nothing is queued); a stopped node (`offline`, shared
     with Storage) receives nothing until it is started again, then everything queued for it."""
 
-    def __init__(self, name: str, clock: Clock, node_tags: list[str], offline: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        clock: Clock,
+        node_tags: list[str],
+        offline: set[str] | None = None,
+        skew_ticks: dict[str, int] | None = None,
+    ) -> None:
         self.name = name
         self.clock = clock
         self.lock = threading.RLock()
@@ -662,6 +673,7 @@ class DatabaseGroup:
         self.raft_index = 0
         self.pending: dict[str, deque[Replicated]] = {tag: deque() for tag in node_tags}
         self.offline = offline if offline is not None else set()
+        self.skew_ticks = skew_ticks if skew_ticks is not None else {}
         self.closed = False
         self._replicator: threading.Thread | None = None
         self.copies = {tag: Database(self, tag) for tag in node_tags}
@@ -710,6 +722,13 @@ class DatabaseGroup:
                     applied += 1
         return applied
 
+    def delete_auto_indexes(self) -> None:
+        """Drop every auto index on every node (as RavenDB does with one idle for 72 h); the next query that needs
+        one creates it again from etag 0."""
+        with self.lock:
+            for copy in self.copies.values():
+                copy.indexes.clear()
+
     def replication_state(self) -> dict[str, Any]:
         """What GET/POST /standin/databases/{db}/replication answers."""
         return {
@@ -736,6 +755,7 @@ class Storage:
         self.lock = threading.Lock()
         self.node_tags = list(node_tags or ["A"])
         self.offline: set[str] = set()  # nodes stopped by the control API: replication waits for them
+        self.skew_ticks: dict[str, int] = {}  # per node: added to the clock for that node's writes
         self.databases: dict[str, DatabaseGroup] = {}
         self.operation_id = 0
 
@@ -746,7 +766,7 @@ class Storage:
                 raise RavenError(
                     409, "Raven.Client.Exceptions.ConcurrencyException", f"Database '{name}' already exists!"
                 )
-            group = DatabaseGroup(name, self.clock, self.node_tags, self.offline)
+            group = DatabaseGroup(name, self.clock, self.node_tags, self.offline, self.skew_ticks)
             self.databases[name.lower()] = group
             return group.copies[self.node_tags[0]]
 
