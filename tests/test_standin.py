@@ -634,6 +634,32 @@ def test_delayed_replication_leaves_a_write_on_its_node_until_it_arrives(
     assert [_meta(d)[0] for d in after] == ["orders/2-A", "orders/3-A"]
 
 
+def test_concurrent_writes_on_two_nodes_converge_on_the_later_one(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    node_a, node_b = _node_store(ravendb_target, "A"), _node_store(ravendb_target, "B")
+    try:
+        standin_control.pause_replication(ravendb_target.database)
+        with node_a.open_session() as session:
+            session.store(Order("companies/a", 1.0), "orders/1-A")
+            session.save_changes()
+        with node_b.open_session() as session:
+            session.store(Order("companies/b", 2.0), "orders/1-A")
+            session.save_changes()
+        standin_control.flush_replication(ravendb_target.database)
+        versions = []
+        for store in (node_a, node_b):
+            with store.open_session() as session:
+                loaded = session.load("orders/1-A", dict)
+                versions.append((loaded["Company"], session.advanced.get_metadata_for(loaded)["@change-vector"]))
+    finally:
+        node_a.close()
+        node_b.close()
+    assert versions[0] == versions[1]
+    assert versions[0][0] == "companies/b"
+    assert re.fullmatch(r"A:\d+-\S+, B:\d+-\S+", versions[0][1])
+
+
 def test_a_stopped_node_receives_the_writes_it_missed_when_it_starts_again(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
