@@ -569,6 +569,19 @@ def test_a_collection_query_reads_storage_without_an_index(
     assert stats.is_stale is False and stats.index_name == "collection/Orders"
 
 
+def test_a_throttled_stream_sends_its_results_slowly(
+    ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    _store_orders(ravendb_store, 50)
+    standin_control.throttle_streams(ravendb_target.database, docs=10, every_ms=100)
+    started = time.monotonic()
+    docs, _ = _stream(ravendb_store, CHANGED_SINCE, since=BEGINNING)
+    elapsed = time.monotonic() - started
+    standin_control.throttle_streams(ravendb_target.database, docs=0, every_ms=0)
+    assert len(docs) == 50
+    assert elapsed >= 0.4
+
+
 @pytest.mark.parametrize("times", [1, -1], ids=["once", "always"])
 def test_a_stream_can_fail_midway_with_an_error_line(
     ravendb_target: RavenTarget, standin_control: StandInControl, times: int

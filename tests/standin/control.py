@@ -133,6 +133,12 @@ class StandInControl:
         """Let a paused stream go on."""
         return self._call("POST", f"/standin/databases/{database}/streams", {"release": True})
 
+    def throttle_streams(self, database: str, docs: int, every_ms: int) -> dict[str, Any]:
+        """Every query stream of the database sends `docs` results every `every_ms` (docs=0: full speed again), so
+        that a stream of N documents lasts about N / docs * every_ms and writes can happen during it."""
+        body = {"throttle_docs": docs, "throttle_ms": every_ms}
+        return self._call("POST", f"/standin/databases/{database}/streams", body)
+
     def fail_streams(self, database: str, after: int, times: int = 1, error: str | None = None) -> dict[str, Any]:
         """The next `times` query streams (-1: every one; 0: none) that reach `after` results end with an
         `{"Error": ...}` line instead of the rest."""

@@ -154,7 +154,8 @@ class Replicated:
 @dataclass
 class StreamControl:
     """Test knobs for query streams: pause the next stream after N results until released; end streams with an
-    `{"Error": ...}` line after N results (a given number of times, or always when times < 0)."""
+    `{"Error": ...}` line after N results (a given number of times, or always when times < 0); slow every stream
+    down to `throttle_docs` results per `throttle_ms`."""
 
     pause_after: int | None = None
     paused_at: int | None = None
@@ -162,6 +163,8 @@ class StreamControl:
     error_after: int | None = None
     error_times: int = 0
     error: str = ""
+    throttle_docs: int = 0
+    throttle_ms: int = 0
 
     def cuts(self) -> list[int]:
         """Positions where a stream starting now must stop to check for a pause or an error."""
