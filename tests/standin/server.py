@@ -1,10 +1,12 @@
-"""The stand-in server: nodes (one port each) sharing one Storage, RavenDB HTTP endpoints, /standin control."""
+"""The stand-in server: nodes (one port each, each with its own copy of every database), RavenDB HTTP endpoints,
+/standin control."""
 
 from __future__ import annotations
 
 import json
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +27,11 @@ from tests.standin.tls import thumbprint, thumbprint_sha256
 
 JSON = {"Content-Type": "application/json; charset=utf-8"}
 STREAM_CHUNK_DOCS = 2000
+# What a stream that fails midway writes by default: the exception's ToString(), as the JSONL writer does.
+STREAM_ERROR = (
+    "System.OperationCanceledException: The operation was canceled.\r\n"
+    "   at Raven.Server.Documents.Queries.AbstractQueryRunner (stand-in: injected mid-stream failure)"
+)
 Route = Callable[["Node", Request, re.Match], Response]
 
 
@@ -57,10 +64,17 @@ class Node:
         scheme = "https" if self.listener.tls else "http"
         return f"{scheme}://{self.server.host_name}:{self.listener.port}"
 
+    def database(self, name: str) -> Database:
+        """This node's copy of a database, or the 503 Database-Missing error."""
+        db = self.server.storage.get(name, self.tag)
+        if db is None:
+            raise database_missing(name)
+        return db
+
 
 @dataclass
 class StandIn:
-    """A RavenDB-compatible server with N nodes on consecutive ports, all sharing one Storage."""
+    """A RavenDB-compatible server with N nodes on consecutive ports; each database has one copy per node."""
 
     host: str = "127.0.0.1"
     port: int = 0
@@ -83,6 +97,7 @@ class StandIn:
             node = Node(chr(ord("A") + i), listener, self)
             listener.handler = self._handler_for(node)
             self.nodes.append(node)
+        self.storage.node_tags = [node.tag for node in self.nodes]
         self.routes = build_routes()
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
@@ -172,13 +187,6 @@ class StandIn:
             f"The RavenDB stand-in does not implement {request.method} {request.path}",
         )
 
-    def database(self, name: str) -> Database:
-        """A database or the 503 Database-Missing error."""
-        db = self.storage.get(name)
-        if db is None:
-            raise database_missing(name)
-        return db
-
 
 def _refuse(_request: Request) -> Response:
     """Handler of a listener not yet bound to a node."""
@@ -192,7 +200,7 @@ def topology(node: Node, request: Request, _m: re.Match) -> Response:
     """GET /topology?name=db: every node of the cluster as a Member."""
     name = request.arg("name")
     if name:
-        node.server.database(name)
+        node.database(name)
     nodes = [{"Url": n.url, "ClusterTag": n.tag, "Database": name, "ServerRole": "Member"} for n in node.server.nodes]
     return json_response({"Nodes": nodes, "Etag": 1})
 
@@ -284,7 +292,7 @@ def database_record(node: Node, request: Request, _m: re.Match) -> Response:
 
 def docs_get(node: Node, request: Request, m: re.Match) -> Response:
     """GET/POST /databases/{db}/docs: by id(s), or a page of all documents; 404 for a single missing id."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     ids = request.query.get("id", [])
     if request.method == "POST":
         ids = (body_json(request) or {}).get("Ids", [])
@@ -317,27 +325,27 @@ def _docs_page(db: Database, request: Request) -> Response:
 
 def docs_put(node: Node, request: Request, m: re.Match) -> Response:
     """PUT /databases/{db}/docs?id=…"""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     doc_id = request.arg("id")
     document = body_json(request)
     if not doc_id or not isinstance(document, dict):
         raise RavenError(400, "System.ArgumentException", "PUT docs needs ?id= and a JSON object body")
     expected = request.headers.get("if-match", "").strip('"') or None
-    doc = db.put(doc_id, document, node.tag, expected)
+    doc = db.put(doc_id, document, expected)
     return json_response({"Id": doc.id, "ChangeVector": doc.change_vector}, 201)
 
 
 def docs_delete(node: Node, request: Request, m: re.Match) -> Response:
     """DELETE /databases/{db}/docs?id=…"""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     expected = request.headers.get("if-match", "").strip('"') or None
-    db.delete(request.arg("id") or "", node.tag, expected)
+    db.delete(request.arg("id") or "", expected)
     return Response(204)
 
 
 def bulk_docs(node: Node, request: Request, m: re.Match) -> Response:
     """POST /databases/{db}/bulk_docs: PUT and DELETE commands, applied in order."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     commands = (body_json(request) or {}).get("Commands") or []
     results: list[dict[str, Any]] = []
     with db.lock:
@@ -373,7 +381,7 @@ def _apply_command(db: Database, node: Node, command: dict[str, Any]) -> dict[st
     kind = command.get("Type")
     doc_id = command.get("Id")
     if kind == "PUT":
-        doc = db.put(doc_id, command.get("Document") or {}, node.tag, command.get("ChangeVector"))
+        doc = db.put(doc_id, command.get("Document") or {}, command.get("ChangeVector"))
         result = {"Type": "PUT", "@id": doc.id}
         if doc.collection != "@empty":
             result["@collection"] = doc.collection
@@ -382,7 +390,7 @@ def _apply_command(db: Database, node: Node, command: dict[str, Any]) -> dict[st
             result["@flags"] = doc.flags
         return result
     if kind == "DELETE":
-        deleted = db.delete(doc_id, node.tag, command.get("ChangeVector"))
+        deleted = db.delete(doc_id, command.get("ChangeVector"))
         return {"Type": "DELETE", "Id": doc_id, "Deleted": deleted is not None}
     raise RavenError(
         400, "System.NotSupportedException", f"Batch command type '{kind}' is not supported by the stand-in"
@@ -391,21 +399,21 @@ def _apply_command(db: Database, node: Node, command: dict[str, Any]) -> dict[st
 
 def hilo_next(node: Node, request: Request, m: re.Match) -> Response:
     """GET /databases/{db}/hilo/next?tag=…"""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     tag = request.arg("tag") or ""
     separator = request.arg("identityPartsSeparator") or "/"
-    return json_response(db.next_hilo(tag, separator, node.tag))
+    return json_response(db.next_hilo(tag, separator))
 
 
 def hilo_return(node: Node, _r: Request, m: re.Match) -> Response:
     """PUT /databases/{db}/hilo/return: accepted and ignored (ranges are never reused)."""
-    node.server.database(m["db"])
+    node.database(m["db"])
     return Response(204)
 
 
 def next_operation_id(node: Node, _r: Request, m: re.Match) -> Response:
     """GET /databases/{db}/operations/next-operation-id."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     with db.lock:
         db.operation_id += 1
         return json_response({"Id": db.operation_id, "NodeTag": node.tag})
@@ -413,13 +421,13 @@ def next_operation_id(node: Node, _r: Request, m: re.Match) -> Response:
 
 def operation_state(node: Node, _r: Request, m: re.Match) -> Response:
     """GET /databases/{db}/operations/state?id=…: every operation completes synchronously."""
-    node.server.database(m["db"])
+    node.database(m["db"])
     return json_response({"Status": "Completed", "Result": None, "Progress": None})
 
 
 def bulk_insert(node: Node, request: Request, m: re.Match) -> Response:
     """POST /databases/{db}/bulk_insert: a JSON array of PUT commands streamed by the client."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     commands = body_json(request) or []
     with db.lock:
         for command in commands:
@@ -429,7 +437,7 @@ def bulk_insert(node: Node, request: Request, m: re.Match) -> Response:
                     "System.NotSupportedException",
                     f"Bulk insert command '{command.get('Type')}' is not supported by the stand-in",
                 )
-            db.put(command["Id"], command.get("Document") or {}, node.tag)
+            db.put(command["Id"], command.get("Document") or {})
     return Response(200, b"", dict(JSON))
 
 
@@ -464,7 +472,7 @@ def _stats(outcome: Outcome, db: Database) -> dict[str, Any]:
 
 def queries(node: Node, request: Request, m: re.Match) -> Response:
     """POST /databases/{db}/queries."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     outcome = run_query(db, _query_request(request))
     stats = _stats(outcome, db)
     meta = {
@@ -484,12 +492,50 @@ def queries(node: Node, request: Request, m: re.Match) -> Response:
 
 def stream_query(node: Node, request: Request, m: re.Match) -> Response:
     """POST /databases/{db}/streams/queries?format=jsonl: Stats line, then one {"Item": doc} per line."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     req = _query_request(request)
     req.wait_for_non_stale = False
+    req.stream = True
     outcome = run_query(db, req)
     first = dumps({"Stats": _stats(outcome, db)}) + b"\n"
-    return Response(200, _jsonl_chunks(first, outcome.docs), {"Content-Type": "application/jsonl; charset=utf-8"})
+    return Response(200, _stream_lines(first, db, outcome), {"Content-Type": "application/jsonl; charset=utf-8"})
+
+
+def _stream_lines(first: bytes, db: Database, outcome: Outcome) -> Iterator[bytes]:
+    """The Stats line, then the items, produced in chunks as the socket takes them. Index hits are loaded again as
+    each chunk is produced, so a write made during the stream shows in the hits not yet sent (a deleted one is
+    skipped). The test knobs: a stream pauses after N hits until released; an error ends it with the
+    `{"Error": ...}` line StreamJsonlDocumentQueryResultWriter.WriteErrorAsync writes; a throttle sends
+    `throttle_docs` hits every `throttle_ms`."""
+    yield first
+    streams = db.group.streams
+    with db.lock:
+        cuts = streams.cuts()
+        chunk, delay_s = streams.throttle_docs or STREAM_CHUNK_DOCS, streams.throttle_ms / 1000
+    hits, sent = outcome.docs, 0
+    while sent < len(hits):
+        if sent and delay_s:
+            time.sleep(delay_s)
+        end = min([len(hits), sent + chunk, *(cut for cut in cuts if cut > sent)])
+        batch = hits[sent:end]
+        if outcome.reload:
+            with db.lock:
+                batch = [doc for doc in (db.docs.get(hit.key) for hit in batch) if doc is not None]
+        if batch:
+            yield b'{"Item":' + b'}\n{"Item":'.join(d.raw for d in batch) + b"}\n"
+        sent = end
+        if sent not in cuts:
+            continue
+        with db.lock:
+            error, pause = streams.fire_error(sent), streams.fire_pause(sent)
+            db.changed.notify_all()
+        if error is not None:
+            yield dumps({"Error": error}) + b"\n"
+            return
+        if pause:
+            streams.release.wait(60)
+            with db.lock:
+                streams.paused_at = None
 
 
 def _jsonl_chunks(first: bytes, docs: list[Doc]) -> Iterator[bytes]:
@@ -501,7 +547,7 @@ def _jsonl_chunks(first: bytes, docs: list[Doc]) -> Iterator[bytes]:
 
 def stream_docs(node: Node, request: Request, m: re.Match) -> Response:
     """GET /databases/{db}/streams/docs: all documents by etag, or by id for startsWith; one {"Item"} per line."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     prefix = (request.arg("startsWith") or "").lower()
     with db.lock:
         if prefix:
@@ -516,17 +562,17 @@ def stream_docs(node: Node, request: Request, m: re.Match) -> Response:
 
 def stats(node: Node, _r: Request, m: re.Match) -> Response:
     """GET /databases/{db}/stats."""
-    return json_response(node.server.database(m["db"]).stats())
+    return json_response(node.database(m["db"]).stats())
 
 
 def collection_stats(node: Node, _r: Request, m: re.Match) -> Response:
     """GET /databases/{db}/collections/stats."""
-    return json_response(node.server.database(m["db"]).collection_stats())
+    return json_response(node.database(m["db"]).collection_stats())
 
 
 def revisions_config(node: Node, request: Request, m: re.Match) -> Response:
     """POST /databases/{db}/admin/revisions/config: {Default, Collections}."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     config = body_json(request) or {}
     with db.lock:
         db.revisions_config = config
@@ -538,8 +584,9 @@ def revisions_bin(node: Node, request: Request, m: re.Match) -> Response:
     """GET /databases/{db}/revisions/bin?start=&pageSize=, as RavenDB 6.x/7.x answers it
     (RevisionsHandlerProcessorForGetRevisionsBin): no check of the revisions configuration (without one the bin is
     simply empty), `ETag` = change vector of the newest raw delete revision while it is a bin entry, 304 when
-    `If-None-Match` carries it, otherwise one page of raw records (see RevisionsBin.page)."""
-    db = node.server.database(m["db"])
+    `If-None-Match` carries it, otherwise one page of raw records (see RevisionsBin.page). Each node answers from
+    its own bin."""
+    db = node.database(m["db"])
     start = int(request.arg("start", "0") or 0)
     size = int(request.arg("pageSize", str(MAX_PAGE)) or MAX_PAGE)
     with db.lock:
@@ -554,10 +601,14 @@ def revisions_bin(node: Node, request: Request, m: re.Match) -> Response:
 
 
 def control_revisions_bin(node: Node, _r: Request, m: re.Match) -> Response:
-    """GET /standin/databases/{db}/revisions/bin: the shapes of the bin pages served so far, and the raw records."""
-    db = node.server.database(m["db"])
+    """GET /standin/databases/{db}/revisions/bin: the shapes of the bin pages every node served so far, and the raw
+    records of this node's bin."""
+    db = node.database(m["db"])
+    pages: Counter = Counter()
     with db.lock:
-        return json_response({"Pages": dict(db.revisions.pages), "DeleteRevisions": len(db.revisions.deletes)})
+        for copy in db.group.copies.values():
+            pages.update(copy.revisions.pages)
+        return json_response({"Pages": dict(pages), "DeleteRevisions": len(db.revisions.deletes)})
 
 
 def control_requests(node: Node, _r: Request, _m: re.Match) -> Response:
@@ -579,23 +630,90 @@ def control_clock(node: Node, request: Request, _m: re.Match) -> Response:
 
 
 def control_indexing(node: Node, request: Request, m: re.Match) -> Response:
-    """POST /standin/databases/{db}/indexing {"paused"?: bool, "lag_ms"?: int}."""
-    db = node.server.database(m["db"])
+    """POST /standin/databases/{db}/indexing {"paused"?, "lag_ms"?, "build_s"?, "new_index_wait_s"?,
+    "dynamic_queries_disabled"?, "include_archived"?, "delete_auto_indexes"?}: on every node."""
+    db = node.database(m["db"])
     body = body_json(request) or {}
+    knobs = db.indexing
     with db.lock:
         if "lag_ms" in body:
-            db.indexing.lag_ms = int(body["lag_ms"])
+            knobs.lag_ms = int(body["lag_ms"])
+        if "build_s" in body:
+            knobs.build_s = float(body["build_s"])
+        if "new_index_wait_s" in body:
+            wait = body["new_index_wait_s"]
+            knobs.new_index_wait_s = None if wait is None else float(wait)
+        if "dynamic_queries_disabled" in body:
+            knobs.dynamic_queries_disabled = bool(body["dynamic_queries_disabled"])
+        if "include_archived" in body:
+            knobs.include_archived = bool(body["include_archived"])
+        if body.get("delete_auto_indexes"):
+            db.group.delete_auto_indexes()
         if "paused" in body:
-            if not body["paused"]:
-                db.indexing.paused = False
-                for index in db.indexes.values():
-                    db.catch_up(index)
-            else:
-                db.indexing.paused = True
+            knobs.paused = bool(body["paused"])
+            if not knobs.paused:
+                for copy in db.group.copies.values():
+                    for index in copy.indexes.values():
+                        copy.catch_up(index)
         db.changed.notify_all()
-        state = {"Paused": db.indexing.paused, "LagMs": db.indexing.lag_ms}
-        state["Indexes"] = [db.index_info(ix) for ix in db.indexes.values()]
+        state = {
+            "Paused": knobs.paused,
+            "LagMs": knobs.lag_ms,
+            "BuildS": knobs.build_s,
+            "NewIndexWaitS": knobs.new_index_wait_s,
+            "DynamicQueriesDisabled": knobs.dynamic_queries_disabled,
+            "IncludeArchived": knobs.include_archived,
+            "Indexes": [db.index_info(ix) for ix in db.indexes.values()],
+        }
     return json_response(state)
+
+
+def control_replication(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /standin/databases/{db}/replication {"delay_ms"?, "paused"?, "flush"?}: flush applies every queued
+    write now (even while paused)."""
+    group = node.database(m["db"]).group
+    body = body_json(request) or {}
+    with group.lock:
+        if "delay_ms" in body:
+            group.replication.delay_ms = int(body["delay_ms"])
+        if "paused" in body:
+            group.replication.paused = bool(body["paused"])
+        if body.get("flush"):
+            group.apply_due(everything=True)
+        group.changed.notify_all()
+        return json_response(group.replication_state())
+
+
+def control_streams(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /standin/databases/{db}/streams {"pause_after"?, "release"?, "error_after"?, "error_times"?, "error"?,
+    "throttle_docs"?, "throttle_ms"?}: arm a pause of the next stream that reaches N results, release a paused
+    stream, end streams that reach N results with an Error line (error_times: how many streams; -1 = every one;
+    0 disarms), or slow every stream down (throttle_docs 0 = full speed)."""
+    group = node.database(m["db"]).group
+    body = body_json(request) or {}
+    streams = group.streams
+    with group.lock:
+        if "pause_after" in body:
+            streams.pause_after = None if body["pause_after"] is None else int(body["pause_after"])
+        if body.get("release"):
+            streams.release.set()
+        if "throttle_docs" in body:
+            streams.throttle_docs = int(body["throttle_docs"] or 0)
+            streams.throttle_ms = int(body.get("throttle_ms") or 0)
+        if "error_after" in body:
+            streams.error_after = None if body["error_after"] is None else int(body["error_after"])
+            streams.error_times = int(body.get("error_times", 1))
+            streams.error = str(body.get("error") or STREAM_ERROR)
+        return json_response(
+            {
+                "PauseAfter": streams.pause_after,
+                "PausedAt": streams.paused_at,
+                "ErrorAfter": streams.error_after,
+                "ErrorTimes": streams.error_times,
+                "ThrottleDocs": streams.throttle_docs,
+                "ThrottleMs": streams.throttle_ms,
+            }
+        )
 
 
 def _nodes_state(server: StandIn) -> dict[str, Any]:
@@ -608,12 +726,18 @@ def control_nodes(node: Node, _r: Request, _m: re.Match) -> Response:
 
 
 def control_node_action(node: Node, _r: Request, m: re.Match) -> Response:
-    """POST /standin/nodes/{tag}/stop|start: stopping closes the port (a node may stop itself)."""
+    """POST /standin/nodes/{tag}/stop|start: stopping closes the port (a node may stop itself) and holds back the
+    replication to it until it starts again."""
     target = node.server.node(m["tag"])
+    storage = node.server.storage
     if m["action"] == "start":
         if not target.listener.running:
             target.listener.start()
+        storage.offline.discard(target.tag)
+        for group in list(storage.databases.values()):
+            group.apply_due()
         return json_response(_nodes_state(node.server))
+    storage.offline.add(target.tag)
     state = _nodes_state(node.server)
     for entry in state["Nodes"]:
         if entry["Tag"] == target.tag:
@@ -625,14 +749,22 @@ def control_node_action(node: Node, _r: Request, m: re.Match) -> Response:
     return json_response(state)
 
 
+def control_node_clock(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /standin/nodes/{tag}/clock {"skew_ms": n}: that node's writes get the server clock + n ms."""
+    target = node.server.node(m["tag"])
+    skew = node.server.storage.skew_ticks
+    body = body_json(request) or {}
+    if "skew_ms" in body:
+        skew[target.tag] = int(body["skew_ms"]) * 10_000
+    return json_response({"Tag": target.tag, "SkewMs": skew.get(target.tag, 0) // 10_000})
+
+
 def control_generate(node: Node, request: Request, m: re.Match) -> Response:
     """POST /standin/databases/{db}/generate {"count", "collection"?, "start"?}: server-side order documents."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     body = body_json(request) or {}
     count = int(body.get("count", 0))
-    generated = sample_data.generate_orders(
-        db, count, body.get("collection", "Orders"), int(body.get("start", 1)), node.tag
-    )
+    generated = sample_data.generate_orders(db, count, body.get("collection", "Orders"), int(body.get("start", 1)))
     return json_response({"Generated": generated, "LastEtag": db.last_etag})
 
 
@@ -687,7 +819,10 @@ def build_routes() -> list[tuple[str, re.Pattern, Route]]:
         ("POST", r"/standin/clock", control_clock),
         ("GET", r"/standin/nodes", control_nodes),
         ("POST", r"/standin/nodes/(?P<tag>[A-Za-z])/(?P<action>stop|start)", control_node_action),
+        ("POST", r"/standin/nodes/(?P<tag>[A-Za-z])/clock", control_node_clock),
         ("POST", r"/standin" + DB + r"/indexing", control_indexing),
+        ("POST", r"/standin" + DB + r"/replication", control_replication),
+        ("POST", r"/standin" + DB + r"/streams", control_streams),
         ("POST", r"/standin" + DB + r"/generate", control_generate),
         ("POST", r"/standin" + DB + r"/reset", control_reset),
         ("DELETE", r"/standin" + DB, control_db_delete),
