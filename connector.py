@@ -77,12 +77,14 @@ _UNDERSCORES = re.compile(r"_+")
 _LEADING_UNDERSCORES = re.compile(r"^_+(?=[a-z])")
 # Keys that are data rather than names: RavenDB ids (`products/1-A`), dates, numbers, GUIDs.
 _DATA_LIKE_KEY = re.compile(r"[^/]*/.*|[0-9][0-9.:/ TZ+-]*|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
-# Latin letters for the Cyrillic and Greek alphabets (the common scientific romanisation, without diacritics).
+# Latin letters for the Cyrillic and Greek alphabets (a common romanisation, without diacritics) and for the Latin
+# letters that have no accent to drop.
 _TRANSLITERATION = {
     **dict(zip("абвгдеёзийклмнопрстуфыэ", "abvgdeezijklmnoprstufye", strict=True)),
     **dict(zip("αβγδεζηικλμνξοπρσςτυφω", "abgdeziiklmnxoprsstyfo", strict=True)),
     **{"ж": "zh", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ь": "", "ю": "yu", "я": "ya"},
     **{"і": "i", "ї": "yi", "є": "ye", "ґ": "g", "θ": "th", "χ": "ch", "ψ": "ps"},
+    **{"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "þ": "th", "ð": "d", "đ": "d", "ł": "l", "ı": "i"},
 }
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SMALLEST_NORMAL_DOUBLE = 2.2250738585072014e-308
@@ -632,11 +634,12 @@ def _ascii_name(name: str) -> str:
             out.append(char)
             continue
         plain = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
-        if plain.isascii():
+        letter = char if char.lower() in _TRANSLITERATION else plain
+        if letter.lower() in _TRANSLITERATION:
+            latin = _TRANSLITERATION[letter.lower()]
+            out.append(latin.capitalize() if letter != letter.lower() else latin)
+        elif plain.isascii():
             out.append(plain)
-        elif char.lower() in _TRANSLITERATION:
-            latin = _TRANSLITERATION[char.lower()]
-            out.append(latin.capitalize() if char != char.lower() else latin)
         else:
             out.append(f"_u{ord(char)}_")
     text = "".join(out)  # an escape at either end leaves no `_` there
