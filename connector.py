@@ -539,7 +539,8 @@ class CollectionCursor:
 
 @dataclass
 class SyncState:
-    """Per-collection cursors and the deletion time of the newest revisions-bin entry handled."""
+    """Per-collection cursors, the deletion time of the newest revisions-bin entry handled, and the column each
+    field of each table landed in (ColumnNames)."""
 
     cursors: dict[str, CollectionCursor]
     deletes_since: str | None = None
@@ -557,11 +558,15 @@ class SyncState:
         for key, cursor in [*cursors.items(), ("deletes_since", deletes_since or _BEGINNING_OF_TIME)]:
             if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
                 raise SourceError(None, f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
+        try:
+            column_names = {name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()}
+        except (AttributeError, TypeError, ValueError):
+            raise SourceError(None, "state: the column names are not [path, name] lists; reset the connector") from None
         return cls(
             cursors={name: CollectionCursor(since, dict(seen.get(name, {}))) for name, since in cursors.items()},
             deletes_since=deletes_since,
             reconciled_at=dict(state.get("reconciled_at", {})),
-            column_names={name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()},
+            column_names=column_names,
         )
 
     def cursor(self, collection: str) -> CollectionCursor:
@@ -810,9 +815,8 @@ def flatten(document: dict, columns: ColumnNames | None = None) -> dict:
     hold), booleans `true`/`false`, arrays and whole objects JSON.
     """
     meta = Metadata.of(document)
-    row: dict[str, Any] = {
-        column.emitted: _cell(item) for column, item in walk(document, columns if columns else ColumnNames())
-    }
+    cells = walk(document, columns if columns is not None else ColumnNames())
+    row: dict[str, Any] = {emitted: item if type(item) is str else _cell(item) for (emitted, _, _), item in cells}
     row["Id"] = meta.id
     row["LastModified"] = parse_last_modified(meta.last_modified)
     return row
