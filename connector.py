@@ -140,6 +140,12 @@ _FORM_FIELDS = [
         "(reads every document of the collection; see README). Empty or 0: off.",
     ),
     _FormField(
+        "type_from_every_document",
+        "Type fields from every document",
+        "true: each sync's schema step reads every document, so text in old documents is declared STRING (one "
+        "extra read of every collection per sync; see README). Empty or false: the 500 newest documents.",
+    ),
+    _FormField(
         "server_ca_base64",
         "Server CA certificate",
         "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
@@ -187,6 +193,7 @@ class Settings(NamedTuple):
     collections: tuple[str, ...]  # empty: every user collection of the database
     batch_size: int
     reconcile_every: timedelta | None  # None: no reconciliation of deletes
+    type_from_every_document: bool = False  # schema() reads every document, not only the newest 500
 
 
 def _fails_in_one_line(entry_point: Callable) -> Callable:
@@ -241,6 +248,9 @@ def validate_configuration(configuration: dict) -> Settings:
         collections=_parse_collections(_optional(configuration, "collection_name")),
         batch_size=_parse_batch_size(_optional(configuration, "batch_size")),
         reconcile_every=_parse_reconcile_hours(_optional(configuration, "reconcile_deletes_hours")),
+        type_from_every_document=_parse_flag(
+            "type_from_every_document", _optional(configuration, "type_from_every_document")
+        ),
     )
 
 
@@ -254,7 +264,7 @@ def schema(configuration: dict) -> list[dict]:
             {
                 "table": table_name(name),
                 "primary_key": ["Id"],
-                "columns": declare_columns(newest_documents(store, settings, name)),
+                "columns": declare_columns(type_sample(store, settings, name)),
             }
             for name in collections
         ]
@@ -384,6 +394,14 @@ def _parse_batch_size(text: str | None) -> int:
     if not 1 <= value <= _MAX_BATCH_SIZE:
         raise ConfigurationError("batch_size", f"{value} is out of range (expected 1 to {_MAX_BATCH_SIZE})")
     return value
+
+
+def _parse_flag(key: str, text: str | None) -> bool:
+    if text is None or text.lower() == "false":
+        return False
+    if text.lower() == "true":
+        return True
+    raise ConfigurationError(key, f"{text!r} is neither true nor false")
 
 
 def _parse_reconcile_hours(text: str | None) -> timedelta | None:
@@ -1023,8 +1041,12 @@ def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[s
     return selected
 
 
-def newest_documents(store: DocumentStore, settings: Settings, collection: str) -> list[dict]:
-    return list(QueryStream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=_SAMPLE_DOCUMENTS)))
+def type_sample(store: DocumentStore, settings: Settings, collection: str) -> "QueryStream":
+    """The documents schema() types the collection's fields from: the 500 most recently modified, or with
+    type_from_every_document all of them, streamed (a collection query: from storage, no index)."""
+    if settings.type_from_every_document:
+        return QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection))
+    return QueryStream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=_SAMPLE_DOCUMENTS))
 
 
 def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None:
