@@ -88,7 +88,6 @@ _TRANSLITERATION = {
 }
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SMALLEST_NORMAL_DOUBLE = 2.2250738585072014e-308
-
 _MAX_VERSIONS_AT_CURSOR = 500  # documents at the cursor's exact timestamp whose versions the state keeps
 _STATE_VERSION = 1
 _BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
