@@ -12,8 +12,10 @@ a stale index or a restart never loses a document, and none lands twice.
 
 import base64
 import binascii
+import decimal
 import functools
 import getpass
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -24,6 +26,7 @@ import shutil
 import socket
 import tempfile
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,7 +71,27 @@ _BACKOFF_FIRST_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 30.0
 _SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
+_COLUMN_BUDGET = 500  # columns a table's nested objects may take; past it an object lands as one JSON value
+_MAX_NAME_LENGTH = 120  # characters of a table or column name (Redshift takes 127)
+_CONNECTOR_COLUMNS = ("id", "last_modified")  # Id and LastModified as Fivetran names them: never a field's column
+_PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_NOT_A_WORD_CHARACTER = re.compile(r"[^A-Za-z0-9_]")
+_WORD_BREAK = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[0-9])(?=[^0-9])|(?<=[^0-9])(?=[0-9])")
+_UNDERSCORES = re.compile(r"_+")
+_LEADING_UNDERSCORES = re.compile(r"^_+(?=[a-z])")
+# Keys that are data rather than names: RavenDB ids (`products/1-A`), dates, numbers, GUIDs.
+_DATA_LIKE_KEY = re.compile(r"[^/]*/.*|[0-9][0-9.:/ TZ+-]*|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+# Latin letters for the Cyrillic and Greek alphabets (a common romanisation, without diacritics) and for the Latin
+# letters that have no accent to drop.
+_TRANSLITERATION = {
+    **dict(zip("абвгдеёзийклмнопрстуфыэ", "abvgdeezijklmnoprstufye", strict=True)),
+    **dict(zip("αβγδεζηικλμνξοπρσςτυφω", "abgdeziiklmnxoprsstyfo", strict=True)),
+    **{"ж": "zh", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ь": "", "ю": "yu", "я": "ya"},
+    **{"і": "i", "ї": "yi", "є": "ye", "ґ": "g", "θ": "th", "χ": "ch", "ψ": "ps"},
+    **{"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "þ": "th", "ð": "d", "đ": "d", "ł": "l", "ı": "i"},
+}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_SMALLEST_NORMAL_DOUBLE = 2.2250738585072014e-308
 _MAX_VERSIONS_AT_CURSOR = 500  # documents at the cursor's exact timestamp whose versions the state keeps
 _STATE_VERSION = 1
 _BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
@@ -120,6 +143,12 @@ _FORM_FIELDS = [
         "(reads every document of the collection; see README). Empty or 0: off.",
     ),
     _FormField(
+        "type_from_every_document",
+        "Type fields from every document",
+        "true: each sync's schema step reads every document, so text in old documents is declared STRING (one "
+        "extra read of every collection per sync; see README). Empty or false: the 500 newest documents.",
+    ),
+    _FormField(
         "server_ca_base64",
         "Server CA certificate",
         "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
@@ -167,6 +196,7 @@ class Settings(NamedTuple):
     collections: tuple[str, ...]  # empty: every user collection of the database
     batch_size: int
     reconcile_every: timedelta | None  # None: no reconciliation of deletes
+    type_from_every_document: bool = False  # schema() reads every document, not only the newest 500
 
 
 def _version_line() -> str:
@@ -237,6 +267,9 @@ def validate_configuration(configuration: dict) -> Settings:
         collections=_parse_collections(_optional(configuration, "collection_name")),
         batch_size=_parse_batch_size(_optional(configuration, "batch_size")),
         reconcile_every=_parse_reconcile_hours(_optional(configuration, "reconcile_deletes_hours")),
+        type_from_every_document=_parse_flag(
+            "type_from_every_document", _optional(configuration, "type_from_every_document")
+        ),
     )
 
 
@@ -247,7 +280,11 @@ def schema(configuration: dict) -> list[dict]:
     with open_store(settings) as store:
         collections = resolve_collections(store, settings, known=())
         return [
-            {"table": name, "primary_key": ["Id"], "columns": declare_columns(newest_documents(store, settings, name))}
+            {
+                "table": table_name(name),
+                "primary_key": ["Id"],
+                "columns": declare_columns(type_sample(store, settings, name)),
+            }
             for name in collections
         ]
 
@@ -377,6 +414,14 @@ def _parse_batch_size(text: str | None) -> int:
     if not 1 <= value <= _MAX_BATCH_SIZE:
         raise ConfigurationError("batch_size", f"{value} is out of range (expected 1 to {_MAX_BATCH_SIZE})")
     return value
+
+
+def _parse_flag(key: str, text: str | None) -> bool:
+    if text is None or text.lower() == "false":
+        return False
+    if text.lower() == "true":
+        return True
+    raise ConfigurationError(key, f"{text!r} is neither true nor false")
 
 
 def _parse_reconcile_hours(text: str | None) -> timedelta | None:
@@ -532,12 +577,14 @@ class CollectionCursor:
 
 @dataclass
 class SyncState:
-    """Per-collection cursors, and the newest revisions-bin entry handled: its deletion time and change vector."""
+    """Per-collection cursors; the newest revisions-bin entry handled (its deletion time and change vector); and
+    the column each field of each table landed in (ColumnNames)."""
 
     cursors: dict[str, CollectionCursor]
     deletes_since: str | None = None  # None: the bin was never read
     deletes_change_vector: str | None = None  # None: the bin listed nothing when last read
     reconciled_at: dict[str, str] = field(default_factory=dict)  # collection -> ISO time of its last reconciliation
+    column_names: dict[str, "ColumnNames"] = field(default_factory=dict)  # collection -> its table's columns
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
@@ -553,11 +600,16 @@ class SyncState:
         deletes_change_vector = state.get("deletes_change_vector")
         if deletes_change_vector is not None and not isinstance(deletes_change_vector, str):
             raise SourceError(None, f"state: deletes_change_vector is {deletes_change_vector!r}, not a change vector")
+        try:
+            column_names = {name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()}
+        except (AttributeError, TypeError, ValueError):
+            raise SourceError(None, "state: the column names are not [path, name] lists; reset the connector") from None
         return cls(
             cursors={name: CollectionCursor(since, dict(seen.get(name, {}))) for name, since in cursors.items()},
             deletes_since=deletes_since,
             deletes_change_vector=deletes_change_vector,
             reconciled_at=dict(state.get("reconciled_at", {})),
+            column_names=column_names,
         )
 
     def cursor(self, collection: str) -> CollectionCursor:
@@ -578,6 +630,12 @@ class SyncState:
         elif self.deletes_since is None:
             self.deletes_since = _BEGINNING_OF_TIME
 
+    def columns(self, collection: str) -> "ColumnNames":
+        """Which column each field of the collection's documents lands in, as named by the syncs before."""
+        if collection not in self.column_names:
+            self.column_names[collection] = ColumnNames()
+        return self.column_names[collection]
+
     def to_dict(self) -> dict:
         state: dict[str, Any] = {
             "version": _STATE_VERSION,
@@ -594,6 +652,9 @@ class SyncState:
             state["deletes_change_vector"] = self.deletes_change_vector
         if self.reconciled_at:
             state["reconciled_at"] = dict(self.reconciled_at)
+        column_names = {name: columns.to_list() for name, columns in self.column_names.items()}
+        if any(column_names.values()):
+            state["columns"] = {name: entries for name, entries in column_names.items() if entries}
         return state
 
 
@@ -604,48 +665,248 @@ def reconciliation_due(settings: Settings, state: SyncState, collection: str, no
     return last is None or now - datetime.fromisoformat(last) >= settings.reconcile_every
 
 
-def flatten(document: dict) -> dict:
-    """Turn a RavenDB document into one row: Id, LastModified and its fields, nested objects joined by `_`.
+def table_name(collection: str) -> str:
+    """The table a collection lands in: its own name when it is plain ASCII letters and digits (Fivetran's naming
+    turns `OrderLines` into `order_lines`, and two such names never meet there, as RavenDB's collection names are
+    case-insensitive); otherwise Fivetran's normal form of it, transliterated or escaped, plus a tag of four letters
+    drawn from the exact name (`Order Lines` -> `order_lines_xxxx`), so that no two collections share a table.
 
-    Values are shaped so the destination types them by their JSON type, without loss: text stays text,
-    integers are integers (beyond 64 bits: text), non-integers are exact decimal text (typed DOUBLE, never the
-    SDK's 4-byte FLOAT), booleans are `true`/`false`, arrays are JSON.
+    A pure function of the name: schema() receives no state, and both it and update() must name every table alike.
+    """
+    if _PLAIN_NAME.fullmatch(collection):
+        return collection
+    digest = hashlib.sha256(collection.encode("utf-8")).digest()
+    tag = "".join(chr(ord("a") + byte % 26) for byte in digest[:4])
+    base = _LEADING_UNDERSCORES.sub("", _fivetran_normal(_ascii_name(collection)))[: _MAX_NAME_LENGTH - 5]
+    return f"{base.rstrip('_')}_{tag}"
+
+
+def destination_name(path: tuple[str, ...]) -> str:
+    """Fivetran's normal form of a field path: each key transliterated to ASCII (accents dropped; Cyrillic and Greek
+    by table; any other letter escaped as `u` and its decimal code point), the keys joined with `_`, then Fivetran's
+    own rules (camelCase split into words, lower case, anything but letters and digits as `_`, one `_` at most),
+    cut at 120 characters. Two different paths may get the same name: ColumnNames resolves that."""
+    parts = [_ascii_name(key) or "_empty" for key in path]
+    return _fivetran_normal("_".join(parts))[:_MAX_NAME_LENGTH] or "_empty"
+
+
+def _ascii_name(name: str) -> str:
+    if name.isascii():
+        return name
+    out = []
+    for char in name:
+        if char.isascii():
+            out.append(char)
+            continue
+        plain = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+        letter = char if char.lower() in _TRANSLITERATION else plain
+        if letter.lower() in _TRANSLITERATION:
+            latin = _TRANSLITERATION[letter.lower()]
+            out.append(latin.capitalize() if letter != letter.lower() else latin)
+        elif plain.isascii():
+            out.append(plain)
+        else:
+            out.append(f"_u{ord(char)}_")
+    text = "".join(out)  # an escape at either end leaves no `_` there
+    start = 1 if out[0][:2] == "_u" and out[0][-1:] == "_" else 0
+    return text[start : -1 if out[-1][:2] == "_u" and out[-1][-1:] == "_" else None]
+
+
+def _fivetran_normal(name: str) -> str:
+    """Fivetran's documented column naming on an ASCII name (what its SDK applies when it writes): anything but a
+    letter, digit or `_` becomes `_`; a word starts at a capital after a lower-case letter and at each switch between
+    digits and other characters (so a leading digit gets a `_` before it); lower case; runs of `_` become one."""
+    words = _WORD_BREAK.sub("_", _NOT_A_WORD_CHARACTER.sub("_", name))
+    if words[:1].isdigit():
+        words = "_" + words
+    return _UNDERSCORES.sub("_", words.lower())
+
+
+class _Field:
+    """One field path of a table's documents: its column (once it holds a value), the fields under it when it is an
+    object flattened into columns, and whether it lands whole as one JSON value instead."""
+
+    __slots__ = ("children", "column", "whole")
+
+    def __init__(self) -> None:
+        self.column: _Column | None = None
+        self.children: dict[str, _Field] | None = None
+        self.whole = False
+
+
+class _Column(NamedTuple):
+    emitted: str  # the name handed to the SDK; Fivetran's naming turns it into `name`
+    name: str  # the destination column, unique in its table
+    base: str  # the name before collisions were resolved: columns sharing a base share one declared type
+
+
+class ColumnNames:
+    """Which column each field path of one table's documents lands in, remembered across syncs (the state keeps it).
+
+    A path gets its destination_name(); if another path of the table already holds that name, or it is a column of
+    the connector's own (`id`, `last_modified`, anything starting `_fivetran`), it gets the first free of
+    `name_2`, `name_3`, ... The first path met keeps the plain name for good; a path first met later never renames
+    a column. The name handed to the SDK is the path's own keys joined with `_` when they are plain ASCII letters
+    and digits and hold the plain name (`ShipTo_City`; Fivetran's naming makes it `ship_to_city`), otherwise the
+    destination name itself.
+
+    Objects are flattened while the table has fewer than _COLUMN_BUDGET columns. An object lands whole as one JSON
+    value, for good, when the table first meets it with keys that all look like data (ids such as `products/1-A`,
+    dates, numbers, GUIDs: a dictionary, whose keys would each make a column), or when its new fields would take
+    the table past the budget. Top-level fields always get their own column.
+    """
+
+    def __init__(self, entries: list | None = None):
+        self.fields: dict[str, _Field] = {}
+        self.taken: set[str] = set(_CONNECTOR_COLUMNS)
+        self.columns = 0
+        for entry in entries or []:
+            path, name, *whole = entry
+            field = self._field_at(tuple(path))
+            if name is not None:
+                field.column = self._column(tuple(path), name)
+                self.taken.add(name)
+                self.columns += 1
+            field.whole = bool(whole and whole[0])
+
+    def _field_at(self, path: tuple[str, ...]) -> _Field:
+        fields = self.fields
+        for key in path[:-1]:
+            parent = fields.setdefault(key, _Field())
+            if parent.children is None:
+                parent.children = {}
+            fields = parent.children
+        return fields.setdefault(path[-1], _Field())
+
+    def _column(self, path: tuple[str, ...], name: str) -> _Column:
+        base = destination_name(path)
+        plain = name == base and all(_PLAIN_NAME.fullmatch(key) for key in path)
+        return _Column("_".join(path) if plain else name, name, base)
+
+    def column_for(self, field: _Field, path: tuple[str, ...]) -> _Column:
+        if field.column is None:
+            base = destination_name(path)
+            if base.startswith("_fivetran"):  # Fivetran's own columns: a field never takes their prefix
+                base = base.lstrip("_")
+            name, number = base, 1
+            while name in self.taken:
+                number += 1
+                name = f"{base[: _MAX_NAME_LENGTH - 8]}_{number}"
+            self.taken.add(name)
+            self.columns += 1
+            field.column = self._column(path, name)
+        return field.column
+
+    def to_list(self) -> list:
+        """The state's form: [path, name] for each column, [path, name, 1] for an object that lands whole."""
+        entries: list = []
+        pending = [((key,), field) for key, field in self.fields.items()]
+        while pending:
+            path, field = pending.pop()
+            if field.column is not None or field.whole:
+                entry = [list(path), field.column.name if field.column else None]
+                entries.append([*entry, 1] if field.whole else entry)
+            if field.children:
+                pending.extend(((*path, key), child) for key, child in field.children.items())
+        return sorted(entries, key=lambda entry: entry[0])
+
+
+def walk(document: dict, columns: ColumnNames) -> list[tuple[_Column, Any]]:
+    """The one walk of a document that both its row (flatten) and the declared columns (declare_columns) come from:
+    each value with the column it lands in. Every field is kept except the top-level `@metadata`, which is RavenDB's;
+    objects are flattened up to _MAX_FLATTEN_DEPTH levels and within the column budget (see ColumnNames)."""
+    cells: list[tuple[_Column, Any]] = []
+    _walk_into(cells, columns, columns.fields, (), document, _MAX_FLATTEN_DEPTH)
+    return cells
+
+
+class _OverBudget(Exception):
+    """A new field of a flattened object would take the table past its column budget."""
+
+
+def _walk_into(
+    cells: list, columns: ColumnNames, fields: dict[str, _Field], prefix: tuple, value: dict, depth: int
+) -> None:
+    for key, item in value.items():
+        if not prefix and key == "@metadata":
+            continue
+        field = fields.get(key)
+        if field is None:
+            field = fields[key] = _Field()
+        if type(item) is dict and item and depth > 1 and not field.whole:
+            path = (*prefix, key)
+            if field.children is None:
+                if _looks_like_a_dictionary(item) or columns.columns + _leaf_count(item, depth) > _COLUMN_BUDGET:
+                    field.whole = True
+                    cells.append((columns.column_for(field, path), item))
+                    continue
+                field.children = {}
+            start = len(cells)
+            try:
+                _walk_into(cells, columns, field.children, path, item, depth - 1)
+            except _OverBudget:
+                if prefix:
+                    raise
+                del cells[start:]
+                field.whole = True
+                cells.append((columns.column_for(field, path), item))
+            continue
+        if field.column is None and prefix and columns.columns >= _COLUMN_BUDGET:
+            raise _OverBudget
+        cells.append((field.column or columns.column_for(field, (*prefix, key)), item))
+
+
+def _looks_like_a_dictionary(value: dict) -> bool:
+    return all(_DATA_LIKE_KEY.fullmatch(key) for key in value)
+
+
+def _leaf_count(value: dict, depth: int) -> int:
+    return sum(
+        _leaf_count(item, depth - 1) if type(item) is dict and item and depth > 1 else 1 for item in value.values()
+    )
+
+
+def flatten(document: dict, columns: ColumnNames | None = None) -> dict:
+    """Turn a RavenDB document into one row: Id, LastModified and a column for each field (see walk and ColumnNames).
+
+    Values are shaped so the destination types them by their JSON type, without loss: text stays text, integers
+    are integers (typed LONG; -2**63 as decimal text, also LONG; beyond 64 bits STRING), non-integers exact
+    decimal text (typed DOUBLE, never the SDK's 4-byte FLOAT; see _exact_float_text for the doubles a DOUBLE cannot
+    hold), booleans `true`/`false`, arrays and whole objects JSON.
     """
     meta = Metadata.of(document)
-    row: dict[str, Any] = {}
-    _flatten_into(row, "", document, _MAX_FLATTEN_DEPTH)
+    cells = walk(document, columns if columns is not None else ColumnNames())
+    row: dict[str, Any] = {emitted: item if type(item) is str else _cell(item) for (emitted, _, _), item in cells}
     row["Id"] = meta.id
     row["LastModified"] = parse_last_modified(meta.last_modified)
     return row
 
 
-def _flatten_into(row: dict, prefix: str, value: dict, depth: int) -> None:
-    for key, item in value.items():
-        if key[:1] == "@":
-            continue
-        name = prefix + key
-        if isinstance(item, str) or item is None:
-            row[name] = item
-        elif isinstance(item, dict) and depth > 1:
-            _flatten_into(row, name + "_", item, depth - 1)
-        else:
-            row[name] = _cell(item)
-
-
 def _cell(value: Any) -> Any:
+    if isinstance(value, str) or value is None:
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
+        # -2**63 as text too: the SDK sends an int whose abs() exceeds 2**63 - 1 as a float, turning the column FLOAT
+        return value if _INT64_MIN < value <= _INT64_MAX else str(value)
     if isinstance(value, float):
         return _exact_float_text(value)
-    return value  # list or (too deep) dict: the SDK sends it as JSON
+    return value  # list or whole object: the SDK sends it as JSON
 
 
 def _exact_float_text(value: float) -> str | None:
-    """The shortest text that reads back as the same double, always with a decimal point (so DOUBLE, not text)."""
+    """The shortest text that reads back as the same double, always with a decimal point (so DOUBLE, not text).
+
+    A double no DOUBLE column keeps (a subnormal such as 5e-324, or -0.0: Fivetran's core stores both as 0.0) is
+    written without a decimal point (`5e-324`, `-0e-1`), which the destination types as text: its column becomes
+    STRING, and every value in it reads back as the same double with float().
+    """
     if not math.isfinite(value):
         return None
+    if _unkept_by_double(value):
+        sign, digits, exponent = decimal.Decimal(repr(value)).as_tuple()
+        return f"{'-' if sign else ''}{''.join(map(str, digits))}e{exponent}"
     text = repr(value)
     if "." in text:
         return text
@@ -653,33 +914,32 @@ def _exact_float_text(value: float) -> str | None:
     return f"{mantissa}.0e{exponent}" if exponent else f"{mantissa}.0"
 
 
-def declare_columns(sample: list[dict]) -> dict[str, str]:
+def _unkept_by_double(value: float) -> bool:
+    return abs(value) < _SMALLEST_NORMAL_DOUBLE and (value != 0 or math.copysign(1.0, value) < 0)
+
+
+def declare_columns(sample: list[dict], columns: ColumnNames | None = None) -> dict[str, str]:
     """Id, LastModified, and STRING or JSON for the fields of the sample whose values would otherwise be mistyped.
 
     Only types that accept any value are declared, so a later document can never fail the sync: a field with text
     values ("51100", "true") or mixed JSON types becomes STRING, one mixing arrays or objects with others JSON.
-    Fields holding only numbers, booleans, RavenDB dates or arrays are left to the destination to type.
+    Fields holding only numbers, booleans, RavenDB dates or arrays are left to the destination to type. Columns
+    whose paths share a plain name (`Name`, `name`) share one declared type, as schema() cannot know (it receives no
+    state) which of them a sync named first.
     """
+    columns = columns if columns is not None else ColumnNames()
     kinds: dict[str, set[str]] = {}
+    emitted_by_base: dict[str, set[str]] = {}
     for document in sample:
-        _collect_kinds(kinds, "", document, _MAX_FLATTEN_DEPTH)
-    columns = {"Id": "STRING", "LastModified": "UTC_DATETIME"}
-    for name, found in sorted(kinds.items()):
-        declared = _declared_type(found - {"null"})
-        if declared and name not in columns:
-            columns[name] = declared
-    return columns
-
-
-def _collect_kinds(kinds: dict[str, set[str]], prefix: str, value: dict, depth: int) -> None:
-    for key, item in value.items():
-        if key[:1] == "@":
-            continue
-        name = prefix + key
-        if isinstance(item, dict) and depth > 1:
-            _collect_kinds(kinds, name + "_", item, depth - 1)
-        else:
-            kinds.setdefault(name, set()).add(_json_kind(item))
+        for column, item in walk(document, columns):
+            kinds.setdefault(column.base, set()).add(_json_kind(item))
+            emitted_by_base.setdefault(column.base, set()).add(column.emitted)
+    declared = {"Id": "STRING", "LastModified": "UTC_DATETIME"}
+    for base, found in sorted(kinds.items()):
+        kind = _declared_type(found - {"null"})
+        if kind:
+            declared.update(dict.fromkeys(sorted(emitted_by_base[base]), kind))
+    return declared
 
 
 def _json_kind(value: Any) -> str:
@@ -690,7 +950,7 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, int):
         return "int" if _INT64_MIN <= value <= _INT64_MAX else "bigint"
     if isinstance(value, float):
-        return "number"
+        return "text" if _unkept_by_double(value) else "number"
     if isinstance(value, str):
         return "date" if _RAVEN_DATE.fullmatch(value) else "text"
     return "json"
@@ -827,8 +1087,12 @@ def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[s
     return selected
 
 
-def newest_documents(store: DocumentStore, settings: Settings, collection: str) -> list[dict]:
-    return list(QueryStream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=_SAMPLE_DOCUMENTS)))
+def type_sample(store: DocumentStore, settings: Settings, collection: str) -> "QueryStream":
+    """The documents schema() types the collection's fields from: the 500 most recently modified, or with
+    type_from_every_document all of them, streamed (a collection query: from storage, no index)."""
+    if settings.type_from_every_document:
+        return QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection))
+    return QueryStream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=_SAMPLE_DOCUMENTS))
 
 
 def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None:
@@ -873,14 +1137,14 @@ def _stream_into_destination(store: DocumentStore, settings: Settings, collectio
 
 
 def _upsert_changes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> tuple[int, bool]:
-    cursor = state.cursor(collection)
+    cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
     stream = QueryStream(store, settings, changed_since_query(collection, cursor.since))
     upserted = 0
     for document in stream:
         meta = Metadata.of(document)
         if cursor.already_synced(meta):
             continue
-        op.upsert(collection, flatten(document))
+        op.upsert(table, flatten(document, columns))
         cursor.advance(meta)
         upserted += 1
         if upserted % _CHECKPOINT_EVERY_RECORDS == 0:
@@ -919,7 +1183,7 @@ def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], st
         if first_sync:
             break
         if meta.collection in synced:
-            op.delete(meta.collection, {"Id": meta.id})
+            op.delete(table_name(meta.collection), {"Id": meta.id})
             deleted += 1
     if not first_sync and not walk.reached and state.deletes_change_vector is not None:
         log.warning(
@@ -940,14 +1204,14 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
     destination together at the next checkpoint, so no live row is ever seen deleted.
     """
     started, documents = time.monotonic(), 0
-    cursor = state.cursor(collection)
-    op.truncate(collection)
+    cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
+    op.truncate(table)
     for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
         meta = Metadata.of(document)
         if meta.last_modified <= cursor.since:
-            op.update(collection, {"Id": meta.id})
+            op.update(table, {"Id": meta.id})
         else:
-            op.upsert(collection, flatten(document))
+            op.upsert(table, flatten(document, columns))
         documents += 1
     state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
     op.checkpoint(state.to_dict())
