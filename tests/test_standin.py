@@ -465,3 +465,251 @@ def test_demo_sample_data_in_process() -> None:
     finally:
         store.close()
         server.stop()
+
+
+# ---- a real server's index snapshots, streams, replication (issue 12) ------------------------------------------
+
+
+def _node_store(target: RavenTarget, tag: str) -> DocumentStore:
+    """A store that talks to one node only (no topology updates, so the client never moves to another node)."""
+    store = DocumentStore([target.urls[ord(tag) - ord("A")]], target.database)
+    store.conventions.disable_topology_updates = True
+    store.certificate_pem_path = target.client_pem
+    store.trust_store_path = target.ca_pem
+    store.initialize()
+    return store
+
+
+def _meta(doc: dict) -> tuple[str, str, str]:
+    meta = doc["@metadata"]
+    return meta["@id"], meta["@last-modified"], meta["@change-vector"]
+
+
+def _stream(store: DocumentStore, rql_text: str, **params: Any) -> tuple[list[dict], Any]:
+    """Stream a raw query; (documents with @metadata, the stream's statistics)."""
+    seen: list[Any] = []
+    with store.open_session() as session:
+        query = session.advanced.raw_query(rql_text, dict)
+        for name, value in params.items():
+            query = query.add_parameter(name, value)
+        docs = [
+            {**r.document, "@metadata": r.metadata} for r in session.advanced.stream_with_statistics(query, seen.append)
+        ]
+    return docs, seen[0]
+
+
+CHANGED_SINCE = f"from Orders where {LM} >= $since order by {LM}"
+BEGINNING = "0001-01-01T00:00:00.0000000Z"
+
+
+def test_an_update_the_index_has_not_seen_comes_back_at_its_indexed_place_with_its_new_timestamp(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 5)
+        _stream(store, CHANGED_SINCE, since=BEGINNING)  # creates the index and lets it cover the five
+        standin_control.pause_indexing(ravendb_target.database)
+        _store_orders(store, 1, start=2)  # orders/2-A again: newer than every other
+        _store_orders(store, 1, start=6)  # new: the index has not seen it
+        with store.open_session() as session:
+            session.delete("orders/4-A")
+            session.save_changes()
+
+        docs, stats = _stream(store, CHANGED_SINCE, since=BEGINNING)
+    finally:
+        store.close()
+    ids = [_meta(d)[0] for d in docs]
+    stamps = {_meta(d)[0]: _meta(d)[1] for d in docs}
+    assert ids == ["orders/1-A", "orders/2-A", "orders/3-A", "orders/5-A"]
+    assert stamps["orders/2-A"] > stamps["orders/5-A"]
+    assert stats.is_stale is True
+
+
+def test_writes_during_a_stream_show_in_the_results_it_has_not_sent_yet(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 10)
+        _stream(store, CHANGED_SINCE, since=BEGINNING)
+        standin_control.pause_stream(ravendb_target.database, after=4)
+        seen: list[Any] = []
+        with store.open_session() as session:
+            query = session.advanced.raw_query(CHANGED_SINCE, dict).add_parameter("since", BEGINNING)
+            results = session.advanced.stream_with_statistics(query, seen.append)
+            first = [next(results) for _ in range(2)]
+            assert standin_control.wait_stream_paused(ravendb_target.database) == 4
+            _store_orders(store, 1, start=2)  # already sent
+            _store_orders(store, 1, start=8)  # not sent yet
+            _store_orders(store, 1, start=11)  # inserted after the index snapshot
+            standin_control.release_stream(ravendb_target.database)
+            docs = [{**r.document, "@metadata": r.metadata} for r in [*first, *results]]
+    finally:
+        store.close()
+    ids = [_meta(d)[0] for d in docs]
+    stamps = [_meta(d)[1] for d in docs]
+    assert ids == [f"orders/{n}-A" for n in range(1, 11)]
+    assert stamps[7] > stamps[9] and stamps[1] < stamps[2]  # orders/8-A: the new version at its old place
+    assert seen[0].is_stale is False
+
+
+def test_a_collection_query_reads_storage_without_an_index(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 3)
+        standin_control.pause_indexing(ravendb_target.database)
+        _store_orders(store, 1, start=1)
+        docs, stats = _stream(store, "from 'Orders'")
+    finally:
+        store.close()
+    assert [_meta(d)[0] for d in docs] == ["orders/2-A", "orders/3-A", "orders/1-A"]  # etag order
+    assert stats.is_stale is False and stats.index_name == "collection/Orders"
+
+
+@pytest.mark.parametrize("times", [1, -1], ids=["once", "always"])
+def test_a_stream_can_fail_midway_with_an_error_line(
+    ravendb_target: RavenTarget, standin_control: StandInControl, times: int
+) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 10)
+        standin_control.fail_streams(ravendb_target.database, after=3, times=times)
+        received: list[str] = []
+        with pytest.raises(RuntimeError, match="Error") as failure, store.open_session() as session:
+            for result in session.advanced.stream(
+                session.advanced.raw_query(CHANGED_SINCE, dict).add_parameter("since", BEGINNING)
+            ):
+                received.append(result.key)
+        again = _stream(store, CHANGED_SINCE, since=BEGINNING)[0] if times == 1 else []
+    finally:
+        store.close()
+    assert received == ["orders/1-A", "orders/2-A", "orders/3-A"]
+    assert "'Error'" in str(failure.value)
+    assert len(again) == (10 if times == 1 else 0)
+
+
+def test_replication_keeps_the_origin_timestamp_and_change_vector(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    node_a, node_b = _node_store(ravendb_target, "A"), _node_store(ravendb_target, "B")
+    try:
+        _store_orders(node_a, 1)
+        with node_a.open_session() as session:
+            on_a = dict(session.advanced.get_metadata_for(session.load("orders/1-A", dict)))
+        with node_b.open_session() as session:
+            on_b = dict(session.advanced.get_metadata_for(session.load("orders/1-A", dict)))
+        _store_orders(node_b, 1)  # written again on B: B's entry joins A's
+        with node_a.open_session() as session:
+            again = dict(session.advanced.get_metadata_for(session.load("orders/1-A", dict)))
+    finally:
+        node_a.close()
+        node_b.close()
+    assert (on_b["@last-modified"], on_b["@change-vector"]) == (on_a["@last-modified"], on_a["@change-vector"])
+    assert re.fullmatch(r"A:\d+-\S+", on_a["@change-vector"])
+    assert re.fullmatch(r"A:\d+-\S+, B:\d+-\S+", again["@change-vector"])
+
+
+def test_delayed_replication_leaves_a_write_on_its_node_until_it_arrives(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    node_a, node_b = _node_store(ravendb_target, "A"), _node_store(ravendb_target, "B")
+    try:
+        _store_orders(node_a, 2)
+        standin_control.set_replication(ravendb_target.database, delay_ms=60_000)
+        _store_orders(node_a, 1, start=3)
+        with node_a.open_session() as session:
+            session.delete("orders/1-A")
+            session.save_changes()
+        before, _ = _raw(node_b, "from Orders")
+        pending = standin_control.flush_replication(ravendb_target.database)["Pending"]
+        after, _ = _raw(node_b, "from Orders")
+    finally:
+        node_a.close()
+        node_b.close()
+    assert [_meta(d)[0] for d in before] == ["orders/1-A", "orders/2-A"]
+    assert pending == 0
+    assert [_meta(d)[0] for d in after] == ["orders/2-A", "orders/3-A"]
+
+
+def test_a_replicated_document_can_be_older_than_what_its_node_wrote_since(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    node_a, node_b = _node_store(ravendb_target, "A"), _node_store(ravendb_target, "B")
+    try:
+        standin_control.pause_replication(ravendb_target.database)
+        _store_orders(node_a, 1, start=1)
+        _store_orders(node_b, 1, start=2)
+        standin_control.flush_replication(ravendb_target.database)
+        by_etag, _ = _raw(node_b, "from Orders")
+        by_time, _ = _stream(node_b, CHANGED_SINCE, since=BEGINNING)
+    finally:
+        node_a.close()
+        node_b.close()
+    assert [_meta(d)[0] for d in by_etag] == ["orders/2-A", "orders/1-A"]
+    assert _meta(by_etag[1])[1] < _meta(by_etag[0])[1]
+    assert [_meta(d)[0] for d in by_time] == ["orders/1-A", "orders/2-A"]
+
+
+def test_a_stream_that_creates_its_index_waits_for_it_then_answers_stale(
+    ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    standin_control.generate_orders(ravendb_target.database, 1000)
+    standin_control.set_indexing(ravendb_target.database, build_s=30, new_index_wait_s=0.3)
+    started = time.monotonic()
+    docs, stats = _stream(ravendb_store, CHANGED_SINCE, since=BEGINNING)
+    waited = time.monotonic() - started
+    assert stats.is_stale is True
+    assert len(docs) < 1000
+    assert waited >= 0.3
+
+
+def test_a_query_that_creates_its_index_waits_until_the_index_is_built(
+    ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    standin_control.generate_orders(ravendb_target.database, 1000)
+    standin_control.set_indexing(ravendb_target.database, build_s=0.5)
+    docs, stats = _raw(ravendb_store, CHANGED_SINCE, since=BEGINNING)
+    assert stats.is_stale is False and len(docs) == 1000
+
+
+def test_a_database_without_auto_indexes_refuses_dynamic_queries(
+    ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    _store_orders(ravendb_store, 2)
+    standin_control.set_indexing(ravendb_target.database, dynamic_queries_disabled=True)
+    with pytest.raises(RavenException, match="DisableQueryOptimizerGeneratedIndexes"):
+        _stream(ravendb_store, CHANGED_SINCE, since=BEGINNING)
+    assert len(_raw(ravendb_store, "from Orders")[0]) == 2
+
+
+@pytest.mark.parametrize("include_archived", [False, True], ids=["exclude-archived", "include-archived"])
+def test_archived_documents_are_left_out_of_auto_indexes_by_default(
+    ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl, include_archived: bool
+) -> None:
+    standin_control.set_indexing(ravendb_target.database, include_archived=include_archived)
+    commands = [
+        PutCommandDataWithJson(
+            f"orders/{n}-A", None, {"N": n, "@metadata": {"@collection": "Orders", "@archived": n == 2}},
+            ForceRevisionStrategy.NONE,
+        )
+        for n in (1, 2, 3)
+    ]  # fmt: skip
+    ravendb_store.get_request_executor().execute_command(SingleNodeBatchCommand(ravendb_store.conventions, commands))
+    indexed, _ = _stream(ravendb_store, CHANGED_SINCE, since=BEGINNING)
+    stored, _ = _raw(ravendb_store, "from Orders")
+    assert [_meta(d)[0] for d in indexed] == ["orders/1-A", "orders/2-A", "orders/3-A"][:: 1 if include_archived else 2]
+    assert len(stored) == 3
+
+
+def test_collection_statistics_keep_an_emptied_collection_with_count_zero(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 2)
+    with ravendb_store.open_session() as session:
+        session.delete("orders/1-A")
+        session.delete("orders/2-A")
+        session.save_changes()
+    stats = ravendb_store.maintenance.send(GetCollectionStatisticsOperation())
+    assert stats.collections == {"Orders": 0}
+    assert stats.count_of_documents == 0

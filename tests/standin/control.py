@@ -49,13 +49,32 @@ class StandInControl:
         """Freeze (every write gets one @last-modified) or release the server clock."""
         return self._call("POST", "/standin/clock", {"frozen": frozen})
 
-    def set_indexing(self, database: str, paused: bool | None = None, lag_ms: int | None = None) -> dict[str, Any]:
-        """Pause/resume auto indexes, or make them trail writes by lag_ms."""
+    def set_indexing(
+        self,
+        database: str,
+        paused: bool | None = None,
+        lag_ms: int | None = None,
+        *,
+        build_s: float | None = None,
+        new_index_wait_s: float | None = None,
+        dynamic_queries_disabled: bool | None = None,
+        include_archived: bool | None = None,
+    ) -> dict[str, Any]:
+        """Indexing knobs of a database (every node): pause, lag behind writes by lag_ms, make a new auto index
+        take build_s to cover the existing writes, the wait of the query that creates an index (RavenDB: 15 s,
+        streams 60 s), Indexing.DisableQueryOptimizerGeneratedIndexes, and whether auto indexes include archived
+        documents (RavenDB's default: no)."""
         body: dict[str, Any] = {}
-        if paused is not None:
-            body["paused"] = paused
-        if lag_ms is not None:
-            body["lag_ms"] = lag_ms
+        for name, value in [
+            ("paused", paused),
+            ("lag_ms", lag_ms),
+            ("build_s", build_s),
+            ("new_index_wait_s", new_index_wait_s),
+            ("dynamic_queries_disabled", dynamic_queries_disabled),
+            ("include_archived", include_archived),
+        ]:
+            if value is not None:
+                body[name] = value
         return self._call("POST", f"/standin/databases/{database}/indexing", body)
 
     def pause_indexing(self, database: str) -> dict[str, Any]:
@@ -65,6 +84,56 @@ class StandInControl:
     def resume_indexing(self, database: str) -> dict[str, Any]:
         """Indexes catch up and follow writes again (lag 0)."""
         return self.set_indexing(database, paused=False, lag_ms=0)
+
+    def set_replication(
+        self, database: str, delay_ms: int | None = None, paused: bool | None = None, flush: bool = False
+    ) -> dict[str, Any]:
+        """Replication between the nodes of a database: delay each write by delay_ms (0, the default: at once),
+        pause/resume it, or flush (apply every queued write now). Returns {DelayMs, Paused, Pending, Nodes}."""
+        body: dict[str, Any] = {"flush": flush}
+        if delay_ms is not None:
+            body["delay_ms"] = delay_ms
+        if paused is not None:
+            body["paused"] = paused
+        return self._call("POST", f"/standin/databases/{database}/replication", body)
+
+    def pause_replication(self, database: str) -> dict[str, Any]:
+        """Writes stay on the node that received them until resume or flush."""
+        return self.set_replication(database, paused=True)
+
+    def resume_replication(self, database: str) -> dict[str, Any]:
+        """Queued writes go out again once their delay has passed."""
+        return self.set_replication(database, paused=False)
+
+    def flush_replication(self, database: str) -> dict[str, Any]:
+        """Apply every queued write on every node now."""
+        return self.set_replication(database, flush=True)
+
+    def pause_stream(self, database: str, after: int) -> dict[str, Any]:
+        """The next query stream of the database that reaches `after` results sends them, then waits for
+        release_stream (at most 60 s)."""
+        return self._call("POST", f"/standin/databases/{database}/streams", {"pause_after": after})
+
+    def wait_stream_paused(self, database: str, timeout: float = 30.0) -> int:
+        """Wait until a stream is paused; returns how many results it sent."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self._call("POST", f"/standin/databases/{database}/streams", {})
+            if state["PausedAt"] is not None:
+                return state["PausedAt"]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no stream of {database} paused within {timeout} s")
+            time.sleep(0.01)
+
+    def release_stream(self, database: str) -> dict[str, Any]:
+        """Let a paused stream go on."""
+        return self._call("POST", f"/standin/databases/{database}/streams", {"release": True})
+
+    def fail_streams(self, database: str, after: int, times: int = 1, error: str | None = None) -> dict[str, Any]:
+        """The next `times` query streams (-1: every one; 0: none) that reach `after` results end with an
+        `{"Error": ...}` line instead of the rest."""
+        body = {"error_after": after, "error_times": times, "error": error}
+        return self._call("POST", f"/standin/databases/{database}/streams", body)
 
     def nodes(self) -> list[dict[str, Any]]:
         """[{Tag, Url, Running}] of every node."""

@@ -1,4 +1,4 @@
-"""Query execution: collection queries straight from storage, everything else through an auto index."""
+"""Query execution on one node: collection queries straight from storage, everything else through an auto index."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.standin.errors import invalid_query
+from tests.standin.errors import dynamic_queries_disabled, invalid_query
 from tests.standin.rql import Compare, Evaluator, OrderKey, Query, resolve, sort_key
 from tests.standin.storage import (
     ALL_DOCS,
@@ -22,6 +22,8 @@ from tests.standin.storage import (
 
 COLLECTION_INDEX_PREFIX = "collection/"
 MAX_PAGE = 2**31 - 1
+NEW_INDEX_WAIT_QUERY_S = 15.0  # DynamicQueryRunner.MatchIndex: "allow new auto indexes to have some results"
+NEW_INDEX_WAIT_STREAM_S = 60.0  # DynamicQueryRunner.ExecuteStreamQuery: customStalenessWaitTimeout
 
 
 @dataclass
@@ -34,11 +36,14 @@ class QueryRequest:
     page_size: int = MAX_PAGE
     wait_for_non_stale: bool = False
     wait_timeout_s: float = 15.0
+    stream: bool = False
 
 
 @dataclass
 class Outcome:
-    """Documents of the requested page plus the statistics of the whole result."""
+    """Documents of the requested page plus the statistics of the whole result. For an index query `docs` are the
+    hits in index order as loaded when the query started; `reload` says a stream loads each hit's current version
+    again when it emits it (MapQueryResultRetriever.DirectGet → DocumentsStorage.Get)."""
 
     docs: list[Doc]
     total: int
@@ -47,6 +52,7 @@ class Outcome:
     is_stale: bool
     result_etag: int
     index_ticks: int
+    reload: bool = False
 
 
 def parse_timespan(value: Any) -> float:
@@ -136,10 +142,11 @@ def _getter(index: AutoIndex, entry: Any) -> Callable[[str], list[Any]]:
 
 
 def _sort(entries: list[Any], keys: list[OrderKey], index: AutoIndex) -> list[Any]:
-    """Multi-key sort; a leading @last-modified key uses etag order (the clock never goes back)."""
+    """Multi-key sort; a leading @last-modified key uses etag order while the index is in time order (one node's
+    clock never goes back; a replicated document may carry an older @last-modified)."""
     if not keys:
         return entries
-    if keys[0].field == LAST_MODIFIED_FIELD and keys[0].sort_as is None:
+    if keys[0].field == LAST_MODIFIED_FIELD and keys[0].sort_as is None and index.in_time_order:
         ordered = entries[::-1] if keys[0].descending else entries
         rest = keys[1:]
         if not rest:
@@ -166,13 +173,14 @@ def _full_sort(entries: list[Any], keys: list[OrderKey], index: AutoIndex) -> li
     return result
 
 
-def _wait_non_stale(db: Database, index: AutoIndex, cutoff: int, timeout_s: float) -> None:
-    """Block until the index covers `cutoff` (the collection's newest write at query start) or time runs out."""
+def _wait_non_stale(db: Database, index: AutoIndex, cutoff: int | None, timeout_s: float) -> None:
+    """Block until the index covers `cutoff` (the collection's newest write at query start; None: its newest write
+    now, as a wait without a cutoff etag does) or time runs out."""
     deadline = time.monotonic() + timeout_s
     with db.lock:
         while True:
             db.catch_up(index)
-            if index.frontier >= cutoff:
+            if index.frontier >= (db.collection_last_etag(index.collection) if cutoff is None else cutoff):
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -197,17 +205,25 @@ def _newest_matching(index: AutoIndex, evaluator: Evaluator, where: Compare) -> 
 
 
 def run_index_query(db: Database, req: QueryRequest) -> Outcome:
-    """Filter and sort the auto index's entries; return the current stored documents."""
+    """Filter and sort the auto index's entries; return the current stored documents at the indexed positions.
+
+    A query that creates its index waits for it like RavenDB (15 s, a stream 60 s, unless the test set another
+    wait), then answers, stale if the index is not done."""
     q = req.query
-    index = db.find_or_create_index(q.collection, q.index_fields)
+    index, created = db.find_or_create_index(q.collection, q.index_fields)
     cutoff = db.collection_last_etag(q.collection)
     if req.wait_for_non_stale:
         _wait_non_stale(db, index, cutoff, req.wait_timeout_s)
+    elif created:
+        wait = db.indexing.new_index_wait_s
+        if wait is None:
+            wait = NEW_INDEX_WAIT_STREAM_S if req.stream else NEW_INDEX_WAIT_QUERY_S
+        _wait_non_stale(db, index, None, wait)
     evaluator = Evaluator(q, req.params)
     with db.lock:
         db.catch_up(index)
         entries: Iterable[Any] = index.entries.values()
-        if _is_since_filter(q.where):
+        if _is_since_filter(q.where) and index.in_time_order:
             entries = _newest_matching(index, evaluator, q.where)
         elif q.where is not None:
             entries = [e for e in entries if evaluator.matches(q.where, _getter(index, e))]
@@ -217,11 +233,13 @@ def run_index_query(db: Database, req: QueryRequest) -> Outcome:
         outcome_index = (index.name, stale, index.frontier, index.last_indexing_ticks)
     start, page = _paging(req)
     name, stale, frontier, ticks = outcome_index
-    return Outcome(docs[start : start + page], len(docs), 0, name, stale, frontier, ticks)
+    return Outcome(docs[start : start + page], len(docs), 0, name, stale, frontier, ticks, reload=True)
 
 
 def run_query(db: Database, req: QueryRequest) -> Outcome:
-    """Dispatch to a collection query or an index query."""
+    """Dispatch to a collection query or an index query (refused when the database disables auto indexes)."""
     if req.query.is_collection_query:
         return run_collection_query(db, req)
+    if db.indexing.dynamic_queries_disabled:
+        raise dynamic_queries_disabled()
     return run_index_query(db, req)

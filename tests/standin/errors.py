@@ -46,3 +46,15 @@ def revisions_disabled() -> RavenError:
     return RavenError(
         500, "Raven.Client.Exceptions.Documents.Revisions.RevisionsDisabledException", "Revisions are disabled"
     )
+
+
+def dynamic_queries_disabled() -> RavenError:
+    """A dynamic (auto index) query on a database with Indexing.DisableQueryOptimizerGeneratedIndexes: the
+    InvalidQueryRunner throws NotSupportedException, which RavenServerStartup.MaybeSetExceptionStatusCode leaves
+    at 500."""
+    return RavenError(
+        500,
+        "System.NotSupportedException",
+        "Dynamic queries are not supported by this database because the configuration "
+        "'DisableQueryOptimizerGeneratedIndexes' is set to true and the query optimizer needs an index for this query",
+    )

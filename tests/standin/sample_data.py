@@ -72,8 +72,8 @@ def order(n: int, rng: random.Random, companies: int = 91, employees: int = 9, p
     }
 
 
-def generate_orders(db: Database, count: int, collection: str = "Orders", start: int = 1, node_tag: str = "A") -> int:
-    """Store `count` orders ids <collection>/<n>-A server-side, far faster than a client could insert them."""
+def generate_orders(db: Database, count: int, collection: str = "Orders", start: int = 1) -> int:
+    """Store `count` orders ids <collection>/<n>-A server-side (on `db`'s node), far faster than a client could."""
     rng = random.Random(start)
     prefix = collection.lower()
     metadata = {"@collection": collection}
@@ -83,7 +83,7 @@ def generate_orders(db: Database, count: int, collection: str = "Orders", start:
             existing = db.docs.get(doc_id)
             if existing is not None and existing.collection != collection:
                 continue
-            db.store_raw(doc_id, order(n, rng), metadata, collection, node_tag)
+            db.store_raw(doc_id, order(n, rng), metadata, collection)
     return count
 
 
@@ -128,16 +128,14 @@ def _product(n: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def load_demo(db: Database, node_tag: str = "A") -> None:
+def load_demo(db: Database) -> None:
     """The `demo` sample: Companies, Employees, Products, Orders and a HiLo document."""
     rng = random.Random(1996)
     sets = [("Companies", 91, _company), ("Employees", 9, _employee), ("Products", 77, _product)]
     with db.lock:
         for collection, count, make in sets:
             for n in range(1, count + 1):
-                db.store_raw(
-                    f"{collection.lower()}/{n}-A", make(n, rng), {"@collection": collection}, collection, node_tag
-                )
+                db.store_raw(f"{collection.lower()}/{n}-A", make(n, rng), {"@collection": collection}, collection)
         for n in range(1, 301):
-            db.store_raw(f"orders/{n}-A", order(n, rng), {"@collection": "Orders"}, "Orders", node_tag)
-        db.store_raw("Raven/Hilo/orders", {"Max": 320}, {"@collection": "@hilo"}, "@hilo", node_tag)
+            db.store_raw(f"orders/{n}-A", order(n, rng), {"@collection": "Orders"}, "Orders")
+        db.store_raw("Raven/Hilo/orders", {"Max": 320}, {"@collection": "@hilo"}, "@hilo")

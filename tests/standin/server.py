@@ -1,4 +1,5 @@
-"""The stand-in server: nodes (one port each) sharing one Storage, RavenDB HTTP endpoints, /standin control."""
+"""The stand-in server: nodes (one port each, each with its own copy of every database), RavenDB HTTP endpoints,
+/standin control."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ from tests.standin.tls import thumbprint, thumbprint_sha256
 
 JSON = {"Content-Type": "application/json; charset=utf-8"}
 STREAM_CHUNK_DOCS = 2000
+# What a stream that fails midway writes by default: the exception's ToString(), as the JSONL writer does.
+STREAM_ERROR = (
+    "System.OperationCanceledException: The operation was canceled.\r\n"
+    "   at Raven.Server.Documents.Queries.AbstractQueryRunner (stand-in: injected mid-stream failure)"
+)
 Route = Callable[["Node", Request, re.Match], Response]
 
 
@@ -56,10 +62,17 @@ class Node:
         scheme = "https" if self.listener.tls else "http"
         return f"{scheme}://{self.server.host_name}:{self.listener.port}"
 
+    def database(self, name: str) -> Database:
+        """This node's copy of a database, or the 503 Database-Missing error."""
+        db = self.server.storage.get(name, self.tag)
+        if db is None:
+            raise database_missing(name)
+        return db
+
 
 @dataclass
 class StandIn:
-    """A RavenDB-compatible server with N nodes on consecutive ports, all sharing one Storage."""
+    """A RavenDB-compatible server with N nodes on consecutive ports; each database has one copy per node."""
 
     host: str = "127.0.0.1"
     port: int = 0
@@ -80,6 +93,7 @@ class StandIn:
             node = Node(chr(ord("A") + i), listener, self)
             listener.handler = self._handler_for(node)
             self.nodes.append(node)
+        self.storage.node_tags = [node.tag for node in self.nodes]
         self.routes = build_routes()
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
@@ -166,13 +180,6 @@ class StandIn:
             f"The RavenDB stand-in does not implement {request.method} {request.path}",
         )
 
-    def database(self, name: str) -> Database:
-        """A database or the 503 Database-Missing error."""
-        db = self.storage.get(name)
-        if db is None:
-            raise database_missing(name)
-        return db
-
 
 def _refuse(_request: Request) -> Response:
     """Handler of a listener not yet bound to a node."""
@@ -186,7 +193,7 @@ def topology(node: Node, request: Request, _m: re.Match) -> Response:
     """GET /topology?name=db: every node of the cluster as a Member."""
     name = request.arg("name")
     if name:
-        node.server.database(name)
+        node.database(name)
     nodes = [{"Url": n.url, "ClusterTag": n.tag, "Database": name, "ServerRole": "Member"} for n in node.server.nodes]
     return json_response({"Nodes": nodes, "Etag": 1})
 
@@ -278,7 +285,7 @@ def database_record(node: Node, request: Request, _m: re.Match) -> Response:
 
 def docs_get(node: Node, request: Request, m: re.Match) -> Response:
     """GET/POST /databases/{db}/docs: by id(s), or a page of all documents; 404 for a single missing id."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     ids = request.query.get("id", [])
     if request.method == "POST":
         ids = (body_json(request) or {}).get("Ids", [])
@@ -311,27 +318,27 @@ def _docs_page(db: Database, request: Request) -> Response:
 
 def docs_put(node: Node, request: Request, m: re.Match) -> Response:
     """PUT /databases/{db}/docs?id=…"""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     doc_id = request.arg("id")
     document = body_json(request)
     if not doc_id or not isinstance(document, dict):
         raise RavenError(400, "System.ArgumentException", "PUT docs needs ?id= and a JSON object body")
     expected = request.headers.get("if-match", "").strip('"') or None
-    doc = db.put(doc_id, document, node.tag, expected)
+    doc = db.put(doc_id, document, expected)
     return json_response({"Id": doc.id, "ChangeVector": doc.change_vector}, 201)
 
 
 def docs_delete(node: Node, request: Request, m: re.Match) -> Response:
     """DELETE /databases/{db}/docs?id=…"""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     expected = request.headers.get("if-match", "").strip('"') or None
-    db.delete(request.arg("id") or "", node.tag, expected)
+    db.delete(request.arg("id") or "", expected)
     return Response(204)
 
 
 def bulk_docs(node: Node, request: Request, m: re.Match) -> Response:
     """POST /databases/{db}/bulk_docs: PUT and DELETE commands, applied in order."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     commands = (body_json(request) or {}).get("Commands") or []
     results: list[dict[str, Any]] = []
     with db.lock:
@@ -367,7 +374,7 @@ def _apply_command(db: Database, node: Node, command: dict[str, Any]) -> dict[st
     kind = command.get("Type")
     doc_id = command.get("Id")
     if kind == "PUT":
-        doc = db.put(doc_id, command.get("Document") or {}, node.tag, command.get("ChangeVector"))
+        doc = db.put(doc_id, command.get("Document") or {}, command.get("ChangeVector"))
         result = {"Type": "PUT", "@id": doc.id}
         if doc.collection != "@empty":
             result["@collection"] = doc.collection
@@ -376,7 +383,7 @@ def _apply_command(db: Database, node: Node, command: dict[str, Any]) -> dict[st
             result["@flags"] = doc.flags
         return result
     if kind == "DELETE":
-        deleted = db.delete(doc_id, node.tag, command.get("ChangeVector"))
+        deleted = db.delete(doc_id, command.get("ChangeVector"))
         return {"Type": "DELETE", "Id": doc_id, "Deleted": deleted is not None}
     raise RavenError(
         400, "System.NotSupportedException", f"Batch command type '{kind}' is not supported by the stand-in"
@@ -385,21 +392,21 @@ def _apply_command(db: Database, node: Node, command: dict[str, Any]) -> dict[st
 
 def hilo_next(node: Node, request: Request, m: re.Match) -> Response:
     """GET /databases/{db}/hilo/next?tag=…"""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     tag = request.arg("tag") or ""
     separator = request.arg("identityPartsSeparator") or "/"
-    return json_response(db.next_hilo(tag, separator, node.tag))
+    return json_response(db.next_hilo(tag, separator))
 
 
 def hilo_return(node: Node, _r: Request, m: re.Match) -> Response:
     """PUT /databases/{db}/hilo/return: accepted and ignored (ranges are never reused)."""
-    node.server.database(m["db"])
+    node.database(m["db"])
     return Response(204)
 
 
 def next_operation_id(node: Node, _r: Request, m: re.Match) -> Response:
     """GET /databases/{db}/operations/next-operation-id."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     with db.lock:
         db.operation_id += 1
         return json_response({"Id": db.operation_id, "NodeTag": node.tag})
@@ -407,13 +414,13 @@ def next_operation_id(node: Node, _r: Request, m: re.Match) -> Response:
 
 def operation_state(node: Node, _r: Request, m: re.Match) -> Response:
     """GET /databases/{db}/operations/state?id=…: every operation completes synchronously."""
-    node.server.database(m["db"])
+    node.database(m["db"])
     return json_response({"Status": "Completed", "Result": None, "Progress": None})
 
 
 def bulk_insert(node: Node, request: Request, m: re.Match) -> Response:
     """POST /databases/{db}/bulk_insert: a JSON array of PUT commands streamed by the client."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     commands = body_json(request) or []
     with db.lock:
         for command in commands:
@@ -423,7 +430,7 @@ def bulk_insert(node: Node, request: Request, m: re.Match) -> Response:
                     "System.NotSupportedException",
                     f"Bulk insert command '{command.get('Type')}' is not supported by the stand-in",
                 )
-            db.put(command["Id"], command.get("Document") or {}, node.tag)
+            db.put(command["Id"], command.get("Document") or {})
     return Response(200, b"", dict(JSON))
 
 
@@ -458,7 +465,7 @@ def _stats(outcome: Outcome, db: Database) -> dict[str, Any]:
 
 def queries(node: Node, request: Request, m: re.Match) -> Response:
     """POST /databases/{db}/queries."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     outcome = run_query(db, _query_request(request))
     stats = _stats(outcome, db)
     meta = {
@@ -478,12 +485,46 @@ def queries(node: Node, request: Request, m: re.Match) -> Response:
 
 def stream_query(node: Node, request: Request, m: re.Match) -> Response:
     """POST /databases/{db}/streams/queries?format=jsonl: Stats line, then one {"Item": doc} per line."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     req = _query_request(request)
     req.wait_for_non_stale = False
+    req.stream = True
     outcome = run_query(db, req)
     first = dumps({"Stats": _stats(outcome, db)}) + b"\n"
-    return Response(200, _jsonl_chunks(first, outcome.docs), {"Content-Type": "application/jsonl; charset=utf-8"})
+    return Response(200, _stream_lines(first, db, outcome), {"Content-Type": "application/jsonl; charset=utf-8"})
+
+
+def _stream_lines(first: bytes, db: Database, outcome: Outcome) -> Iterator[bytes]:
+    """The Stats line, then the items, produced in chunks as the socket takes them. Index hits are loaded again as
+    each chunk is produced, so a write made during the stream shows in the hits not yet sent (a deleted one is
+    skipped). The test knobs: a stream pauses after N hits until released; an error ends it with the
+    `{"Error": ...}` line StreamJsonlDocumentQueryResultWriter.WriteErrorAsync writes."""
+    yield first
+    streams = db.group.streams
+    with db.lock:
+        cuts = streams.cuts()
+    hits, sent = outcome.docs, 0
+    while sent < len(hits):
+        end = min([len(hits), sent + STREAM_CHUNK_DOCS, *(cut for cut in cuts if cut > sent)])
+        batch = hits[sent:end]
+        if outcome.reload:
+            with db.lock:
+                batch = [doc for doc in (db.docs.get(hit.key) for hit in batch) if doc is not None]
+        if batch:
+            yield b'{"Item":' + b'}\n{"Item":'.join(d.raw for d in batch) + b"}\n"
+        sent = end
+        if sent not in cuts:
+            continue
+        with db.lock:
+            error, pause = streams.fire_error(sent), streams.fire_pause(sent)
+            db.changed.notify_all()
+        if error is not None:
+            yield dumps({"Error": error}) + b"\n"
+            return
+        if pause:
+            streams.release.wait(60)
+            with db.lock:
+                streams.paused_at = None
 
 
 def _jsonl_chunks(first: bytes, docs: list[Doc]) -> Iterator[bytes]:
@@ -495,7 +536,7 @@ def _jsonl_chunks(first: bytes, docs: list[Doc]) -> Iterator[bytes]:
 
 def stream_docs(node: Node, request: Request, m: re.Match) -> Response:
     """GET /databases/{db}/streams/docs: all documents by etag, or by id for startsWith; one {"Item"} per line."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     prefix = (request.arg("startsWith") or "").lower()
     with db.lock:
         if prefix:
@@ -510,17 +551,17 @@ def stream_docs(node: Node, request: Request, m: re.Match) -> Response:
 
 def stats(node: Node, _r: Request, m: re.Match) -> Response:
     """GET /databases/{db}/stats."""
-    return json_response(node.server.database(m["db"]).stats())
+    return json_response(node.database(m["db"]).stats())
 
 
 def collection_stats(node: Node, _r: Request, m: re.Match) -> Response:
     """GET /databases/{db}/collections/stats."""
-    return json_response(node.server.database(m["db"]).collection_stats())
+    return json_response(node.database(m["db"]).collection_stats())
 
 
 def revisions_config(node: Node, request: Request, m: re.Match) -> Response:
     """POST /databases/{db}/admin/revisions/config: {Default, Collections}."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     config = body_json(request) or {}
     with db.lock:
         db.revisions_config = config
@@ -530,7 +571,7 @@ def revisions_config(node: Node, request: Request, m: re.Match) -> Response:
 
 def revisions_bin(node: Node, request: Request, m: re.Match) -> Response:
     """GET /databases/{db}/revisions/bin?start=&pageSize=: delete revisions, newest first, skip `start`."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     if not db.revisions_config:
         raise revisions_disabled()
     start = int(request.arg("start", "0") or 0)
@@ -555,23 +596,82 @@ def control_clock(node: Node, request: Request, _m: re.Match) -> Response:
 
 
 def control_indexing(node: Node, request: Request, m: re.Match) -> Response:
-    """POST /standin/databases/{db}/indexing {"paused"?: bool, "lag_ms"?: int}."""
-    db = node.server.database(m["db"])
+    """POST /standin/databases/{db}/indexing {"paused"?, "lag_ms"?, "build_s"?, "new_index_wait_s"?,
+    "dynamic_queries_disabled"?, "include_archived"?}: on every node."""
+    db = node.database(m["db"])
     body = body_json(request) or {}
+    knobs = db.indexing
     with db.lock:
         if "lag_ms" in body:
-            db.indexing.lag_ms = int(body["lag_ms"])
+            knobs.lag_ms = int(body["lag_ms"])
+        if "build_s" in body:
+            knobs.build_s = float(body["build_s"])
+        if "new_index_wait_s" in body:
+            wait = body["new_index_wait_s"]
+            knobs.new_index_wait_s = None if wait is None else float(wait)
+        if "dynamic_queries_disabled" in body:
+            knobs.dynamic_queries_disabled = bool(body["dynamic_queries_disabled"])
+        if "include_archived" in body:
+            knobs.include_archived = bool(body["include_archived"])
         if "paused" in body:
-            if not body["paused"]:
-                db.indexing.paused = False
-                for index in db.indexes.values():
-                    db.catch_up(index)
-            else:
-                db.indexing.paused = True
+            knobs.paused = bool(body["paused"])
+            if not knobs.paused:
+                for copy in db.group.copies.values():
+                    for index in copy.indexes.values():
+                        copy.catch_up(index)
         db.changed.notify_all()
-        state = {"Paused": db.indexing.paused, "LagMs": db.indexing.lag_ms}
-        state["Indexes"] = [db.index_info(ix) for ix in db.indexes.values()]
+        state = {
+            "Paused": knobs.paused,
+            "LagMs": knobs.lag_ms,
+            "BuildS": knobs.build_s,
+            "NewIndexWaitS": knobs.new_index_wait_s,
+            "DynamicQueriesDisabled": knobs.dynamic_queries_disabled,
+            "IncludeArchived": knobs.include_archived,
+            "Indexes": [db.index_info(ix) for ix in db.indexes.values()],
+        }
     return json_response(state)
+
+
+def control_replication(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /standin/databases/{db}/replication {"delay_ms"?, "paused"?, "flush"?}: flush applies every queued
+    write now (even while paused)."""
+    group = node.database(m["db"]).group
+    body = body_json(request) or {}
+    with group.lock:
+        if "delay_ms" in body:
+            group.replication.delay_ms = int(body["delay_ms"])
+        if "paused" in body:
+            group.replication.paused = bool(body["paused"])
+        if body.get("flush"):
+            group.apply_due(everything=True)
+        group.changed.notify_all()
+        return json_response(group.replication_state())
+
+
+def control_streams(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /standin/databases/{db}/streams {"pause_after"?, "release"?, "error_after"?, "error_times"?, "error"?}:
+    arm a pause of the next stream that reaches N results, release a paused stream, or end streams that reach N
+    results with an Error line (error_times: how many streams; -1 = every one; 0 disarms)."""
+    group = node.database(m["db"]).group
+    body = body_json(request) or {}
+    streams = group.streams
+    with group.lock:
+        if "pause_after" in body:
+            streams.pause_after = None if body["pause_after"] is None else int(body["pause_after"])
+        if body.get("release"):
+            streams.release.set()
+        if "error_after" in body:
+            streams.error_after = None if body["error_after"] is None else int(body["error_after"])
+            streams.error_times = int(body.get("error_times", 1))
+            streams.error = str(body.get("error") or STREAM_ERROR)
+        return json_response(
+            {
+                "PauseAfter": streams.pause_after,
+                "PausedAt": streams.paused_at,
+                "ErrorAfter": streams.error_after,
+                "ErrorTimes": streams.error_times,
+            }
+        )
 
 
 def _nodes_state(server: StandIn) -> dict[str, Any]:
@@ -603,12 +703,10 @@ def control_node_action(node: Node, _r: Request, m: re.Match) -> Response:
 
 def control_generate(node: Node, request: Request, m: re.Match) -> Response:
     """POST /standin/databases/{db}/generate {"count", "collection"?, "start"?}: server-side order documents."""
-    db = node.server.database(m["db"])
+    db = node.database(m["db"])
     body = body_json(request) or {}
     count = int(body.get("count", 0))
-    generated = sample_data.generate_orders(
-        db, count, body.get("collection", "Orders"), int(body.get("start", 1)), node.tag
-    )
+    generated = sample_data.generate_orders(db, count, body.get("collection", "Orders"), int(body.get("start", 1)))
     return json_response({"Generated": generated, "LastEtag": db.last_etag})
 
 
@@ -664,6 +762,8 @@ def build_routes() -> list[tuple[str, re.Pattern, Route]]:
         ("GET", r"/standin/nodes", control_nodes),
         ("POST", r"/standin/nodes/(?P<tag>[A-Za-z])/(?P<action>stop|start)", control_node_action),
         ("POST", r"/standin" + DB + r"/indexing", control_indexing),
+        ("POST", r"/standin" + DB + r"/replication", control_replication),
+        ("POST", r"/standin" + DB + r"/streams", control_streams),
         ("POST", r"/standin" + DB + r"/generate", control_generate),
         ("POST", r"/standin" + DB + r"/reset", control_reset),
         ("DELETE", r"/standin" + DB, control_db_delete),

@@ -1,4 +1,5 @@
-"""In-memory document storage shared by every node: documents, etags, auto indexes, revisions bin, HiLo."""
+"""In-memory storage: per database, one copy per node (documents, etags, auto indexes, revisions bin, HiLo), kept
+in step by asynchronous replication that keeps the origin's @last-modified and change vector."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,11 +41,8 @@ class Doc:
     change_vector: str
     flags: str
     raw: bytes
-
-    @property
-    def key(self) -> str:
-        """Storage key: the lower-cased id."""
-        return self.id.lower()
+    key: str  # storage key: the lower-cased id
+    archived: bool = False  # @metadata.@archived is true (data archival, 6.1+)
 
     @property
     def last_modified(self) -> str:
@@ -100,7 +99,7 @@ class IndexEntry:
 
 @dataclass
 class AutoIndex:
-    """An auto map index on one collection: covers a prefix (by etag) of the database's writes."""
+    """An auto map index on one collection, on one node: covers a prefix (by etag) of that node's writes."""
 
     name: str
     collection: str
@@ -108,14 +107,82 @@ class AutoIndex:
     frontier: int = 0
     entries: dict[str, IndexEntry] = field(default_factory=dict)
     last_indexing_ticks: int = 0
+    created: float = field(default_factory=time.monotonic)
+    build_s: float = 0.0  # a new index covers the writes that exist in proportion to this time, then all
+    in_time_order: bool = True  # entries (kept in etag order) have non-decreasing @last-modified
+    newest_ticks: int = 0
 
 
 @dataclass
 class IndexingControl:
-    """Test knobs for indexing: paused, or only cover writes older than lag_ms."""
+    """Test knobs for indexing (one per database, every node): paused, lag, build time of new indexes, the wait of
+    the query that creates one, and the database settings DisableQueryOptimizerGeneratedIndexes and
+    Indexing.Auto.ArchivedDataProcessingBehavior."""
 
     paused: bool = False
     lag_ms: int = 0
+    build_s: float = 0.0
+    new_index_wait_s: float | None = None  # None: RavenDB's own (15 s for a query, 60 s for a stream)
+    dynamic_queries_disabled: bool = False
+    include_archived: bool = False  # RavenDB's default for auto indexes is ExcludeArchived
+
+
+@dataclass
+class ReplicationControl:
+    """Test knobs for replication between the nodes of one database."""
+
+    delay_ms: int = 0
+    paused: bool = False
+
+
+@dataclass(slots=True)
+class Replicated:
+    """A document version (raw is None for a delete) on its way from the node that wrote it to another node."""
+
+    target: str
+    key: str
+    id: str
+    collection: str
+    ticks: int
+    change_vector: str
+    flags: str
+    raw: bytes | None
+    archived: bool
+    due: float
+
+
+@dataclass
+class StreamControl:
+    """Test knobs for query streams: pause the next stream after N results until released; end streams with an
+    `{"Error": ...}` line after N results (a given number of times, or always when times < 0)."""
+
+    pause_after: int | None = None
+    paused_at: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
+    error_after: int | None = None
+    error_times: int = 0
+    error: str = ""
+
+    def cuts(self) -> list[int]:
+        """Positions where a stream starting now must stop to check for a pause or an error."""
+        armed = [self.pause_after, self.error_after if self.error_times else None]
+        return sorted(cut for cut in armed if cut is not None)
+
+    def fire_error(self, sent: int) -> str | None:
+        """The error a stream that has sent `sent` results writes now, if one is armed for that point."""
+        if self.error_after is None or self.error_times == 0 or sent < self.error_after:
+            return None
+        if self.error_times > 0:
+            self.error_times -= 1
+        return self.error
+
+    def fire_pause(self, sent: int) -> bool:
+        """Whether a stream that has sent `sent` results pauses now (a pause is armed once)."""
+        if self.pause_after is None or sent < self.pause_after:
+            return False
+        self.pause_after, self.paused_at = None, sent
+        self.release.clear()
+        return True
 
 
 def extract_values(body: dict[str, Any] | None, doc: Doc, path: str) -> list[Any]:
@@ -143,31 +210,91 @@ def index_name(collection: str, fields: tuple[str, ...]) -> str:
     return f"Auto/{coll}/By" + "And".join(sorted(fields))
 
 
-class Database:
-    """One database: documents by key, per-collection etag order, write log, indexes, revisions."""
+def parse_change_vector(text: str | None) -> dict[str, tuple[str, int]]:
+    """`A:12-<dbid>, B:3-<dbid>` as {dbid: (node tag, etag)}."""
+    entries: dict[str, tuple[str, int]] = {}
+    for part in (text or "").split(","):
+        part = part.strip()
+        if part:
+            tag, rest = part.split(":", 1)
+            etag, db_id = rest.split("-", 1)
+            entries[db_id] = (tag, int(etag))
+    return entries
 
-    def __init__(self, name: str, clock: Clock) -> None:
-        self.name = name
-        self.clock = clock
-        self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)
+
+def format_change_vector(entries: dict[str, tuple[str, int]]) -> str:
+    """Entries as RavenDB writes them, `TAG:etag-dbid` joined by ", " (here in node-tag order)."""
+    ordered = sorted(entries.items(), key=lambda item: (item[1][0], item[0]))
+    return ", ".join(f"{tag}:{etag}-{db_id}" for db_id, (tag, etag) in ordered)
+
+
+def merge_vectors(a: dict[str, tuple[str, int]], b: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
+    """The entry-wise maximum of two change vectors."""
+    merged = dict(a)
+    for db_id, (tag, etag) in b.items():
+        if db_id not in merged or merged[db_id][1] < etag:
+            merged[db_id] = (tag, etag)
+    return merged
+
+
+def vector_status(incoming: str, local: str | None) -> str:
+    """How an incoming version relates to the local one: `update` (newer), `already` (same or older), `conflict`."""
+    if not local:
+        return "update"
+    mine, theirs = parse_change_vector(local), parse_change_vector(incoming)
+    newer = any(etag > mine.get(db_id, ("", 0))[1] for db_id, (_, etag) in theirs.items())
+    older = any(etag > theirs.get(db_id, ("", 0))[1] for db_id, (_, etag) in mine.items())
+    if newer and older:
+        return "conflict"
+    return "update" if newer else "already"
+
+
+class Database:
+    """One node's copy of a database: documents by key, per-collection etag order, write log, indexes, revisions
+    bin. Every copy of a database shares the group's lock, clock, revisions configuration and test knobs."""
+
+    def __init__(self, group: DatabaseGroup, node_tag: str) -> None:
+        self.group = group
+        self.name = group.name
+        self.node_tag = node_tag
+        self.clock = group.clock
+        self.lock = group.lock
+        self.changed = group.changed
         self.db_id = base64.b64encode(uuid.uuid4().bytes).decode()[:22]
         self.docs: dict[str, Doc] = {}
         self.by_collection: dict[str, dict[str, Doc]] = {}
         self.all_docs: dict[str, Doc] = {}
         self.last_etag = 0
+        self.vector: dict[str, tuple[str, int]] = {}
         self.collection_etag: dict[str, int] = {}
         self.log_etags: list[int] = []
         self.log_walls: list[float] = []
         self.log: list[LogEntry] = []
         self.indexes: dict[str, AutoIndex] = {}
-        self.indexing = IndexingControl()
-        self.revisions_config: dict[str, Any] = {}
+        self.indexing = group.indexing
         self.revisions_bin: dict[str, BinEntry] = {}
+        self.tombstone_vectors: dict[str, str] = {}
         self.count_of_revisions = 0
         self.tombstones = 0
         self.operation_id = 0
-        self.raft_index = 0
+
+    @property
+    def revisions_config(self) -> dict[str, Any]:
+        """The revisions configuration (database record: one for every node)."""
+        return self.group.revisions_config
+
+    @revisions_config.setter
+    def revisions_config(self, value: dict[str, Any]) -> None:
+        self.group.revisions_config = value
+
+    @property
+    def raft_index(self) -> int:
+        """Index of the last cluster (database record) command."""
+        return self.group.raft_index
+
+    @raft_index.setter
+    def raft_index(self, value: int) -> None:
+        self.group.raft_index = value
 
     # ---- writes -------------------------------------------------------------------------------------------
 
@@ -175,9 +302,14 @@ class Database:
         self.last_etag += 1
         return self.last_etag
 
-    def change_vector(self, etag: int, node_tag: str) -> str:
-        """Change vector of a single-node write."""
-        return f"{node_tag}:{etag}-{self.db_id}"
+    def _local_change_vector(self, previous: str | None, etag: int) -> str:
+        """A local write: the previous version's vector with this node's entry set to the new etag."""
+        self.vector[self.db_id] = (self.node_tag, etag)  # the previous version's entries are in it already
+        if not previous:
+            return f"{self.node_tag}:{etag}-{self.db_id}"
+        entries = parse_change_vector(previous)
+        entries[self.db_id] = (self.node_tag, etag)
+        return format_change_vector(entries)
 
     def revisions_enabled(self, collection: str) -> dict[str, Any] | None:
         """The revisions configuration in force for a collection, or None when disabled."""
@@ -198,17 +330,17 @@ class Database:
         self.log_walls.append(entry.wall)
         self.collection_etag[entry.collection] = entry.etag
 
-    def _resolve_id(self, doc_id: str, node_tag: str) -> str:
+    def _resolve_id(self, doc_id: str) -> str:
         if doc_id.endswith("|"):
             raise RavenError(400, "System.NotSupportedException", "Identities (ids ending with '|') are not supported")
         if doc_id.endswith("/"):
-            return f"{doc_id}{self.last_etag + 1:019d}-{node_tag}"
+            return f"{doc_id}{self.last_etag + 1:019d}-{self.node_tag}"
         return doc_id
 
-    def put(self, doc_id: str, document: dict[str, Any], node_tag: str, expected_cv: str | None = None) -> Doc:
-        """Store a document (server-side metadata set here) and return the new version."""
+    def put(self, doc_id: str, document: dict[str, Any], expected_cv: str | None = None) -> Doc:
+        """Store a document written to this node (server-side metadata set here) and return the new version."""
         with self.lock:
-            doc_id = self._resolve_id(doc_id, node_tag)
+            doc_id = self._resolve_id(doc_id)
             key = doc_id.lower()
             existing = self.docs.get(key)
             if expected_cv is not None and (existing is None or existing.change_vector != expected_cv):
@@ -231,13 +363,15 @@ class Database:
                 )
             if existing is not None:
                 doc_id, collection = existing.id, existing.collection
-            return self.store_raw(doc_id, document, metadata, collection, node_tag)
+            return self.store_raw(doc_id, document, metadata, collection)
 
-    def store_raw(self, doc_id: str, document: dict, metadata: dict, collection: str, node_tag: str) -> Doc:
+    def store_raw(self, doc_id: str, document: dict, metadata: dict, collection: str) -> Doc:
+        """Write a document version on this node and send it to the other nodes."""
         key = doc_id.lower()
         etag = self._next_etag()
         ticks = self.clock.now()
-        cv = self.change_vector(etag, node_tag)
+        old = self.docs.get(key)
+        cv = self._local_change_vector(old.change_vector if old else self.tombstone_vectors.get(key), etag)
         flags = "HasRevisions" if self.revisions_enabled(collection) else ""
         out = {k: v for k, v in metadata.items() if k not in SERVER_METADATA}
         if collection == EMPTY_COLLECTION:
@@ -245,26 +379,35 @@ class Database:
         out["@change-vector"] = cv
         if flags:
             out["@flags"] = flags
-            self.count_of_revisions += 1
         out["@id"] = doc_id
         out["@last-modified"] = format_ticks(ticks)
         body = {k: v for k, v in document.items() if k != "@metadata"}
         body["@metadata"] = out
-        doc = Doc(doc_id, collection, etag, ticks, cv, flags, dumps(body))
+        doc = Doc(doc_id, collection, etag, ticks, cv, flags, dumps(body), key, out.get("@archived") is True)
+        self._install(doc)
+        self.group.replicate(self, doc.key, doc.id, doc.collection, ticks, cv, flags, doc.raw, doc.archived)
+        return doc
+
+    def _install(self, doc: Doc) -> None:
+        """Make `doc` the current version of its id on this node (a new etag, so the end of etag order)."""
+        key = doc.key
         old = self.docs.get(key)
         if old is not None:
             self.by_collection[old.collection].pop(key, None)
             self.all_docs.pop(key, None)
+        if doc.flags:
+            self.count_of_revisions += 1
         self.docs[key] = doc
-        self.by_collection.setdefault(collection, {})[key] = doc
+        self.by_collection.setdefault(doc.collection, {})[key] = doc
         self.all_docs[key] = doc
         self.revisions_bin.pop(key, None)
-        self._append_log(LogEntry(etag, key, collection, doc, time.monotonic()))
+        self.tombstone_vectors.pop(key, None)
+        self._append_log(LogEntry(doc.etag, key, doc.collection, doc, time.monotonic()))
         self.changed.notify_all()
-        return doc
 
-    def delete(self, doc_id: str, node_tag: str, expected_cv: str | None = None) -> Doc | None:
-        """Delete a document; put a delete revision in the bin when revisions apply. Returns the deleted doc."""
+    def delete(self, doc_id: str, expected_cv: str | None = None) -> Doc | None:
+        """Delete a document on this node; put a delete revision in the bin when revisions apply. Returns the
+        deleted doc."""
         with self.lock:
             key = doc_id.lower()
             doc = self.docs.get(key)
@@ -277,28 +420,67 @@ class Database:
                 )
             if doc is None:
                 return None
-            del self.docs[key]
-            self.by_collection[doc.collection].pop(key, None)
-            if not self.by_collection[doc.collection]:
-                del self.by_collection[doc.collection]
-            self.all_docs.pop(key, None)
             etag = self._next_etag()
             ticks = self.clock.now()
-            cv = self.change_vector(etag, node_tag)
-            self.tombstones += 1
-            cfg = self.revisions_enabled(doc.collection)
-            if (cfg is not None or doc.flags) and not (cfg or {}).get("PurgeOnDelete"):
-                self.revisions_bin[key] = BinEntry(doc.id, doc.collection, etag, ticks, cv)
-                self.count_of_revisions += 1
-            self._append_log(LogEntry(etag, key, doc.collection, None, time.monotonic()))
-            self.changed.notify_all()
+            cv = self._local_change_vector(doc.change_vector, etag)
+            self._remove(doc, etag, ticks, cv)
+            self.group.replicate(self, key, doc.id, doc.collection, ticks, cv, doc.flags, None, False)
             return doc
+
+    def _remove(self, doc: Doc, etag: int, ticks: int, cv: str) -> None:
+        """Replace `doc` with a tombstone at `etag` (and a delete revision in the bin when revisions apply)."""
+        key = doc.key
+        del self.docs[key]
+        self.by_collection[doc.collection].pop(key, None)
+        self.all_docs.pop(key, None)
+        self.tombstones += 1
+        self.tombstone_vectors[key] = cv
+        cfg = self.revisions_enabled(doc.collection)
+        if (cfg is not None or doc.flags) and not (cfg or {}).get("PurgeOnDelete"):
+            self.revisions_bin[key] = BinEntry(doc.id, doc.collection, etag, ticks, cv)
+            self.count_of_revisions += 1
+        self._append_log(LogEntry(etag, key, doc.collection, None, time.monotonic()))
+        self.changed.notify_all()
+
+    def receive(self, item: Replicated) -> None:
+        """Apply a version replicated from another node: it keeps its @last-modified and change vector and gets
+        this node's next etag. A version this node already has (or a newer one) is ignored; two concurrent
+        versions resolve to the later @last-modified, with the merged change vector."""
+        existing = self.docs.get(item.key)
+        local_cv = existing.change_vector if existing is not None else self.tombstone_vectors.get(item.key)
+        status = vector_status(item.change_vector, local_cv)
+        if status == "already":
+            return
+        cv, raw = item.change_vector, item.raw
+        if status == "conflict":
+            merged = merge_vectors(parse_change_vector(item.change_vector), parse_change_vector(local_cv))
+            cv = format_change_vector(merged)
+            if existing is not None and existing.ticks > item.ticks:
+                item = Replicated(
+                    item.target, existing.key, existing.id, existing.collection, existing.ticks, cv,
+                    existing.flags, existing.raw, existing.archived, item.due,
+                )  # fmt: skip
+                raw = existing.raw
+            if raw is not None:
+                body = json.loads(raw)
+                body["@metadata"]["@change-vector"] = cv
+                raw = dumps(body)
+        self.vector = merge_vectors(self.vector, parse_change_vector(cv))
+        etag = self._next_etag()
+        if raw is None:
+            if existing is not None:
+                self._remove(existing, etag, item.ticks, cv)
+            else:
+                self.tombstone_vectors[item.key] = cv
+            return
+        doc = Doc(item.id, item.collection, etag, item.ticks, cv, item.flags, raw, item.key, item.archived)
+        self._install(doc)
 
     def get(self, doc_id: str) -> Doc | None:
         """Load a document by id (case-insensitive)."""
         return self.docs.get(doc_id.lower())
 
-    def next_hilo(self, tag: str, separator: str, node_tag: str) -> dict[str, Any]:
+    def next_hilo(self, tag: str, separator: str) -> dict[str, Any]:
         """Reserve a HiLo range; the counter lives in Raven/Hilo/<tag> in the @hilo collection."""
         with self.lock:
             hilo_id = f"Raven/Hilo/{tag}"
@@ -307,52 +489,66 @@ class Database:
             capacity = 32
             new_max = last_max + capacity
             doc = self.store_raw(
-                current.id if current else hilo_id,
-                {"Max": new_max},
-                {"@collection": HILO_COLLECTION},
-                HILO_COLLECTION,
-                node_tag,
+                current.id if current else hilo_id, {"Max": new_max}, {"@collection": HILO_COLLECTION}, HILO_COLLECTION
             )
             return {
                 "Prefix": f"{tag}{separator}",
                 "Low": last_max + 1,
                 "High": new_max,
                 "LastSize": capacity,
-                "ServerTag": node_tag,
+                "ServerTag": self.node_tag,
                 "LastRangeAt": doc.last_modified,
             }
 
     # ---- indexing -----------------------------------------------------------------------------------------
 
-    def find_or_create_index(self, collection: str, fields: tuple[str, ...]) -> AutoIndex:
-        """The auto index serving these fields: an existing superset, else a merged new index."""
+    def find_or_create_index(self, collection: str, fields: tuple[str, ...]) -> tuple[AutoIndex, bool]:
+        """The auto index serving these fields: an existing superset, else a merged new index (created on every
+        node, as an auto index is part of the database record). True when it was created now."""
         with self.lock:
-            wanted = set(fields)
-            same_coll = [ix for ix in self.indexes.values() if ix.collection.lower() == collection.lower()]
-            for ix in same_coll:
-                if wanted <= set(ix.fields):
-                    return ix
-            merged = tuple(sorted(wanted.union(*(set(ix.fields) for ix in same_coll))))
-            for ix in same_coll:
-                del self.indexes[ix.name]
-            index = AutoIndex(index_name(collection, merged), collection, merged)
-            self.indexes[index.name] = index
+            found = self._matching_index(collection, set(fields))
+            if found is not None:
+                return found, False
+            for copy in self.group.copies.values():
+                copy._create_index(collection, fields)
+            index = self._matching_index(collection, set(fields))
+            assert index is not None
             self.catch_up(index)
-            return index
+            return index, True
 
-    def _target_etag(self) -> int:
-        if self.indexing.lag_ms <= 0:
-            return self.last_etag
-        cutoff = time.monotonic() - self.indexing.lag_ms / 1000.0
-        pos = bisect.bisect_right(self.log_walls, cutoff)
-        return self.log_etags[pos - 1] if pos else 0
+    def _matching_index(self, collection: str, wanted: set[str]) -> AutoIndex | None:
+        for ix in self.indexes.values():
+            if ix.collection.lower() == collection.lower() and wanted <= set(ix.fields):
+                return ix
+        return None
+
+    def _create_index(self, collection: str, fields: tuple[str, ...]) -> None:
+        same_coll = [ix for ix in self.indexes.values() if ix.collection.lower() == collection.lower()]
+        merged = tuple(sorted(set(fields).union(*(set(ix.fields) for ix in same_coll))))
+        for ix in same_coll:
+            del self.indexes[ix.name]
+        index = AutoIndex(index_name(collection, merged), collection, merged, build_s=self.indexing.build_s)
+        self.indexes[index.name] = index
+
+    def _target_etag(self, index: AutoIndex) -> int:
+        target = self.last_etag
+        if self.indexing.lag_ms > 0:
+            cutoff = time.monotonic() - self.indexing.lag_ms / 1000.0
+            pos = bisect.bisect_right(self.log_walls, cutoff)
+            target = self.log_etags[pos - 1] if pos else 0
+        elapsed = time.monotonic() - index.created
+        if index.build_s > 0 and elapsed < index.build_s:
+            pos = int(len(self.log_etags) * elapsed / index.build_s)
+            target = min(target, self.log_etags[pos - 1] if pos else 0)
+        return target
 
     def catch_up(self, index: AutoIndex) -> None:
-        """Advance an index over the writes it may see now (none while paused)."""
+        """Advance an index over the writes it may see now (none while paused). Archived documents are left out
+        unless the database includes them (Indexing.Auto.ArchivedDataProcessingBehavior)."""
         with self.lock:
             if self.indexing.paused:
                 return
-            target = self._target_etag()
+            target = self._target_etag(index)
             if target <= index.frontier:
                 return
             start = bisect.bisect_right(self.log_etags, index.frontier)
@@ -360,23 +556,24 @@ class Database:
             all_docs = index.collection == ALL_DOCS
             needs_body = any(f not in (LAST_MODIFIED_FIELD, ID_FIELD) for f in index.fields)
             coll = index.collection.lower()
+            skip_archived = not self.indexing.include_archived
             for entry in self.log[start:end]:
                 if not all_docs and entry.collection.lower() != coll:
                     continue
                 index.entries.pop(entry.key, None)
-                if entry.doc is not None:
+                if entry.doc is not None and not (skip_archived and entry.doc.archived):
                     body = entry.doc.body() if needs_body else None
                     values = {f: extract_values(body, entry.doc, f) for f in index.fields}
                     index.entries[entry.key] = IndexEntry(entry.doc, values)
+                    if entry.doc.ticks < index.newest_ticks:  # replicated with the origin's older @last-modified
+                        index.in_time_order = False
+                    index.newest_ticks = max(index.newest_ticks, entry.doc.ticks)
             index.frontier = target
             index.last_indexing_ticks = self.clock.now()
 
     def is_stale(self, index: AutoIndex) -> bool:
         """True while the index has not covered every write of its collection."""
-        if index.collection == ALL_DOCS:
-            return self.last_etag > index.frontier
-        last = max((e for c, e in self.collection_etag.items() if c.lower() == index.collection.lower()), default=0)
-        return last > index.frontier
+        return self.collection_last_etag(index.collection) > index.frontier
 
     def collection_last_etag(self, collection: str) -> int:
         """Etag of the newest write (put or delete) in a collection."""
@@ -399,9 +596,9 @@ class Database:
         return {}
 
     def collection_stats(self) -> dict[str, Any]:
-        """Body of GET /collections/stats."""
+        """Body of GET /collections/stats: every collection this node ever had, with 0 once emptied."""
         with self.lock:
-            collections = {name: len(docs) for name, docs in self.by_collection.items() if docs}
+            collections = {name: len(docs) for name, docs in self.by_collection.items()}
             return {"CountOfDocuments": len(self.docs), "CountOfConflicts": 0, "Collections": collections}
 
     def index_info(self, index: AutoIndex) -> dict[str, Any]:
@@ -435,7 +632,7 @@ class Database:
                 "CountOfIndexes": len(self.indexes),
                 "LastDocEtag": self.last_etag,
                 "LastDatabaseEtag": self.last_etag,
-                "DatabaseChangeVector": f"A:{self.last_etag}-{self.db_id}" if self.last_etag else "",
+                "DatabaseChangeVector": format_change_vector(self.vector),
                 "DatabaseId": self.db_id,
                 "Is64Bit": True,
                 "Pager": "Voron.Impl.Paging.RvnMemoryMapPager",
@@ -446,38 +643,127 @@ class Database:
             }
 
 
-class Storage:
-    """All databases of the stand-in (one per process, shared by every node)."""
+class DatabaseGroup:
+    """A database across the cluster: one `Database` copy per node, what the database record holds for all of
+    them (revisions configuration, auto index definitions via find_or_create_index), the test knobs, and the
+    replication queue. Replication applies each write to the other nodes in write order, after `delay_ms`
+    (at once, inside the write, when the delay is 0 and nothing is queued)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, clock: Clock, node_tags: list[str]) -> None:
+        self.name = name
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.indexing = IndexingControl()
+        self.replication = ReplicationControl()
+        self.streams = StreamControl()
+        self.revisions_config: dict[str, Any] = {}
+        self.raft_index = 0
+        self.pending: deque[Replicated] = deque()
+        self.closed = False
+        self._replicator: threading.Thread | None = None
+        self.copies = {tag: Database(self, tag) for tag in node_tags}
+
+    def replicate(
+        self, origin: Database, key: str, doc_id: str, collection: str, ticks: int, cv: str, flags: str,
+        raw: bytes | None, archived: bool,
+    ) -> None:  # fmt: skip
+        """Send a version written on `origin` to every other node."""
+        if len(self.copies) == 1:
+            return
+        due = time.monotonic() + self.replication.delay_ms / 1000.0
+        for tag, copy in self.copies.items():
+            if copy is origin:
+                continue
+            item = Replicated(tag, key, doc_id, collection, ticks, cv, flags, raw, archived, due)
+            if self.replication.delay_ms <= 0 and not self.replication.paused and not self.pending:
+                copy.receive(item)
+            else:
+                self.pending.append(item)
+                self._start_replicator()
+
+    def _start_replicator(self) -> None:
+        if self._replicator is None:
+            self._replicator = threading.Thread(target=self._replicate_loop, daemon=True, name=f"repl-{self.name}")
+            self._replicator.start()
+
+    def _replicate_loop(self) -> None:
+        with self.lock:
+            while not self.closed:
+                self.apply_due()
+                self.changed.wait(0.005)
+
+    def apply_due(self, everything: bool = False) -> int:
+        """Apply the queued versions whose delay has passed (all of them with `everything`, even when paused)."""
+        applied = 0
+        with self.lock:
+            now = time.monotonic()
+            while self.pending and (everything or (not self.replication.paused and self.pending[0].due <= now)):
+                item = self.pending.popleft()
+                self.copies[item.target].receive(item)
+                applied += 1
+        return applied
+
+    def replication_state(self) -> dict[str, Any]:
+        """What GET/POST /standin/databases/{db}/replication answers."""
+        return {
+            "DelayMs": self.replication.delay_ms,
+            "Paused": self.replication.paused,
+            "Pending": len(self.pending),
+            "Nodes": {tag: format_change_vector(copy.vector) for tag, copy in self.copies.items()},
+        }
+
+    def close(self) -> None:
+        """Stop replicating (the database is dropped)."""
+        with self.lock:
+            self.closed = True
+            self.pending.clear()
+            self.streams.release.set()
+            self.changed.notify_all()
+
+
+class Storage:
+    """All databases of the stand-in, each with one copy per node."""
+
+    def __init__(self, node_tags: list[str] | None = None) -> None:
         self.clock = Clock()
         self.lock = threading.Lock()
-        self.databases: dict[str, Database] = {}
+        self.node_tags = list(node_tags or ["A"])
+        self.databases: dict[str, DatabaseGroup] = {}
         self.operation_id = 0
 
     def create(self, name: str) -> Database:
-        """Create a database; 409-style error if it exists."""
+        """Create a database on every node (409-style error if it exists); returns the first node's copy."""
         with self.lock:
             if name.lower() in self.databases:
                 raise RavenError(
                     409, "Raven.Client.Exceptions.ConcurrencyException", f"Database '{name}' already exists!"
                 )
-            db = Database(name, self.clock)
-            self.databases[name.lower()] = db
-            return db
+            group = DatabaseGroup(name, self.clock, self.node_tags)
+            self.databases[name.lower()] = group
+            return group.copies[self.node_tags[0]]
 
     def delete(self, name: str) -> bool:
         """Drop a database; False if it did not exist."""
         with self.lock:
-            return self.databases.pop(name.lower(), None) is not None
+            group = self.databases.pop(name.lower(), None)
+        if group is None:
+            return False
+        group.close()
+        return True
 
-    def get(self, name: str) -> Database | None:
-        """A database by name (case-insensitive)."""
+    def group(self, name: str) -> DatabaseGroup | None:
+        """A database (every node's copy) by name (case-insensitive)."""
         return self.databases.get(name.lower())
+
+    def get(self, name: str, node_tag: str | None = None) -> Database | None:
+        """A node's copy of a database (the first node's by default)."""
+        group = self.databases.get(name.lower())
+        return None if group is None else group.copies[node_tag or self.node_tags[0]]
 
     def names(self) -> list[str]:
         """Database names in creation order."""
-        return [db.name for db in self.databases.values()]
+        return [group.name for group in self.databases.values()]
 
     def next_operation_id(self) -> int:
         """Server-wide operation ids."""
