@@ -169,13 +169,16 @@ def test_a_node_killed_mid_stream_with_writes_it_had_not_replicated_yet_loses_no
 
     def kill_the_serving_node(table, data):
         real_upsert(table, data)
-        if next(upserted) == 1200:
+        if next(upserted) == 1200:  # the server has sent 1,200 results and holds the rest
+            standin_control.wait_stream_paused(ravendb_target.database)
             url = streams[-1].result.response.url
             stopped.append(next(node["Tag"] for node in standin_control.nodes() if url.startswith(node["Url"])))
             standin_control.stop_node(stopped[-1])
+            standin_control.release_stream(ravendb_target.database)
 
     monkeypatch.setattr(connector, "QueryStreamCommand", RecordedStreamCommand)
     monkeypatch.setattr(ops, "upsert", kill_the_serving_node)
+    standin_control.pause_stream(ravendb_target.database, after=1200)
     state = sync(configuration, ops)
     monkeypatch.setattr(ops, "upsert", real_upsert)
     standin_control.flush_replication(ravendb_target.database)
