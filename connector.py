@@ -5,9 +5,11 @@ Each collection becomes one table keyed by the document id. A sync streams every
 upserts it, checkpointing every 1,000 records and at the end of each collection. Documents deleted from
 collections with revisions enabled are read from the revisions bin and marked deleted.
 
-The cursor is RavenDB's own 7-digit `@last-modified` string plus the versions already upserted at exactly that
-timestamp, and the query reads `>=` it: a write that lands in the same 100-ns tick as the last synced document,
-a stale index or a restart never loses a document, and none lands twice.
+The cursor is RavenDB's own 7-digit `@last-modified` string, and the query reads `>=` it. It moves only to
+documents no newer than the moment the server began the query, less `lookback_seconds`: RavenDB returns each
+document's current version at its indexed place, so later writes may come back out of order or not at all, and a
+cluster node may receive another node's write late with its original timestamp. Documents past that point are
+upserted and read again next sync; the versions kept in the state keep an unchanged one from landing twice.
 """
 
 import base64
@@ -584,13 +586,15 @@ class SyncState:
         for key, cursor in [*cursors.items(), ("deletes_since", deletes_since or _BEGINNING_OF_TIME)]:
             if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
                 raise SourceError(None, f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
+        try:
+            synced = {
+                name: {doc_id: (str(version[0]), str(version[1])) for doc_id, version in seen.get(name, {}).items()}
+                for name in cursors
+            }
+        except (AttributeError, TypeError, IndexError, KeyError):
+            raise SourceError(None, "state: synced_versions is malformed; reset the connector to sync again") from None
         return cls(
-            cursors={
-                name: CollectionCursor(
-                    since, {doc_id: tuple(seen_version) for doc_id, seen_version in seen.get(name, {}).items()}
-                )
-                for name, since in cursors.items()
-            },
+            cursors={name: CollectionCursor(since, synced[name]) for name, since in cursors.items()},
             deletes_since=deletes_since,
             reconciled_at=dict(state.get("reconciled_at", {})),
         )
