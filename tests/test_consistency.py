@@ -253,3 +253,22 @@ def test_a_server_refusing_dynamic_queries_fails_in_one_line_naming_the_setting_
     assert "\n" not in str(raised.value)
     assert "Indexing.DisableQueryOptimizerGeneratedIndexes" in str(raised.value)
     assert str(raised.value).endswith("set it to false")
+
+
+def test_every_stream_of_a_sync_reads_one_node(ravendb_target, ravendb_store, ops, monkeypatch):
+    """Each node has its own storage and indexes, so one sync reads one node. Before: the client spread the
+    requests of one sync over every node (wire facts, pitfall 8)."""
+    names = ["Alpha", "Beta", "Gamma", "Delta"]
+    documents.put(ravendb_store, [(f"{name.lower()}/1", name, {"N": 1}) for name in names])
+    streams = []
+
+    class RecordedStreamCommand(connector.QueryStreamCommand):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            streams.append(self)
+
+    monkeypatch.setattr(connector, "QueryStreamCommand", RecordedStreamCommand)
+    sync(configuration_for(ravendb_target, collection_name=",".join(names)), ops)
+
+    assert len(streams) == len(names)
+    assert len({stream.result.response.url.split("/databases/")[0] for stream in streams}) == 1
