@@ -126,7 +126,7 @@ _FORM_FIELDS = [
     _FormField(
         "lookback_seconds",
         "Lookback (seconds)",
-        f"How late a write may reach the node read and still be synced: replication delay and clock skew between "
+        "How late a write may reach the node read and still be synced: replication delay and clock skew between "
         f"nodes (default {_DEFAULT_LOOKBACK_SECONDS}). Each sync re-reads the documents changed in this window.",
     ),
     _FormField(
@@ -537,7 +537,7 @@ class CollectionCursor:
         return self.synced.get(meta.id) == (meta.last_modified, meta.change_vector or "")
 
     def record(self, meta: Metadata, bound: str | None) -> None:
-        """`meta`'s version has been upserted; move `since` to it if the read's `bound` allows (None: it does not)."""
+        """`meta`'s version is in the destination; move `since` to it if the read's `bound` allows (None: never)."""
         if bound is not None and self.since < meta.last_modified <= bound:
             self.since = meta.last_modified
         if meta.last_modified < self.since:
