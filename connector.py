@@ -1127,6 +1127,8 @@ class QueryStream:
         with _translated_errors(self.settings):
             try:
                 yield
+            except RavenException:
+                raise
             except RuntimeError as exc:  # the client's parser met a line that is neither statistics nor a document
                 raise TransientSourceError(
                     "ravendb_urls", f"RavenDB broke off a stream from {self._response.url}: {self._failure(exc)}"
