@@ -569,6 +569,19 @@ def test_a_collection_query_reads_storage_without_an_index(
     assert stats.is_stale is False and stats.index_name == "collection/Orders"
 
 
+def test_a_throttled_stream_sends_its_results_slowly(
+    ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    _store_orders(ravendb_store, 50)
+    standin_control.throttle_streams(ravendb_target.database, docs=10, every_ms=100)
+    started = time.monotonic()
+    docs, _ = _stream(ravendb_store, CHANGED_SINCE, since=BEGINNING)
+    elapsed = time.monotonic() - started
+    standin_control.throttle_streams(ravendb_target.database, docs=0, every_ms=0)
+    assert len(docs) == 50
+    assert elapsed >= 0.4
+
+
 @pytest.mark.parametrize("times", [1, -1], ids=["once", "always"])
 def test_a_stream_can_fail_midway_with_an_error_line(
     ravendb_target: RavenTarget, standin_control: StandInControl, times: int
@@ -634,6 +647,52 @@ def test_delayed_replication_leaves_a_write_on_its_node_until_it_arrives(
     assert [_meta(d)[0] for d in after] == ["orders/2-A", "orders/3-A"]
 
 
+def test_concurrent_writes_on_two_nodes_converge_on_the_later_one(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    node_a, node_b = _node_store(ravendb_target, "A"), _node_store(ravendb_target, "B")
+    try:
+        standin_control.pause_replication(ravendb_target.database)
+        with node_a.open_session() as session:
+            session.store(Order("companies/a", 1.0), "orders/1-A")
+            session.save_changes()
+        with node_b.open_session() as session:
+            session.store(Order("companies/b", 2.0), "orders/1-A")
+            session.save_changes()
+        standin_control.flush_replication(ravendb_target.database)
+        versions = []
+        for store in (node_a, node_b):
+            with store.open_session() as session:
+                loaded = session.load("orders/1-A", dict)
+                versions.append((loaded["Company"], session.advanced.get_metadata_for(loaded)["@change-vector"]))
+    finally:
+        node_a.close()
+        node_b.close()
+    assert versions[0] == versions[1]
+    assert versions[0][0] == "companies/b"
+    assert re.fullmatch(r"A:\d+-\S+, B:\d+-\S+", versions[0][1])
+
+
+def test_a_stopped_node_receives_the_writes_it_missed_when_it_starts_again(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    node_a = _node_store(ravendb_target, "A")
+    try:
+        standin_control.stop_node("B")
+        _store_orders(node_a, 2)
+        pending = standin_control.set_replication(ravendb_target.database)["Pending"]
+        standin_control.start_node("B")
+        node_b = _node_store(ravendb_target, "B")
+        try:
+            on_b, _ = _raw(node_b, "from Orders")
+        finally:
+            node_b.close()
+    finally:
+        node_a.close()
+    assert pending == 2
+    assert [_meta(d)[0] for d in on_b] == ["orders/1-A", "orders/2-A"]
+
+
 def test_a_replicated_document_can_be_older_than_what_its_node_wrote_since(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
@@ -651,6 +710,35 @@ def test_a_replicated_document_can_be_older_than_what_its_node_wrote_since(
     assert [_meta(d)[0] for d in by_etag] == ["orders/2-A", "orders/1-A"]
     assert _meta(by_etag[1])[1] < _meta(by_etag[0])[1]
     assert [_meta(d)[0] for d in by_time] == ["orders/1-A", "orders/2-A"]
+
+
+def test_a_node_whose_clock_runs_behind_writes_older_timestamps(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    node_a, node_b = _node_store(ravendb_target, "A"), _node_store(ravendb_target, "B")
+    try:
+        standin_control.set_clock_skew("B", -60_000)
+        _store_orders(node_a, 1, start=1)
+        _store_orders(node_b, 1, start=2)
+        docs, _ = _raw(node_a, "from Orders")
+    finally:
+        standin_control.set_clock_skew("B", 0)
+        node_a.close()
+        node_b.close()
+    assert [_meta(d)[0] for d in docs] == ["orders/1-A", "orders/2-A"]
+    assert _meta(docs[1])[1] < _meta(docs[0])[1]
+
+
+def test_an_auto_index_deleted_as_idle_is_built_again_by_the_next_query(
+    ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    standin_control.generate_orders(ravendb_target.database, 1000)
+    assert len(_stream(ravendb_store, CHANGED_SINCE, since=BEGINNING)[0]) == 1000
+    standin_control.delete_auto_indexes(ravendb_target.database)
+    assert ravendb_store.maintenance.send(GetStatisticsOperation()).count_of_indexes == 0
+    standin_control.set_indexing(ravendb_target.database, build_s=30, new_index_wait_s=0.2)
+    docs, stats = _stream(ravendb_store, CHANGED_SINCE, since=BEGINNING)
+    assert stats.is_stale is True and len(docs) < 1000
 
 
 def test_a_stream_that_creates_its_index_waits_for_it_then_answers_stale(

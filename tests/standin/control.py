@@ -77,6 +77,10 @@ class StandInControl:
                 body[name] = value
         return self._call("POST", f"/standin/databases/{database}/indexing", body)
 
+    def delete_auto_indexes(self, database: str) -> dict[str, Any]:
+        """Drop every auto index of the database (RavenDB deletes one idle for 72 h); the next query rebuilds it."""
+        return self._call("POST", f"/standin/databases/{database}/indexing", {"delete_auto_indexes": True})
+
     def pause_indexing(self, database: str) -> dict[str, Any]:
         """Indexes stop advancing (queries through them turn stale)."""
         return self.set_indexing(database, paused=True)
@@ -129,6 +133,12 @@ class StandInControl:
         """Let a paused stream go on."""
         return self._call("POST", f"/standin/databases/{database}/streams", {"release": True})
 
+    def throttle_streams(self, database: str, docs: int, every_ms: int) -> dict[str, Any]:
+        """Every query stream of the database sends `docs` results every `every_ms` (docs=0: full speed again), so
+        that a stream of N documents lasts about N / docs * every_ms and writes can happen during it."""
+        body = {"throttle_docs": docs, "throttle_ms": every_ms}
+        return self._call("POST", f"/standin/databases/{database}/streams", body)
+
     def fail_streams(self, database: str, after: int, times: int = 1, error: str | None = None) -> dict[str, Any]:
         """The next `times` query streams (-1: every one; 0: none) that reach `after` results end with an
         `{"Error": ...}` line instead of the rest."""
@@ -152,6 +162,10 @@ class StandInControl:
     def start_node(self, tag: str) -> list[dict[str, Any]]:
         """Re-open a stopped node's port."""
         return self._call("POST", f"/standin/nodes/{tag}/start")["Nodes"]
+
+    def set_clock_skew(self, tag: str, skew_ms: int) -> dict[str, Any]:
+        """A node's clock runs `skew_ms` ahead (negative: behind) of the others: its writes' @last-modified."""
+        return self._call("POST", f"/standin/nodes/{tag}/clock", {"skew_ms": skew_ms})
 
     def generate_orders(self, database: str, count: int, collection: str = "Orders", start: int = 1) -> int:
         """Create `count` order documents server-side (ids <collection lower>/<n>-A from `start`)."""

@@ -204,6 +204,7 @@ def ravendb_target(raven_server: RavenServer) -> Iterator[RavenTarget]:
             for node in raven_server.control.nodes():
                 if not node["Running"]:
                     raven_server.control.start_node(node["Tag"])
+                raven_server.control.set_clock_skew(node["Tag"], 0)
             raven_server.control.freeze_clock(False)
         admin.maintenance.server.send(DeleteDatabaseOperation(name, hard_delete=True))
     finally:

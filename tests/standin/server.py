@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -498,14 +499,18 @@ def _stream_lines(first: bytes, db: Database, outcome: Outcome) -> Iterator[byte
     """The Stats line, then the items, produced in chunks as the socket takes them. Index hits are loaded again as
     each chunk is produced, so a write made during the stream shows in the hits not yet sent (a deleted one is
     skipped). The test knobs: a stream pauses after N hits until released; an error ends it with the
-    `{"Error": ...}` line StreamJsonlDocumentQueryResultWriter.WriteErrorAsync writes."""
+    `{"Error": ...}` line StreamJsonlDocumentQueryResultWriter.WriteErrorAsync writes; a throttle sends
+    `throttle_docs` hits every `throttle_ms`."""
     yield first
     streams = db.group.streams
     with db.lock:
         cuts = streams.cuts()
+        chunk, delay_s = streams.throttle_docs or STREAM_CHUNK_DOCS, streams.throttle_ms / 1000
     hits, sent = outcome.docs, 0
     while sent < len(hits):
-        end = min([len(hits), sent + STREAM_CHUNK_DOCS, *(cut for cut in cuts if cut > sent)])
+        if sent and delay_s:
+            time.sleep(delay_s)
+        end = min([len(hits), sent + chunk, *(cut for cut in cuts if cut > sent)])
         batch = hits[sent:end]
         if outcome.reload:
             with db.lock:
@@ -597,7 +602,7 @@ def control_clock(node: Node, request: Request, _m: re.Match) -> Response:
 
 def control_indexing(node: Node, request: Request, m: re.Match) -> Response:
     """POST /standin/databases/{db}/indexing {"paused"?, "lag_ms"?, "build_s"?, "new_index_wait_s"?,
-    "dynamic_queries_disabled"?, "include_archived"?}: on every node."""
+    "dynamic_queries_disabled"?, "include_archived"?, "delete_auto_indexes"?}: on every node."""
     db = node.database(m["db"])
     body = body_json(request) or {}
     knobs = db.indexing
@@ -613,6 +618,8 @@ def control_indexing(node: Node, request: Request, m: re.Match) -> Response:
             knobs.dynamic_queries_disabled = bool(body["dynamic_queries_disabled"])
         if "include_archived" in body:
             knobs.include_archived = bool(body["include_archived"])
+        if body.get("delete_auto_indexes"):
+            db.group.delete_auto_indexes()
         if "paused" in body:
             knobs.paused = bool(body["paused"])
             if not knobs.paused:
@@ -649,9 +656,10 @@ def control_replication(node: Node, request: Request, m: re.Match) -> Response:
 
 
 def control_streams(node: Node, request: Request, m: re.Match) -> Response:
-    """POST /standin/databases/{db}/streams {"pause_after"?, "release"?, "error_after"?, "error_times"?, "error"?}:
-    arm a pause of the next stream that reaches N results, release a paused stream, or end streams that reach N
-    results with an Error line (error_times: how many streams; -1 = every one; 0 disarms)."""
+    """POST /standin/databases/{db}/streams {"pause_after"?, "release"?, "error_after"?, "error_times"?, "error"?,
+    "throttle_docs"?, "throttle_ms"?}: arm a pause of the next stream that reaches N results, release a paused
+    stream, end streams that reach N results with an Error line (error_times: how many streams; -1 = every one;
+    0 disarms), or slow every stream down (throttle_docs 0 = full speed)."""
     group = node.database(m["db"]).group
     body = body_json(request) or {}
     streams = group.streams
@@ -660,6 +668,9 @@ def control_streams(node: Node, request: Request, m: re.Match) -> Response:
             streams.pause_after = None if body["pause_after"] is None else int(body["pause_after"])
         if body.get("release"):
             streams.release.set()
+        if "throttle_docs" in body:
+            streams.throttle_docs = int(body["throttle_docs"] or 0)
+            streams.throttle_ms = int(body.get("throttle_ms") or 0)
         if "error_after" in body:
             streams.error_after = None if body["error_after"] is None else int(body["error_after"])
             streams.error_times = int(body.get("error_times", 1))
@@ -670,6 +681,8 @@ def control_streams(node: Node, request: Request, m: re.Match) -> Response:
                 "PausedAt": streams.paused_at,
                 "ErrorAfter": streams.error_after,
                 "ErrorTimes": streams.error_times,
+                "ThrottleDocs": streams.throttle_docs,
+                "ThrottleMs": streams.throttle_ms,
             }
         )
 
@@ -684,12 +697,18 @@ def control_nodes(node: Node, _r: Request, _m: re.Match) -> Response:
 
 
 def control_node_action(node: Node, _r: Request, m: re.Match) -> Response:
-    """POST /standin/nodes/{tag}/stop|start: stopping closes the port (a node may stop itself)."""
+    """POST /standin/nodes/{tag}/stop|start: stopping closes the port (a node may stop itself) and holds back the
+    replication to it until it starts again."""
     target = node.server.node(m["tag"])
+    storage = node.server.storage
     if m["action"] == "start":
         if not target.listener.running:
             target.listener.start()
+        storage.offline.discard(target.tag)
+        for group in list(storage.databases.values()):
+            group.apply_due()
         return json_response(_nodes_state(node.server))
+    storage.offline.add(target.tag)
     state = _nodes_state(node.server)
     for entry in state["Nodes"]:
         if entry["Tag"] == target.tag:
@@ -699,6 +718,16 @@ def control_node_action(node: Node, _r: Request, m: re.Match) -> Response:
     else:
         target.listener.stop()
     return json_response(state)
+
+
+def control_node_clock(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /standin/nodes/{tag}/clock {"skew_ms": n}: that node's writes get the server clock + n ms."""
+    target = node.server.node(m["tag"])
+    skew = node.server.storage.skew_ticks
+    body = body_json(request) or {}
+    if "skew_ms" in body:
+        skew[target.tag] = int(body["skew_ms"]) * 10_000
+    return json_response({"Tag": target.tag, "SkewMs": skew.get(target.tag, 0) // 10_000})
 
 
 def control_generate(node: Node, request: Request, m: re.Match) -> Response:
@@ -761,6 +790,7 @@ def build_routes() -> list[tuple[str, re.Pattern, Route]]:
         ("POST", r"/standin/clock", control_clock),
         ("GET", r"/standin/nodes", control_nodes),
         ("POST", r"/standin/nodes/(?P<tag>[A-Za-z])/(?P<action>stop|start)", control_node_action),
+        ("POST", r"/standin/nodes/(?P<tag>[A-Za-z])/clock", control_node_clock),
         ("POST", r"/standin" + DB + r"/indexing", control_indexing),
         ("POST", r"/standin" + DB + r"/replication", control_replication),
         ("POST", r"/standin" + DB + r"/streams", control_streams),

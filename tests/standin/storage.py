@@ -154,7 +154,8 @@ class Replicated:
 @dataclass
 class StreamControl:
     """Test knobs for query streams: pause the next stream after N results until released; end streams with an
-    `{"Error": ...}` line after N results (a given number of times, or always when times < 0)."""
+    `{"Error": ...}` line after N results (a given number of times, or always when times < 0); slow every stream
+    down to `throttle_docs` results per `throttle_ms`."""
 
     pause_after: int | None = None
     paused_at: int | None = None
@@ -162,6 +163,8 @@ class StreamControl:
     error_after: int | None = None
     error_times: int = 0
     error: str = ""
+    throttle_docs: int = 0
+    throttle_ms: int = 0
 
     def cuts(self) -> list[int]:
         """Positions where a stream starting now must stop to check for a pause or an error."""
@@ -298,6 +301,10 @@ class Database:
 
     # ---- writes -------------------------------------------------------------------------------------------
 
+    def now(self) -> int:
+        """This node's clock: the server clock plus the node's skew (set by a test)."""
+        return self.clock.now() + self.group.skew_ticks.get(self.node_tag, 0)
+
     def _next_etag(self) -> int:
         self.last_etag += 1
         return self.last_etag
@@ -369,7 +376,7 @@ class Database:
         """Write a document version on this node and send it to the other nodes."""
         key = doc_id.lower()
         etag = self._next_etag()
-        ticks = self.clock.now()
+        ticks = self.now()
         old = self.docs.get(key)
         cv = self._local_change_vector(old.change_vector if old else self.tombstone_vectors.get(key), etag)
         flags = "HasRevisions" if self.revisions_enabled(collection) else ""
@@ -421,7 +428,7 @@ class Database:
             if doc is None:
                 return None
             etag = self._next_etag()
-            ticks = self.clock.now()
+            ticks = self.now()
             cv = self._local_change_vector(doc.change_vector, etag)
             self._remove(doc, etag, ticks, cv)
             self.group.replicate(self, key, doc.id, doc.collection, ticks, cv, doc.flags, None, False)
@@ -646,10 +653,18 @@ class Database:
 class DatabaseGroup:
     """A database across the cluster: one `Database` copy per node, what the database record holds for all of
     them (revisions configuration, auto index definitions via find_or_create_index), the test knobs, and the
-    replication queue. Replication applies each write to the other nodes in write order, after `delay_ms`
-    (at once, inside the write, when the delay is 0 and nothing is queued)."""
+    replication queues. Replication applies each write to each other node in write order, after `delay_ms`
+    (at once, inside the write, when the delay is 0 and nothing is queued); a stopped node (`offline`, shared
+    with Storage) receives nothing until it is started again, then everything queued for it."""
 
-    def __init__(self, name: str, clock: Clock, node_tags: list[str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        clock: Clock,
+        node_tags: list[str],
+        offline: set[str] | None = None,
+        skew_ticks: dict[str, int] | None = None,
+    ) -> None:
         self.name = name
         self.clock = clock
         self.lock = threading.RLock()
@@ -659,7 +674,9 @@ class DatabaseGroup:
         self.streams = StreamControl()
         self.revisions_config: dict[str, Any] = {}
         self.raft_index = 0
-        self.pending: deque[Replicated] = deque()
+        self.pending: dict[str, deque[Replicated]] = {tag: deque() for tag in node_tags}
+        self.offline = offline if offline is not None else set()
+        self.skew_ticks = skew_ticks if skew_ticks is not None else {}
         self.closed = False
         self._replicator: threading.Thread | None = None
         self.copies = {tag: Database(self, tag) for tag in node_tags}
@@ -676,10 +693,11 @@ class DatabaseGroup:
             if copy is origin:
                 continue
             item = Replicated(tag, key, doc_id, collection, ticks, cv, flags, raw, archived, due)
-            if self.replication.delay_ms <= 0 and not self.replication.paused and not self.pending:
+            queue = self.pending[tag]
+            if self.replication.delay_ms <= 0 and not self.replication.paused and not queue and tag not in self.offline:
                 copy.receive(item)
             else:
-                self.pending.append(item)
+                queue.append(item)
                 self._start_replicator()
 
     def _start_replicator(self) -> None:
@@ -694,22 +712,32 @@ class DatabaseGroup:
                 self.changed.wait(0.005)
 
     def apply_due(self, everything: bool = False) -> int:
-        """Apply the queued versions whose delay has passed (all of them with `everything`, even when paused)."""
+        """Apply the queued versions whose delay has passed (all of them with `everything`, even when paused) to
+        the nodes that are running."""
         applied = 0
         with self.lock:
             now = time.monotonic()
-            while self.pending and (everything or (not self.replication.paused and self.pending[0].due <= now)):
-                item = self.pending.popleft()
-                self.copies[item.target].receive(item)
-                applied += 1
+            for tag, queue in self.pending.items():
+                if tag in self.offline:
+                    continue
+                while queue and (everything or (not self.replication.paused and queue[0].due <= now)):
+                    self.copies[tag].receive(queue.popleft())
+                    applied += 1
         return applied
+
+    def delete_auto_indexes(self) -> None:
+        """Drop every auto index on every node (as RavenDB does with one idle for 72 h); the next query that needs
+        one creates it again from etag 0."""
+        with self.lock:
+            for copy in self.copies.values():
+                copy.indexes.clear()
 
     def replication_state(self) -> dict[str, Any]:
         """What GET/POST /standin/databases/{db}/replication answers."""
         return {
             "DelayMs": self.replication.delay_ms,
             "Paused": self.replication.paused,
-            "Pending": len(self.pending),
+            "Pending": sum(len(queue) for queue in self.pending.values()),
             "Nodes": {tag: format_change_vector(copy.vector) for tag, copy in self.copies.items()},
         }
 
@@ -717,7 +745,7 @@ class DatabaseGroup:
         """Stop replicating (the database is dropped)."""
         with self.lock:
             self.closed = True
-            self.pending.clear()
+            self.pending = {tag: deque() for tag in self.pending}
             self.streams.release.set()
             self.changed.notify_all()
 
@@ -729,6 +757,8 @@ class Storage:
         self.clock = Clock()
         self.lock = threading.Lock()
         self.node_tags = list(node_tags or ["A"])
+        self.offline: set[str] = set()  # nodes stopped by the control API: replication waits for them
+        self.skew_ticks: dict[str, int] = {}  # per node: added to the clock for that node's writes
         self.databases: dict[str, DatabaseGroup] = {}
         self.operation_id = 0
 
@@ -739,7 +769,7 @@ class Storage:
                 raise RavenError(
                     409, "Raven.Client.Exceptions.ConcurrencyException", f"Database '{name}' already exists!"
                 )
-            group = DatabaseGroup(name, self.clock, self.node_tags)
+            group = DatabaseGroup(name, self.clock, self.node_tags, self.offline, self.skew_ticks)
             self.databases[name.lower()] = group
             return group.copies[self.node_tags[0]]
 
