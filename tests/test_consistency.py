@@ -13,6 +13,8 @@ import time
 
 import pytest
 from ravendb import DocumentStore
+from ravendb.documents.commands.batches import PutCommandDataWithJson, SingleNodeBatchCommand
+from ravendb.documents.session.misc import ForceRevisionStrategy
 
 import connector
 from connector import SourceError
@@ -272,3 +274,39 @@ def test_every_stream_of_a_sync_reads_one_node(ravendb_target, ravendb_store, op
 
     assert len(streams) == len(names)
     assert len({stream.result.response.url.split("/databases/")[0] for stream in streams}) == 1
+
+
+def test_a_write_from_a_node_whose_clock_is_behind_lands_by_the_next_sync(
+    ravendb_target, standin_control, on_node, configuration, ops
+):
+    """Node B's clock is 10 s behind; its write reaches the node read at once, with a @last-modified older than
+    documents that node had already synced. Before: the cursor was past it, and it never landed."""
+    standin_control.set_clock_skew("B", -10_000)
+    documents.put(on_node("A"), orders(1, 20))
+    state = sync(configuration, ops)
+    documents.put(on_node("B"), orders(21, 1, Origin="B"))
+
+    after_writes_stop(ravendb_target, configuration, ops, state)
+    assert ops.rows("Orders")["orders/21-A"]["Origin"] == "B"
+
+
+@pytest.mark.parametrize("include_archived", [False, True], ids=["default", "include-archived"])
+def test_archived_documents_sync_once_auto_indexes_include_them(
+    ravendb_target, ravendb_store, standin_control, configuration, ops, include_archived
+):
+    """README, "Auto indexes and archived documents": left out by default, synced with IncludeArchived."""
+    standin_control.set_indexing(ravendb_target.database, include_archived=include_archived)
+    commands = [
+        PutCommandDataWithJson(
+            f"orders/{n}-A", None, {"N": n, "@metadata": {"@collection": "Orders", "@archived": n == 2}},
+            ForceRevisionStrategy.NONE,
+        )
+        for n in (1, 2, 3)
+    ]  # fmt: skip
+    ravendb_store.get_request_executor().execute_command(SingleNodeBatchCommand(ravendb_store.conventions, commands))
+
+    sync(configuration, ops)
+
+    assert set(ops.rows("Orders")) == (
+        {"orders/1-A", "orders/2-A", "orders/3-A"} if include_archived else {"orders/1-A", "orders/3-A"}
+    )
