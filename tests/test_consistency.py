@@ -9,7 +9,6 @@ and no sync failed. Each docstring says how the connector as it was before this 
 """
 
 import itertools
-import time
 
 import pytest
 from ravendb import DocumentStore
@@ -95,7 +94,6 @@ def test_writes_right_before_a_sync_land_by_the_next_one_and_none_lands_twice(
     documents.put(ravendb_store, orders(1, 40))
     state = sync(configuration, ops)
     first = len(ops.upserts)
-    time.sleep(0.01)
 
     state = sync(configuration, ops, state)
 
