@@ -5,9 +5,11 @@ Each collection becomes one table keyed by the document id. A sync streams every
 upserts it, checkpointing every 1,000 records and at the end of each collection. Documents deleted from
 collections with revisions enabled are read from the revisions bin and marked deleted.
 
-The cursor is RavenDB's own 7-digit `@last-modified` string plus the versions already upserted at exactly that
-timestamp, and the query reads `>=` it: a write that lands in the same 100-ns tick as the last synced document,
-a stale index or a restart never loses a document, and none lands twice.
+The cursor is RavenDB's own 7-digit `@last-modified` string, and the query reads `>=` it. It moves only to
+documents no newer than the moment the server began the query, less `lookback_seconds`: RavenDB returns each
+document's current version at its indexed place, so later writes may come back out of order or not at all, and a
+cluster node may receive another node's write late with its original timestamp. Documents past that point are
+upserted and read again next sync; the versions kept in the state keep an unchanged one from landing twice.
 """
 
 import base64
@@ -31,6 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -44,6 +47,7 @@ from fivetran_connector_sdk import ConfigurationForm, Connector, Test, form_fiel
 from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 from ravendb import DocumentStore
+from ravendb.documents.commands.query import QueryCommand
 from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
 from ravendb.documents.commands.stream import QueryStreamCommand
 from ravendb.documents.operations.statistics import GetCollectionStatisticsOperation, GetStatisticsOperation
@@ -52,6 +56,7 @@ from ravendb.exceptions.exceptions import (
     AllTopologyNodesDownException,
     AuthorizationException,
     DatabaseDoesNotExistException,
+    RequestedNodeUnavailableException,
 )
 from ravendb.exceptions.raven_exceptions import RavenException
 from ravendb.tools.parsers import JSONLRavenStreamParser
@@ -92,8 +97,11 @@ _TRANSLITERATION = {
 }
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SMALLEST_NORMAL_DOUBLE = 2.2250738585072014e-308
-_MAX_VERSIONS_AT_CURSOR = 500  # documents at the cursor's exact timestamp whose versions the state keeps
-_STATE_VERSION = 1
+_MAX_SYNCED_VERSIONS = 5_000  # versions of documents at or after the cursor that the state keeps per collection
+_DEFAULT_LOOKBACK_SECONDS = 60
+_MAX_LOOKBACK_SECONDS = 7 * 24 * 3600
+_INDEX_WAIT_SLICE_SECONDS = 15.0  # one wait request; a progress line is logged after each that ends still stale
+_STATE_VERSION = 2  # version 1 (versions kept only at the cursor's exact timestamp) is read and upgraded
 _BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
@@ -149,6 +157,12 @@ _FORM_FIELDS = [
         "extra read of every collection per sync; see README). Empty or false: the 500 newest documents.",
     ),
     _FormField(
+        "lookback_seconds",
+        "Lookback (seconds)",
+        "How late a write may reach the node read and still be synced: replication delay and clock skew between "
+        f"nodes (default {_DEFAULT_LOOKBACK_SECONDS}). Each sync re-reads the documents changed in this window.",
+    ),
+    _FormField(
         "server_ca_base64",
         "Server CA certificate",
         "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
@@ -196,6 +210,7 @@ class Settings(NamedTuple):
     collections: tuple[str, ...]  # empty: every user collection of the database
     batch_size: int
     reconcile_every: timedelta | None  # None: no reconciliation of deletes
+    lookback: timedelta  # how far behind the read's start on the server clock the cursor stays
     type_from_every_document: bool = False  # schema() reads every document, not only the newest 500
 
 
@@ -270,6 +285,7 @@ def validate_configuration(configuration: dict) -> Settings:
         type_from_every_document=_parse_flag(
             "type_from_every_document", _optional(configuration, "type_from_every_document")
         ),
+        lookback=_parse_lookback_seconds(_optional(configuration, "lookback_seconds")),
     )
 
 
@@ -436,6 +452,20 @@ def _parse_reconcile_hours(text: str | None) -> timedelta | None:
     return timedelta(hours=hours) if hours else None
 
 
+def _parse_lookback_seconds(text: str | None) -> timedelta:
+    if text is None:
+        return timedelta(seconds=_DEFAULT_LOOKBACK_SECONDS)
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ConfigurationError("lookback_seconds", f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or not 0 <= seconds <= _MAX_LOOKBACK_SECONDS:
+        raise ConfigurationError(
+            "lookback_seconds", f"{text!r} is out of range (expected 0 to {_MAX_LOOKBACK_SECONDS} seconds)"
+        )
+    return timedelta(seconds=seconds)
+
+
 def _decode_base64(key: str, text: str) -> bytes:
     """Line breaks and the `-----BEGIN/END CERTIFICATE-----` lines Windows' `certutil -encode` adds are ignored."""
     compact = "".join(line.strip() for line in text.splitlines() if not line.lstrip().startswith("-----"))
@@ -554,25 +584,45 @@ class Metadata(NamedTuple):
 
 @dataclass
 class CollectionCursor:
-    """Where a collection's next read starts: RavenDB's own 7-digit `@last-modified` of the last document upserted,
-    and the version (change vector) of each document upserted at exactly that timestamp, which the next read
-    (`>=`) skips instead of landing again. A document written again within that same tick has a new change
-    vector, so it is read again."""
+    """Where a collection's next read starts, and which versions of what that read returns have landed already.
+
+    `since` is a RavenDB `@last-modified` (its own 7-digit text) at or before every document not yet read: the
+    query reads `>=` it. A document moves it only if it is no newer than the read's `bound`, the time up to which
+    that read is known to return every document at its place in `@last-modified` order (see
+    `_stream_into_destination`); newer ones are upserted but read again next time. `synced` holds the version
+    (`@last-modified`, change vector) of each document landed at or after `since`, which the next read skips
+    instead of landing again; a document written again has a new change vector and lands again. Past
+    `_MAX_SYNCED_VERSIONS` documents, further ones are not remembered and land again (idempotent upserts).
+    """
 
     since: str = _BEGINNING_OF_TIME
-    versions_at_since: dict[str, str] = field(default_factory=dict)  # id -> @change-vector
+    synced: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (@last-modified, @change-vector)
+    _pruned_at: str = field(default=_BEGINNING_OF_TIME, repr=False)
 
     def already_synced(self, meta: Metadata) -> bool:
-        return meta.last_modified == self.since and self.versions_at_since.get(meta.id) == meta.change_vector
+        return self.synced.get(meta.id) == (meta.last_modified, meta.change_vector or "")
 
-    def advance(self, meta: Metadata) -> None:
-        if meta.last_modified != self.since:
-            if meta.last_modified < self.since:
-                raise SourceError(
-                    None, f"RavenDB returned {meta.id} out of @last-modified order ({meta.last_modified})"
-                )
-            self.since, self.versions_at_since = meta.last_modified, {}
-        self.versions_at_since[meta.id] = meta.change_vector or ""
+    def record(self, meta: Metadata, bound: str | None) -> None:
+        """`meta`'s version is in the destination; move `since` to it if the read's `bound` allows (None: never)."""
+        if bound is not None and self.since < meta.last_modified <= bound:
+            self.since = meta.last_modified
+        if meta.last_modified < self.since:
+            return
+        if len(self.synced) >= _MAX_SYNCED_VERSIONS and meta.id not in self.synced:
+            self._prune()
+            if len(self.synced) >= _MAX_SYNCED_VERSIONS:
+                return
+        self.synced[meta.id] = (meta.last_modified, meta.change_vector or "")
+
+    def versions(self) -> dict[str, list[str]]:
+        """The versions the next read (from `since`) can return again, as the state stores them."""
+        self._prune()
+        return {doc_id: [last_modified, vector] for doc_id, (last_modified, vector) in self.synced.items()}
+
+    def _prune(self) -> None:
+        if self._pruned_at != self.since:
+            self.synced = {doc_id: seen for doc_id, seen in self.synced.items() if seen[0] >= self.since}
+            self._pruned_at = self.since
 
 
 @dataclass
@@ -590,8 +640,16 @@ class SyncState:
     def load(cls, state: dict | None) -> "SyncState":
         if not state:
             return cls(cursors={})
-        cursors, seen = state.get("cursors", {}), state.get("versions_at_cursor", {})
-        if state.get("version") != _STATE_VERSION or not isinstance(cursors, dict) or not isinstance(seen, dict):
+        cursors = state.get("cursors", {})
+        version = state.get("version")
+        if version == 1:  # versions were kept only at the cursor's exact timestamp
+            seen = {
+                name: {doc_id: [cursors.get(name), vector] for doc_id, vector in versions.items()}
+                for name, versions in dict(state.get("versions_at_cursor", {})).items()
+            }
+        else:
+            seen = state.get("synced_versions", {})
+        if version not in (1, _STATE_VERSION) or not isinstance(cursors, dict) or not isinstance(seen, dict):
             raise SourceError(None, f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
         deletes_since = state.get("deletes_since")
         for key, cursor in [*cursors.items(), ("deletes_since", deletes_since or _BEGINNING_OF_TIME)]:
@@ -604,8 +662,15 @@ class SyncState:
             column_names = {name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()}
         except (AttributeError, TypeError, ValueError):
             raise SourceError(None, "state: the column names are not [path, name] lists; reset the connector") from None
+        try:
+            synced = {
+                name: {doc_id: (str(version[0]), str(version[1])) for doc_id, version in seen.get(name, {}).items()}
+                for name in cursors
+            }
+        except (AttributeError, TypeError, IndexError, KeyError):
+            raise SourceError(None, "state: synced_versions is malformed; reset the connector to sync again") from None
         return cls(
-            cursors={name: CollectionCursor(since, dict(seen.get(name, {}))) for name, since in cursors.items()},
+            cursors={name: CollectionCursor(since, synced[name]) for name, since in cursors.items()},
             deletes_since=deletes_since,
             deletes_change_vector=deletes_change_vector,
             reconciled_at=dict(state.get("reconciled_at", {})),
@@ -640,10 +705,8 @@ class SyncState:
         state: dict[str, Any] = {
             "version": _STATE_VERSION,
             "cursors": {name: cursor.since for name, cursor in self.cursors.items()},
-            "versions_at_cursor": {  # past the cap, the next sync simply reads that timestamp's documents again
-                name: dict(cursor.versions_at_since)
-                for name, cursor in self.cursors.items()
-                if len(cursor.versions_at_since) <= _MAX_VERSIONS_AT_CURSOR
+            "synced_versions": {
+                name: versions for name, cursor in self.cursors.items() if (versions := cursor.versions())
             },
         }
         if self.deletes_since is not None:
@@ -971,6 +1034,12 @@ def parse_last_modified(raw: str) -> datetime:
     return datetime.fromisoformat(raw[:26] + "+00:00")
 
 
+def format_last_modified(moment: datetime) -> str:
+    """An aware datetime as RavenDB's 7-digit UTC text, so that it compares with `@last-modified` values."""
+    moment = moment.astimezone(timezone.utc)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond:06d}0Z"
+
+
 def collection_query(template: str, collection: str, page_size: int | None = None, **parameters: str) -> IndexQuery:
     """One of the constant RQL texts for `collection` (escaped as the client escapes it), values as $parameters."""
     query = IndexQuery(template.format(collection=Utils.escape_collection_name(collection)))
@@ -1127,29 +1196,50 @@ def sync_collection(store: DocumentStore, settings: Settings, collection: str, s
 
 
 def _stream_into_destination(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> int:
-    """Upsert the documents changed since the cursor. If the index behind the query lagged behind the writes,
-    wait for it and read on from the cursor, so that one sync sees every write made before it started."""
-    upserted, stale = _upsert_changes(store, settings, collection, state)
-    if stale:
-        _wait_for_index(store, settings, collection, state.cursor(collection).since)
-        upserted += _upsert_changes(store, settings, collection, state)[0]
-    return upserted
+    """Upsert the documents changed since the cursor; move the cursor only as far as the read provably covers.
+
+    The index behind the query answers from a snapshot, with each document's current version at its indexed place:
+    a document changed after the snapshot comes back early carrying its new `@last-modified`, one written after it
+    not at all. Every document no newer than the moment the server began the query (its clock, less the lookback)
+    is at its place, so only those move the cursor (`stream_bound`); newer ones are upserted and read again next
+    sync. A stale index is first waited for, and the query sent again: the moment the wait began then bounds the
+    cursor. If it is still stale after the wait, what it returns is upserted and moves no cursor.
+    """
+    cursor = state.cursor(collection)
+    covered_from = time.monotonic()
+    stream = QueryStream(store, settings, changed_since_query(collection, cursor.since)).open()
+    if stream.is_stale:
+        stream.close()
+        covered_from = _wait_for_index(store, settings, collection, cursor.since)
+        stream = QueryStream(store, settings, changed_since_query(collection, cursor.since)).open()
+    bound = None if covered_from is None else stream_bound(stream, covered_from, settings.lookback)
+    if bound is None and covered_from is not None:
+        log.warning(f"{collection}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
+    return _upsert_changes(stream, collection, state, bound)
 
 
-def _upsert_changes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> tuple[int, bool]:
+def stream_bound(stream: "QueryStream", covered_from: float, lookback: timedelta) -> str | None:
+    """The newest `@last-modified` at which the stream is known to hold every document at its place: the server's
+    clock when this process sent the request that proved the index current (`covered_from`, monotonic), less the
+    lookback. None when the server sent no Date header."""
+    server_time = stream.server_time_at(covered_from)
+    return None if server_time is None else format_last_modified(server_time - lookback)
+
+
+def _upsert_changes(stream: "QueryStream", collection: str, state: SyncState, bound: str | None) -> int:
     cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
-    stream = QueryStream(store, settings, changed_since_query(collection, cursor.since))
     upserted = 0
     for document in stream:
         meta = Metadata.of(document)
-        if cursor.already_synced(meta):
+        if cursor.already_synced(meta):  # landed before: it may still move the cursor
+            cursor.record(meta, bound)
             continue
         op.upsert(table, flatten(document, columns))
-        cursor.advance(meta)
+        cursor.record(meta, bound)
         upserted += 1
         if upserted % _CHECKPOINT_EVERY_RECORDS == 0:
             op.checkpoint(state.to_dict())
-    return upserted, stream.is_stale
+    return upserted
 
 
 def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> None:
@@ -1218,16 +1308,62 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
     log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
 
 
-def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, since: str) -> None:
-    """Let the auto index behind the query catch up, so one sync reads every write made before it started."""
-    rql = changed_since_query(collection, since).query
-    timeout = timedelta(seconds=_INDEX_WAIT_SECONDS)
-    with store.open_session() as session, _translated_errors(settings):
-        query = session.advanced.raw_query(rql).add_parameter("since", since)
+def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, since: str) -> float | None:
+    """Wait for the index behind the query to cover every write made before the wait, logging progress.
+
+    Returns the monotonic time at which the wait that succeeded was sent, or None if the index is still stale
+    after `_INDEX_WAIT_SECONDS` (for example an auto index still being built for a large collection).
+    """
+    started = time.monotonic()
+    while (waited := time.monotonic() - started) < _INDEX_WAIT_SECONDS:
+        sent = time.monotonic()
+        query = changed_since_query(collection, since)
+        query.wait_for_non_stale_results = True
+        query.wait_for_non_stale_results_timeout = timedelta(
+            seconds=min(_INDEX_WAIT_SLICE_SECONDS, _INDEX_WAIT_SECONDS - waited)
+        )
+        query.page_size = 0
+        command = QueryCommand(store, query, metadata_only=True, index_entries_only=False)
+        with _translated_errors(settings):
+            _execute(store, command)
+        if not command.result.is_stale:
+            return sent
+        log.info(
+            f"{collection}: waiting for RavenDB's index {command.result.index_name} to catch up "
+            f"({time.monotonic() - started:.0f} s of up to {_INDEX_WAIT_SECONDS:.0f} s)"
+        )
+    log.warning(f"{collection}: index still stale after {_INDEX_WAIT_SECONDS:.0f} s; reading what it covers")
+    return None
+
+
+def _execute(store: DocumentStore, command: Any, node: Any = None) -> None:
+    """Run `command` on the sync's node: the first node of the database topology that has not failed.
+
+    Each node has its own storage and indexes, so one sync reads one node; the client moves to another only when a
+    request fails (it would otherwise spread requests over every node: wire facts, pitfall 8). A given `node` is
+    asked alone, without failover: a revisions-bin walk pins the node of its first page, as each node lists its
+    bin in its own etag order. Errors are the client's; callers translate them.
+    """
+    executor = store.get_request_executor()
+    chosen = node or _sync_node(executor)
+    if chosen is None:
+        executor.execute_command(command)
+    else:
+        executor.execute(chosen.current_node, chosen.current_index, command, node is None)
+
+
+def _sync_node(executor: Any) -> Any:
+    """The first node of the topology without a recorded failure; the client's preferred node (which waits for
+    the first topology) while it knows none; None when every node has failed (the client then chooses)."""
+    nodes = getattr(executor, "topology_nodes", None)
+    if not nodes:
+        return executor.preferred_node
+    for node in nodes:
         try:
-            list(query.wait_for_non_stale_results(timeout).take(0))
-        except TimeoutError:
-            log.warning(f"{collection}: index still stale after {timeout}; later writes follow next sync")
+            return executor.get_requested_node(node.cluster_tag, throw_if_contains_failures=True)
+        except RequestedNodeUnavailableException:
+            continue
+    return None
 
 
 class RevisionsBinWalk:
@@ -1269,8 +1405,7 @@ class RevisionsBinWalk:
 
     def _page(self, start: int, size: int, if_none_match: str | None = None) -> list[dict] | None:
         self.requests += 1
-        command = _RevisionsBinPageCommand(start, size, if_none_match)
-        self.node = _execute(self.store, self.settings, command, self.node)
+        command = self._send(_RevisionsBinPageCommand(start, size, if_none_match))
         if command.continuation_token:
             raise SourceError(
                 "database_name",
@@ -1282,9 +1417,15 @@ class RevisionsBinWalk:
 
     def _count_of_revisions(self) -> int:
         """Every revision the node keeps (delete revisions among them): no bin page starts beyond it."""
-        command = GetStatisticsOperation().get_command(self.store.conventions)
-        self.node = _execute(self.store, self.settings, command, self.node)
+        command = self._send(GetStatisticsOperation().get_command(self.store.conventions))
         return command.result.count_of_revision_documents or 0
+
+    def _send(self, command: Any) -> Any:
+        """Send `command` to the walk's node: the sync's node when the walk began, then that node alone."""
+        self.node = self.node or _sync_node(self.store.get_request_executor())
+        with _translated_errors(self.settings):
+            _execute(self.store, command, self.node)
+        return command
 
 
 class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
@@ -1312,47 +1453,92 @@ class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
         self.result = body["Results"]
 
 
-def _execute(store: DocumentStore, settings: Settings, command: Any, node: Any = None) -> Any:
-    """Send one command to `node` (None: the node the client picks), errors translated; return the node it went to.
-
-    Every request of a revisions-bin walk goes through here with the node of its first request: only that node is
-    asked, without failover, so a walk reads one node's bin (each node lists it in its own etag order). A failure
-    is transient and the walk starts over.
-    """
-    executor = store.get_request_executor()
-    with _translated_errors(settings):
-        node = node or executor.preferred_node  # waits for the cluster topology on a fresh store
-        executor.execute(node.current_node, node.current_index, command, False, None)
-    return node
-
-
 class QueryStream:
     """The documents of a query, streamed as JSON lines and parsed by the client's own JSONL parser.
 
     Not the session's stream(): that deep-copies every document and may import the Python class a document
-    names in its metadata.
+    names in its metadata. A broken stream (connection lost, or an `{"Error": ...}` line the server writes when
+    the query fails mid-way) is a TransientSourceError.
     """
 
     def __init__(self, store: DocumentStore, settings: Settings, query: IndexQuery):
         self.store, self.settings, self.query = store, settings, query
-        self.is_stale = False  # known once iteration has begun
+        self.is_stale = False  # known once open
+        self._response: Any = None
+        self._received_at = 0.0  # monotonic time the response headers arrived
+        self._server_date: datetime | None = None  # its Date header: whole seconds, never later than the server
+        self._last_line = b""
 
-    def __iter__(self) -> Iterator[dict]:
+    def open(self) -> "QueryStream":
+        """Send the query and read its statistics line; the documents follow on iteration."""
         command = QueryStreamCommand(self.store.conventions, self.query)
         with _translated_errors(self.settings):
-            self.store.get_request_executor().execute_command(command)
-        response = command.result.response
+            _execute(self.store, command)
+        self._received_at = time.monotonic()
+        self._response = command.result.response
+        self._server_date = _http_date(self._response.headers.get("Date"))
         try:
-            parser = JSONLRavenStreamParser(response.iter_lines(chunk_size=_STREAM_READ_BYTES))
-            with _translated_errors(self.settings):
-                self.is_stale = bool(parser.next_query_statistics().get("IsStale"))
+            self._parser = JSONLRavenStreamParser(self._lines())
+            with self._broken_stream_errors():
+                self.is_stale = bool(self._parser.next_query_statistics().get("IsStale"))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def server_time_at(self, moment: float) -> datetime | None:
+        """The server's clock at the local monotonic `moment` before this response, never later than it was."""
+        if self._server_date is None:
+            return None
+        return self._server_date - timedelta(seconds=self._received_at - moment)
+
+    def close(self) -> None:
+        if self._response is not None:
+            self._response.close()
+
+    def __iter__(self) -> Iterator[dict]:
+        if self._response is None:
+            self.open()
+        try:
+            with self._broken_stream_errors():
                 while True:
                     try:
-                        yield parser.next_item()
+                        yield self._parser.next_item()
                     except StopIteration:
                         return
         finally:
-            response.close()
+            self.close()
+
+    def _lines(self) -> Iterator[bytes]:
+        for line in self._response.iter_lines(chunk_size=_STREAM_READ_BYTES):
+            self._last_line = line
+            yield line
+
+    @contextmanager
+    def _broken_stream_errors(self) -> Iterator[None]:
+        with _translated_errors(self.settings):
+            try:
+                yield
+            except RavenException:
+                raise
+            except RuntimeError as exc:  # the client's parser met a line that is neither statistics nor a document
+                raise TransientSourceError(
+                    "ravendb_urls", f"RavenDB broke off a stream from {self._response.url}: {self._failure(exc)}"
+                ) from exc
+
+    def _failure(self, exc: RuntimeError) -> str:
+        try:
+            reported = json.loads(self._last_line).get("Error")
+        except (ValueError, AttributeError):
+            reported = None
+        return _first_line(str(reported)) if reported else _first_line(str(exc))
+
+
+def _http_date(value: str | None) -> datetime | None:
+    try:
+        return parsedate_to_datetime(value).astimezone(timezone.utc) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 @contextmanager
@@ -1389,6 +1575,12 @@ def _classified(exc: Exception, urls: str) -> SourceError:
         return SourceError("ravendb_urls", f"{urls} does not speak TLS on this port; use http:// for such a server")
     if "SSLError" in text or isinstance(exc, requests.exceptions.SSLError):
         return SourceError("ravendb_urls", f"TLS handshake with {urls} failed: {_last_line(text)}")
+    if "DisableQueryOptimizerGeneratedIndexes" in text:
+        return SourceError(
+            None,
+            f"RavenDB at {urls} refuses the connector's query: it needs an auto index on @last-modified, which the "
+            "database setting Indexing.DisableQueryOptimizerGeneratedIndexes = true forbids; set it to false",
+        )
     if isinstance(exc, RavenException) and not isinstance(exc.cause, requests.RequestException):
         return SourceError(None, f"RavenDB at {urls} refused a request: {_first_line(text)}")
     hint = ""

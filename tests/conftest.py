@@ -84,6 +84,11 @@ def fake_store(monkeypatch: pytest.MonkeyPatch) -> type[FakeDocumentStore]:
     monkeypatch.setattr(FakeDocumentStore, "instances", [])
     monkeypatch.setattr(FakeDocumentStore, "revisions_bin", None)
     monkeypatch.setattr(FakeDocumentStore, "bin_extra", {})
+    monkeypatch.setattr(FakeDocumentStore, "indexed_at", {})
+    monkeypatch.setattr(FakeDocumentStore, "server_date", None)
+    monkeypatch.setattr(FakeDocumentStore, "stale_streams", 0)
+    monkeypatch.setattr(FakeDocumentStore, "stale_waits", 0)
+    monkeypatch.setattr(FakeDocumentStore, "error_after", None)
     monkeypatch.setattr(connector, "DocumentStore", FakeDocumentStore)
     monkeypatch.setattr(connector, "_check_reachable", lambda urls: None)
     return FakeDocumentStore

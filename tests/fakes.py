@@ -1,17 +1,23 @@
 """An in-memory stand-in for ravendb.DocumentStore, for the fast unit tests of connector.py.
 
 It implements only the calls connector.py makes, and answers them as the real client would: collection
-statistics, the wait-for-index query, the JSONL stream of `from '<c>' where @metadata.'@last-modified' >= $since`,
-database statistics, and revisions-bin pages as RavenDB 6.x/7.x pages them (raw records, then the filter).
+statistics, database statistics, the wait-for-index query, revisions-bin pages as RavenDB 6.x/7.x pages them (raw
+records, then the filter), and the JSONL stream of `from '<c>' where @metadata.'@last-modified' >= $since` with the
+server's Date header. Like a real index, a stream may return documents at an indexed position older than their
+current @last-modified (`indexed_at`), report itself stale (`stale_streams`) or break off with an Error line
+(`error_after`).
 """
 
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime, timezone
+from email.utils import format_datetime
 from types import SimpleNamespace
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+from ravendb.documents.commands.query import QueryCommand
 from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
 from ravendb.documents.conventions import DocumentConventions
 from ravendb.documents.operations.statistics import GetStatisticsOperation
@@ -20,9 +26,11 @@ _FROM = re.compile(r"^from '((?:[^'\\]|\\.)*)' ")
 
 
 class FakeResponse:
-    def __init__(self, lines: list[bytes]):
+    def __init__(self, lines: list[bytes], date: datetime | None):
         self.lines = lines
         self.closed = False
+        self.url = "http://127.0.0.1:8080/databases/Northwind/streams/queries?format=jsonl"
+        self.headers = {"Date": format_datetime(date, usegmt=True)} if date else {}
 
     def iter_lines(self, chunk_size: int = 512) -> Iterator[bytes]:
         yield from self.lines
@@ -49,6 +57,12 @@ class FakeRequestExecutor:
         if isinstance(command, GetStatisticsOperation._GetStatisticsCommand):
             command.result = SimpleNamespace(count_of_revision_documents=len(self.store.revisions_bin or []))
             return
+        if isinstance(command, QueryCommand):  # the connector's wait for a stale index
+            self.store.index_waits.append(command._QueryCommand__index_query.query)
+            stale = self.store.stale_waits > 0
+            type(self.store).stale_waits -= 1
+            command.result = SimpleNamespace(is_stale=stale, index_name="Auto/Orders/By@metadata.@last-modified")
+            return
         query = command._index_query
         if not query.query.endswith(" desc"):
             self.store.queries.append((query.query, dict(query.query_parameters or {})))
@@ -56,17 +70,24 @@ class FakeRequestExecutor:
             documents = self.store.changed_since(query.query, "")[::-1][: query.page_size]
         else:
             documents = self.store.changed_since(query.query, query.query_parameters["since"])
+        stale = self.store.stale_streams > 0
+        type(self.store).stale_streams -= 1
         stats = {
             "Stats": {
                 "ResultEtag": 1,
-                "IsStale": False,
+                "IsStale": stale,
                 "IndexName": "Auto",
                 "TotalResults": len(documents),
                 "IndexTimestamp": "2024-01-01T00:00:00.0000000",
             }
         }
         lines = [json.dumps(stats).encode()] + [json.dumps({"Item": doc}).encode() for doc in documents]
-        command.result = SimpleNamespace(response=FakeResponse(lines))
+        if self.store.error_after is not None and len(lines) > self.store.error_after + 1:
+            lines[self.store.error_after + 1 :] = [
+                json.dumps({"Error": "System.OperationCanceledException: gone"}).encode()
+            ]
+            type(self.store).error_after = None
+        command.result = SimpleNamespace(response=FakeResponse(lines, self.store.server_date))
 
     def bin_command(self, command: GetRevisionsBinEntryCommand) -> None:
         """Skip `start` raw records, take `pageSize`, drop the None ones (no longer bin entries); 304 when
@@ -85,35 +106,6 @@ class FakeRequestExecutor:
         command.set_response(json.dumps({**body, **self.store.bin_extra}), False)
 
 
-class FakeRawQuery:
-    def __init__(self, store: "FakeDocumentStore", rql: str):
-        self.store, self.rql = store, rql
-
-    def add_parameter(self, name, value):
-        return self
-
-    def wait_for_non_stale_results(self, timeout=None):
-        return self
-
-    def take(self, count):
-        return self
-
-    def __iter__(self):
-        self.store.index_waits.append(self.rql)
-        return iter(())
-
-
-class FakeSession:
-    def __init__(self, store: "FakeDocumentStore"):
-        self.advanced = SimpleNamespace(raw_query=lambda rql, object_type=None: FakeRawQuery(store, rql))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return False
-
-
 class FakeDocumentStore:
     """Documents live in `documents` (id -> document with @metadata); every instance shares one class-level db."""
 
@@ -121,6 +113,11 @@ class FakeDocumentStore:
     instances: ClassVar[list["FakeDocumentStore"]] = []
     revisions_bin: ClassVar[list[dict | None] | None] = None  # raw records newest first; None: no longer listed
     bin_extra: ClassVar[dict] = {}  # more keys of every bin answer
+    indexed_at: ClassVar[dict[str, str]] = {}  # id -> @last-modified the index still places it at
+    server_date: ClassVar[datetime | None] = None  # the Date header streams carry; None: the current time
+    stale_streams: ClassVar[int] = 0  # how many of the next streams report a stale index
+    stale_waits: ClassVar[int] = 0  # how many of the next waits for the index end still stale
+    error_after: ClassVar[int | None] = None  # the next stream breaks off with an Error line after this many documents
 
     def __init__(self, urls, database):
         self.urls, self.database = urls, database
@@ -132,6 +129,8 @@ class FakeDocumentStore:
         self.bin_requests: list[str] = []
         self.initialized = self.closed = False
         self.maintenance = SimpleNamespace(send=self._send)
+        if self.server_date is None:
+            self.server_date = datetime.now(timezone.utc)
         FakeDocumentStore.instances.append(self)
 
     def initialize(self):
@@ -140,9 +139,6 @@ class FakeDocumentStore:
 
     def close(self):
         self.closed = True
-
-    def open_session(self):
-        return FakeSession(self)
 
     def get_request_executor(self):
         return FakeRequestExecutor(self)
@@ -159,6 +155,11 @@ class FakeDocumentStore:
         selected = [
             doc
             for doc in self.documents.values()
-            if doc["@metadata"].get("@collection") == collection and doc["@metadata"]["@last-modified"] >= since
+            if doc["@metadata"].get("@collection") == collection and self.indexed_position(doc) >= since
         ]
-        return sorted(selected, key=lambda doc: doc["@metadata"]["@last-modified"])
+        return sorted(selected, key=self.indexed_position)
+
+    @classmethod
+    def indexed_position(cls, document: dict) -> str:
+        metadata = document["@metadata"]
+        return cls.indexed_at.get(metadata["@id"], metadata["@last-modified"])

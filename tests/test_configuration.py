@@ -75,6 +75,9 @@ BAD_CONFIGURATIONS = [
     ("reconcile-negative", {"reconcile_deletes_hours": "-1"}, r"^reconcile_deletes_hours: '-1' is out of range"),
     ("reconcile-nan", {"reconcile_deletes_hours": "nan"}, r"^reconcile_deletes_hours: 'nan' is out of range"),
     ("type-flag-yes", {"type_from_every_document": "yes"}, r"^type_from_every_document: 'yes' is neither true nor"),
+    ("lookback-text", {"lookback_seconds": "a minute"}, r"^lookback_seconds: 'a minute' is not a number"),
+    ("lookback-negative", {"lookback_seconds": "-5"}, r"^lookback_seconds: '-5' is out of range"),
+    ("lookback-too-long", {"lookback_seconds": "1e9"}, r"^lookback_seconds: '1e9' is out of range"),
     ("ca-not-base64", {"server_ca_base64": "%%%"}, r"^server_ca_base64: not valid base64"),
     ("ca-not-pem", {"server_ca_base64": b64("hello")}, r"^server_ca_base64: expected the base64 of a PEM CA"),
 ]

@@ -62,9 +62,9 @@ def test_cursor_keeps_the_full_seven_digit_timestamp(fake_store, make_document, 
     connector.update(base_configuration, {})
 
     assert ops.checkpoints[-1] == {
-        "version": 1,
+        "version": 2,
         "cursors": {"Orders": "2024-05-01T10:11:12.1234567Z"},
-        "versions_at_cursor": {"Orders": {"orders/1-A": "A:1-x"}},
+        "synced_versions": {"Orders": {"orders/1-A": ["2024-05-01T10:11:12.1234567Z", "A:1-x"]}},
         "deletes_since": "0001-01-01T00:00:00.0000000Z",  # an empty bin: every later entry is a new delete
     }
 
@@ -81,18 +81,18 @@ def test_a_document_that_landed_at_the_cursor_timestamp_is_not_upserted_again(
     assert len(ops.upserts) == 1
 
 
-def test_past_the_cap_the_versions_at_the_cursor_are_not_kept_and_are_read_again(
+def test_past_the_cap_further_versions_are_not_kept_and_land_again(
     fake_store, make_document, base_configuration, ops, monkeypatch
 ):
-    monkeypatch.setattr(connector, "_MAX_VERSIONS_AT_CURSOR", 2)
+    monkeypatch.setattr(connector, "_MAX_SYNCED_VERSIONS", 2)
     tick = "2024-05-01T10:11:12.1234567Z"
     store(fake_store, *(make_document(last_modified=tick) for _ in range(3)))
     connector.update(base_configuration, {})
 
     connector.update(base_configuration, ops.checkpoints[-1])
 
-    assert ops.checkpoints[-1]["versions_at_cursor"] == {}
-    assert len(ops.upserts) == 6
+    assert len(ops.checkpoints[-1]["synced_versions"]["Orders"]) == 2
+    assert len(ops.upserts) == 4
 
 
 def test_next_sync_asks_for_documents_at_or_after_the_cursor(fake_store, make_document, base_configuration, ops):
@@ -194,8 +194,9 @@ def test_a_collection_gone_since_the_last_sync_is_logged_not_an_error(
         {"version": 1, "cursors": {"Orders": "2024-05-01"}},
         {"version": 1, "cursors": []},
         {"version": 1, "cursors": {}, "columns": {"Orders": [5]}},
+        {"version": 2, "cursors": {"Orders": "2024-05-01T10:11:12.1234567Z"}, "synced_versions": {"Orders": {"o": 5}}},
     ],
-    ids=["no-version", "truncated-cursor", "cursors-not-a-map", "columns-not-path-name-lists"],
+    ids=["no-version", "truncated-cursor", "cursors-not-a-map", "columns-not-path-name-lists", "versions-malformed"],
 )
 def test_a_state_the_connector_did_not_write_is_refused(fake_store, base_configuration, state):
     with pytest.raises(SourceError, match=r"^state: "):
