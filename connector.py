@@ -2,7 +2,7 @@
 
 Each collection becomes one table keyed by the document id. A sync streams every collection ordered by
 `@metadata.'@last-modified'` from the cursor saved in the state, flattens each document into a row and
-upserts it, checkpointing every 1,000 records and at the end of each collection. Documents deleted from
+upserts it, checkpointing every 1,000 records (counted across collections) and at the end. Documents deleted from
 collections with revisions enabled are read from the revisions bin and marked deleted.
 
 The cursor is RavenDB's own 7-digit `@last-modified` string plus the versions already upserted at exactly that
@@ -65,6 +65,8 @@ _BACKOFF_CAP_SECONDS = 30.0
 _SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_DEFAULT_PROGRESS_SECONDS = 30.0  # while a collection streams, at most one progress line this often
+_MAX_PROGRESS_SECONDS = 3600.0
 _MAX_VERSIONS_AT_CURSOR = 500  # documents at the cursor's exact timestamp whose versions the state keeps
 _STATE_VERSION = 1
 _BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
@@ -116,6 +118,11 @@ _FORM_FIELDS = [
         "(reads every document of the collection; see README). Empty or 0: off.",
     ),
     _FormField(
+        "progress_log_seconds",
+        "Progress log every (seconds)",
+        f"While a collection streams, log progress at most this often (default {_DEFAULT_PROGRESS_SECONDS:.0f}).",
+    ),
+    _FormField(
         "server_ca_base64",
         "Server CA certificate",
         "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
@@ -163,6 +170,7 @@ class Settings(NamedTuple):
     collections: tuple[str, ...]  # empty: every user collection of the database
     batch_size: int
     reconcile_every: timedelta | None  # None: no reconciliation of deletes
+    progress_seconds: float = _DEFAULT_PROGRESS_SECONDS
 
 
 def _fails_in_one_line(entry_point: Callable) -> Callable:
@@ -217,6 +225,7 @@ def validate_configuration(configuration: dict) -> Settings:
         collections=_parse_collections(_optional(configuration, "collection_name")),
         batch_size=_parse_batch_size(_optional(configuration, "batch_size")),
         reconcile_every=_parse_reconcile_hours(_optional(configuration, "reconcile_deletes_hours")),
+        progress_seconds=_parse_progress_seconds(_optional(configuration, "progress_log_seconds")),
     )
 
 
@@ -239,12 +248,14 @@ def update(configuration: dict, state: dict) -> None:
     sync_state = SyncState.load(state)
     with open_store(settings) as store:
         collections = resolve_collections(store, settings, known=tuple(sync_state.cursors))
-        sync_deletes(store, settings, collections, sync_state)
+        progress = Progress(settings.progress_seconds, collections)
+        progress.deletes = sync_deletes(store, settings, list(collections), sync_state)
         for collection in collections:
-            sync_collection(store, settings, collection, sync_state)
+            sync_collection(store, settings, collection, sync_state, progress)
             if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
                 reconcile_deletes(store, settings, collection, sync_state)
-    op.checkpoint(sync_state.to_dict())
+    checkpoint(sync_state)
+    progress.finished()
 
 
 def configuration_form() -> ConfigurationForm:
@@ -368,6 +379,20 @@ def _parse_reconcile_hours(text: str | None) -> timedelta | None:
     if not math.isfinite(hours) or hours < 0 or 0 < hours < 0.01:
         raise ConfigurationError("reconcile_deletes_hours", f"{text!r} is out of range (expected 0 = off, or >= 0.01)")
     return timedelta(hours=hours) if hours else None
+
+
+def _parse_progress_seconds(text: str | None) -> float:
+    if text is None:
+        return _DEFAULT_PROGRESS_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ConfigurationError("progress_log_seconds", f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or not 0.01 <= seconds <= _MAX_PROGRESS_SECONDS:
+        raise ConfigurationError(
+            "progress_log_seconds", f"{text!r} is out of range (expected 0.01 to {_MAX_PROGRESS_SECONDS:.0f})"
+        )
+    return seconds
 
 
 def _decode_base64(key: str, text: str) -> bytes:
@@ -511,11 +536,22 @@ class CollectionCursor:
 
 @dataclass
 class SyncState:
-    """Per-collection cursors and the deletion time of the newest revisions-bin entry handled."""
+    """Per-collection cursors and the deletion time of the newest revisions-bin entry handled; and when to save them.
+
+    A checkpoint is due every 1,000 records handed to Fivetran, counted across collections (a sync of many small
+    collections checkpoints as often as one of a large collection); nothing is saved between those but the final
+    state. A crash therefore re-reads at most 999 records, which land again as idempotent upserts.
+    """
 
     cursors: dict[str, CollectionCursor]
     deletes_since: str | None = None
     reconciled_at: dict[str, str] = field(default_factory=dict)  # collection -> ISO time of its last reconciliation
+    unsaved_records: int = 0  # handed to Fivetran since the last checkpoint; not part of the saved state
+
+    def count_record(self) -> bool:
+        """One more record handed to Fivetran; True when a checkpoint is due."""
+        self.unsaved_records += 1
+        return self.unsaved_records >= _CHECKPOINT_EVERY_RECORDS
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
@@ -682,6 +718,66 @@ def changed_since_query(collection: str, since: str) -> IndexQuery:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Progress: what a long sync tells the log
+
+
+class Progress:
+    """While a collection streams, at most one line every `every_seconds`: documents done, the collection's document
+    count from RavenDB's collection statistics (read once at the start of the sync), percent, rate and time left.
+    At the end, one summary line for the sync: collections, documents, deletes, seconds.
+
+    The count is of the whole collection: for an incremental sync, which reads only what changed, the percent is
+    low and the time left an upper bound; documents written during the sync can take it past 100%.
+    """
+
+    def __init__(self, every_seconds: float, counts: dict[str, int]):
+        self.every_seconds, self.counts = every_seconds, counts
+        self.started = time.monotonic()
+        self.collections = self.documents = self.deletes = 0
+        self.collection, self.done, self.collection_started, self.next_line = "", 0, self.started, math.inf
+
+    def start_collection(self, collection: str) -> None:
+        self.collections += 1
+        self.collection, self.done = collection, 0
+        self.collection_started = time.monotonic()
+        self.next_line = self.collection_started + self.every_seconds
+
+    def document_done(self) -> None:
+        self.done += 1
+        self.documents += 1
+        now = time.monotonic()
+        if now >= self.next_line:
+            self.next_line = now + self.every_seconds
+            log.info(self._progress_line(now))
+
+    def _progress_line(self, now: float) -> str:
+        total = self.counts.get(self.collection, 0)
+        rate = self.done / max(now - self.collection_started, 1e-6)
+        percent = 100 * self.done / total if total else 100.0
+        left = max(total - self.done, 0) / rate
+        return (
+            f"{self.collection}: {self.done:,} of {total:,} documents ({percent:.0f}%), {rate:,.0f} docs/s, "
+            f"about {_duration(left)} left"
+        )
+
+    def finished(self) -> None:
+        seconds = time.monotonic() - self.started
+        log.info(
+            f"sync finished: {self.collections} collections, {self.documents:,} documents upserted, "
+            f"{self.deletes:,} deletes, {seconds:.1f} s"
+        )
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+# ----------------------------------------------------------------------------------------------------------
 # RavenDB: the only functions that talk to the store
 
 
@@ -755,21 +851,22 @@ def _check_reachable(urls: tuple[str, ...]) -> None:
         log.warning(f"ravendb_urls: unreachable, failing over to the other nodes: {'; '.join(failures)}")
 
 
-def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[str, ...]) -> list[str]:
-    """The configured collections, or every user collection; a vanished collection is logged, not an error."""
+def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[str, ...]) -> dict[str, int]:
+    """The configured collections, or every user collection, each with its document count from RavenDB's collection
+    statistics (one request); a vanished collection is logged, not an error."""
     with _translated_errors(settings):
         statistics = store.maintenance.send(GetCollectionStatisticsOperation())
-    present = {name for name in statistics.collections if not name.startswith("@")}
+    present = {name: count for name, count in statistics.collections.items() if not name.startswith("@")}
     if not settings.collections:
-        for gone in sorted(set(known) - present):
+        for gone in sorted(set(known) - set(present)):
             log.warning(f"{gone}: collection no longer exists in {settings.database}; its table is kept")
-        return sorted(present)
+        return {name: present[name] for name in sorted(present)}
     by_lower = {name.lower(): name for name in present}
-    selected = []
+    selected = {}
     for name in settings.collections:
         actual = by_lower.get(name.lower())
         if actual is not None:
-            selected.append(actual)
+            selected[actual] = present[actual]
         elif name in known:
             log.warning(f"{name}: collection no longer exists in {settings.database}; its table is kept")
         else:
@@ -789,15 +886,20 @@ def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None
         pass
 
 
-def sync_collection(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> int:
-    """Upsert every document of `collection` changed since its cursor, retrying transient failures."""
+def sync_collection(
+    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress
+) -> int:
+    """Upsert every document of `collection` changed since its cursor, retrying transient failures.
+
+    Its state is saved at the next checkpoint, which comes every 1,000 records across collections (see SyncState)."""
     since = state.cursor(collection).since
     log.info(f"{collection}: sync started from {'the beginning' if since == _BEGINNING_OF_TIME else since}")
     started = time.monotonic()
+    progress.start_collection(collection)
     documents = 0
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
-            documents += _stream_into_destination(store, settings, collection, state)
+            documents += _stream_into_destination(store, settings, collection, state, progress)
             break
         except TransientSourceError as exc:
             if attempt == _MAX_ATTEMPTS:
@@ -807,7 +909,6 @@ def sync_collection(store: DocumentStore, settings: Settings, collection: str, s
             delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1))
             log.warning(f"{collection}: {exc}; resuming from the cursor in {delay:.0f} s")
             time.sleep(delay)
-    op.checkpoint(state.to_dict())
     seconds = time.monotonic() - started
     log.info(
         f"{collection}: synced {documents} documents in {seconds:.1f} s ({documents / max(seconds, 1e-6):,.0f} docs/s)"
@@ -815,17 +916,21 @@ def sync_collection(store: DocumentStore, settings: Settings, collection: str, s
     return documents
 
 
-def _stream_into_destination(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> int:
+def _stream_into_destination(
+    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress
+) -> int:
     """Upsert the documents changed since the cursor. If the index behind the query lagged behind the writes,
     wait for it and read on from the cursor, so that one sync sees every write made before it started."""
-    upserted, stale = _upsert_changes(store, settings, collection, state)
+    upserted, stale = _upsert_changes(store, settings, collection, state, progress)
     if stale:
         _wait_for_index(store, settings, collection, state.cursor(collection).since)
-        upserted += _upsert_changes(store, settings, collection, state)[0]
+        upserted += _upsert_changes(store, settings, collection, state, progress)[0]
     return upserted
 
 
-def _upsert_changes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> tuple[int, bool]:
+def _upsert_changes(
+    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress
+) -> tuple[int, bool]:
     cursor = state.cursor(collection)
     stream = QueryStream(store, settings, changed_since_query(collection, cursor.since))
     upserted = 0
@@ -836,22 +941,30 @@ def _upsert_changes(store: DocumentStore, settings: Settings, collection: str, s
         op.upsert(collection, flatten(document))
         cursor.advance(meta)
         upserted += 1
-        if upserted % _CHECKPOINT_EVERY_RECORDS == 0:
-            op.checkpoint(state.to_dict())
+        progress.document_done()
+        if state.count_record():
+            checkpoint(state)
     return upserted, stream.is_stale
 
 
-def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> None:
-    """Mark deleted the documents that entered the revisions bin since the last sync (newest entries first).
+def checkpoint(state: SyncState) -> None:
+    """Save the state; the records handed to Fivetran before it reach the destination with it."""
+    op.checkpoint(state.to_dict())
+    state.unsaved_records = 0
+
+
+def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:
+    """Mark deleted the documents that entered the revisions bin since the last sync (newest entries first);
+    return how many.
 
     The first sync only records where the bin stands: its tables start from the documents that exist now.
     """
     first_page = _revisions_bin_page(store, settings, 0)
     if first_page is None:
-        return  # revisions are not configured: RavenDB keeps no trace of deletes
+        return 0  # revisions are not configured: RavenDB keeps no trace of deletes
     if state.deletes_since is None:
         state.deletes_since = Metadata.of(first_page[0]).last_modified if first_page else _BEGINNING_OF_TIME
-        return
+        return 0
     synced, newest, deleted = set(collections), state.deletes_since, 0
     for entry in _revisions_bin_since(store, settings, first_page, state.deletes_since):
         meta = Metadata.of(entry)
@@ -862,6 +975,7 @@ def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str
     state.deletes_since = newest
     if deleted:
         log.info(f"revisions bin: marked {deleted} deleted documents")
+    return deleted
 
 
 def _revisions_bin_since(
@@ -911,7 +1025,7 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
             op.upsert(collection, flatten(document))
         documents += 1
     state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
-    op.checkpoint(state.to_dict())
+    checkpoint(state)
     log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
 
 

@@ -83,6 +83,7 @@ def fake_store(monkeypatch: pytest.MonkeyPatch) -> type[FakeDocumentStore]:
     monkeypatch.setattr(FakeDocumentStore, "documents", {})
     monkeypatch.setattr(FakeDocumentStore, "instances", [])
     monkeypatch.setattr(FakeDocumentStore, "revisions_bin", None)
+    monkeypatch.setattr(FakeDocumentStore, "seconds_per_document", 0.0)
     monkeypatch.setattr(connector, "DocumentStore", FakeDocumentStore)
     monkeypatch.setattr(connector, "_check_reachable", lambda urls: None)
     return FakeDocumentStore

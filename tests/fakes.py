@@ -6,6 +6,7 @@ statistics, the wait-for-index query, and the JSONL stream of `from '<c>' where 
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import ClassVar
@@ -18,12 +19,15 @@ _FROM = re.compile(r"^from '((?:[^'\\]|\\.)*)' ")
 
 
 class FakeResponse:
-    def __init__(self, lines: list[bytes]):
-        self.lines = lines
+    def __init__(self, lines: list[bytes], seconds_per_line: float = 0.0):
+        self.lines, self.seconds_per_line = lines, seconds_per_line
         self.closed = False
 
     def iter_lines(self, chunk_size: int = 512) -> Iterator[bytes]:
-        yield from self.lines
+        for line in self.lines:
+            if self.seconds_per_line:
+                time.sleep(self.seconds_per_line)
+            yield line
 
     def close(self) -> None:
         self.closed = True
@@ -54,7 +58,7 @@ class FakeRequestExecutor:
             }
         }
         lines = [json.dumps(stats).encode()] + [json.dumps({"Item": doc}).encode() for doc in documents]
-        command.result = SimpleNamespace(response=FakeResponse(lines))
+        command.result = SimpleNamespace(response=FakeResponse(lines, self.store.seconds_per_document))
 
     def bin_command(self, command: GetRevisionsBinEntryCommand) -> None:
         if self.store.revisions_bin is None:  # what the client raises for RavenDB's 500 RevisionsDisabledException
@@ -101,6 +105,7 @@ class FakeDocumentStore:
     documents: ClassVar[dict[str, dict]] = {}
     instances: ClassVar[list["FakeDocumentStore"]] = []
     revisions_bin: ClassVar[list[dict] | None] = None  # newest first; None: revisions not configured
+    seconds_per_document: ClassVar[float] = 0.0  # a slow stream: each line of a query stream waits this long
 
     def __init__(self, urls, database):
         self.urls, self.database = urls, database

@@ -74,6 +74,10 @@ BAD_CONFIGURATIONS = [
     ("reconcile-text", {"reconcile_deletes_hours": "daily"}, r"^reconcile_deletes_hours: 'daily' is not a number"),
     ("reconcile-negative", {"reconcile_deletes_hours": "-1"}, r"^reconcile_deletes_hours: '-1' is out of range"),
     ("reconcile-nan", {"reconcile_deletes_hours": "nan"}, r"^reconcile_deletes_hours: 'nan' is out of range"),
+    ("progress-text", {"progress_log_seconds": "often"}, r"^progress_log_seconds: 'often' is not a number"),
+    ("progress-zero", {"progress_log_seconds": "0"}, r"^progress_log_seconds: '0' is out of range"),
+    ("progress-huge", {"progress_log_seconds": "86400"}, r"^progress_log_seconds: '86400' is out of range"),
+    ("progress-inf", {"progress_log_seconds": "inf"}, r"^progress_log_seconds: 'inf' is out of range"),
     ("ca-not-base64", {"server_ca_base64": "%%%"}, r"^server_ca_base64: not valid base64"),
     ("ca-not-pem", {"server_ca_base64": b64("hello")}, r"^server_ca_base64: expected the base64 of a PEM CA"),
 ]
