@@ -254,7 +254,8 @@ def update(configuration: dict, state: dict) -> None:
             sync_collection(store, settings, collection, sync_state, progress)
             if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
                 reconcile_deletes(store, settings, collection, sync_state)
-    checkpoint(sync_state)
+    if sync_state.changed_since_saved():
+        checkpoint(sync_state)
     progress.finished()
 
 
@@ -547,11 +548,16 @@ class SyncState:
     deletes_since: str | None = None
     reconciled_at: dict[str, str] = field(default_factory=dict)  # collection -> ISO time of its last reconciliation
     unsaved_records: int = 0  # handed to Fivetran since the last checkpoint; not part of the saved state
+    last_saved: dict | None = field(default=None, repr=False, compare=False)  # what this sync's last checkpoint saved
 
     def count_record(self) -> bool:
         """One more record handed to Fivetran; True when a checkpoint is due."""
         self.unsaved_records += 1
         return self.unsaved_records >= _CHECKPOINT_EVERY_RECORDS
+
+    def changed_since_saved(self) -> bool:
+        """Whether a checkpoint now would save anything the last one of this sync did not."""
+        return self.unsaved_records > 0 or self.to_dict() != self.last_saved
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
@@ -949,8 +955,9 @@ def _upsert_changes(
 
 def checkpoint(state: SyncState) -> None:
     """Save the state; the records handed to Fivetran before it reach the destination with it."""
-    op.checkpoint(state.to_dict())
-    state.unsaved_records = 0
+    saved = state.to_dict()
+    op.checkpoint(saved)
+    state.unsaved_records, state.last_saved = 0, saved
 
 
 def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:

@@ -88,3 +88,12 @@ def test_one_summary_line_counts_collections_documents_and_deletes(fake_store, m
     assert re.fullmatch(r"sync finished: 2 collections, 4 documents upserted, 2 deletes, \d+\.\d s", summaries[0]), (
         summaries[0]
     )
+
+
+def test_no_final_checkpoint_when_the_last_one_saved_everything(fake_store, make_document, base_configuration, ops):
+    store(fake_store, *(make_document() for _ in range(2000)))
+
+    connector.update(base_configuration, {})
+
+    assert [kind for kind, *_ in ops.calls].count("checkpoint") == 2
+    assert ops.calls[-1][0] == "checkpoint"
