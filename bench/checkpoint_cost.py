@@ -1,7 +1,7 @@
 """What one `op.checkpoint` costs under `fivetran debug`, against the number of tables the schema declares.
 
-A generated connector declares T tables (Id, LastModified, like the connector's), and its update() runs 20 rounds
-of: upsert one row into the next table, checkpoint. Each checkpoint is timed inside update(); then 20 checkpoints
+A generated connector declares T tables (Id, LastModified, like the connector's), and its update() runs 5 rounds
+of: upsert one row into the next table, checkpoint. Each checkpoint is timed inside update(); then 5 checkpoints
 with nothing upserted since the previous one. It prints the median milliseconds of each.
 
   python bench/checkpoint_cost.py                  # 10, 100, 300 and 1,000 tables
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROUNDS = 20
+ROUNDS = 5
 
 CONNECTOR = '''"""T declared tables; times each checkpoint."""
 
