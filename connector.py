@@ -249,14 +249,14 @@ def update(configuration: dict, state: dict) -> None:
     with open_store(settings) as store:
         collections = resolve_collections(store, settings, known=tuple(sync_state.cursors))
         progress = Progress(settings.progress_seconds, collections)
-        progress.deletes = sync_deletes(store, settings, list(collections), sync_state)
+        deletes = sync_deletes(store, settings, list(collections), sync_state)
         for collection in collections:
             sync_collection(store, settings, collection, sync_state, progress)
             if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
                 reconcile_deletes(store, settings, collection, sync_state)
     if sync_state.changed_since_saved():
         checkpoint(sync_state)
-    progress.finished()
+    progress.finished(deletes)
 
 
 def configuration_form() -> ConfigurationForm:
@@ -539,9 +539,10 @@ class CollectionCursor:
 class SyncState:
     """Per-collection cursors and the deletion time of the newest revisions-bin entry handled; and when to save them.
 
-    A checkpoint is due every 1,000 records handed to Fivetran, counted across collections (a sync of many small
-    collections checkpoints as often as one of a large collection); nothing is saved between those but the final
-    state. A crash therefore re-reads at most 999 records, which land again as idempotent upserts.
+    A checkpoint is due every 1,000 documents upserted, counted across collections (a sync of many small
+    collections checkpoints as often as one large collection), and one saves the final state unless the last one
+    already did. A sync that fails therefore reads again at most the 999 documents it upserted after its last
+    checkpoint, which land again as the same rows.
     """
 
     cursors: dict[str, CollectionCursor]
@@ -724,7 +725,14 @@ def changed_since_query(collection: str, since: str) -> IndexQuery:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Progress: what a long sync tells the log
+# Checkpoints and progress: what a sync saves, and what it tells the log while it runs
+
+
+def checkpoint(state: SyncState) -> None:
+    """Save the state; the records handed to Fivetran before it reach the destination with it."""
+    saved = state.to_dict()
+    op.checkpoint(saved)
+    state.unsaved_records, state.last_saved = 0, saved
 
 
 class Progress:
@@ -739,7 +747,7 @@ class Progress:
     def __init__(self, every_seconds: float, counts: dict[str, int]):
         self.every_seconds, self.counts = every_seconds, counts
         self.started = time.monotonic()
-        self.collections = self.documents = self.deletes = 0
+        self.collections = self.documents = 0
         self.collection, self.done, self.collection_started, self.next_line = "", 0, self.started, math.inf
 
     def start_collection(self, collection: str) -> None:
@@ -766,11 +774,11 @@ class Progress:
             f"about {_duration(left)} left"
         )
 
-    def finished(self) -> None:
+    def finished(self, deletes: int) -> None:
         seconds = time.monotonic() - self.started
         log.info(
             f"sync finished: {self.collections} collections, {self.documents:,} documents upserted, "
-            f"{self.deletes:,} deletes, {seconds:.1f} s"
+            f"{deletes:,} deletes, {seconds:.1f} s"
         )
 
 
@@ -951,13 +959,6 @@ def _upsert_changes(
         if state.count_record():
             checkpoint(state)
     return upserted, stream.is_stale
-
-
-def checkpoint(state: SyncState) -> None:
-    """Save the state; the records handed to Fivetran before it reach the destination with it."""
-    saved = state.to_dict()
-    op.checkpoint(saved)
-    state.unsaved_records, state.last_saved = 0, saved
 
 
 def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:
