@@ -2,7 +2,7 @@
 
 Each collection becomes one table keyed by the document id. A sync streams every collection ordered by
 `@metadata.'@last-modified'` from the cursor saved in the state, flattens each document into a row and
-upserts it, checkpointing every 1,000 records and at the end of each collection. Documents deleted from
+upserts it, checkpointing every 1,000 records (counted across collections) and at the end. Documents deleted from
 collections with revisions enabled are read from the revisions bin and marked deleted.
 
 The cursor is RavenDB's own 7-digit `@last-modified` string, and the query reads `>=` it. It moves only to
@@ -96,6 +96,8 @@ _TRANSLITERATION = {
     **{"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "þ": "th", "ð": "d", "đ": "d", "ł": "l", "ı": "i"},
 }
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_DEFAULT_PROGRESS_SECONDS = 30.0  # while a collection streams, at most one progress line this often
+_MAX_PROGRESS_SECONDS = 3600.0
 _SMALLEST_NORMAL_DOUBLE = 2.2250738585072014e-308
 _MAX_SYNCED_VERSIONS = 5_000  # versions of documents at or after the cursor that the state keeps per collection
 _DEFAULT_LOOKBACK_SECONDS = 60
@@ -149,6 +151,11 @@ _FORM_FIELDS = [
         "Reconcile deletes every (hours)",
         "Without revisions: every so many hours, mark deleted the rows whose documents no longer exist "
         "(reads every document of the collection; see README). Empty or 0: off.",
+    ),
+    _FormField(
+        "progress_log_seconds",
+        "Progress log every (seconds)",
+        f"While a collection streams, log progress at most this often (default {_DEFAULT_PROGRESS_SECONDS:.0f}).",
     ),
     _FormField(
         "type_from_every_document",
@@ -212,6 +219,7 @@ class Settings(NamedTuple):
     reconcile_every: timedelta | None  # None: no reconciliation of deletes
     lookback: timedelta  # how far behind the read's start on the server clock the cursor stays
     type_from_every_document: bool = False  # schema() reads every document, not only the newest 500
+    progress_seconds: float = _DEFAULT_PROGRESS_SECONDS
 
 
 def _version_line() -> str:
@@ -286,6 +294,7 @@ def validate_configuration(configuration: dict) -> Settings:
             "type_from_every_document", _optional(configuration, "type_from_every_document")
         ),
         lookback=_parse_lookback_seconds(_optional(configuration, "lookback_seconds")),
+        progress_seconds=_parse_progress_seconds(_optional(configuration, "progress_log_seconds")),
     )
 
 
@@ -313,12 +322,15 @@ def update(configuration: dict, state: dict) -> None:
     sync_state = SyncState.load(state)
     with open_store(settings) as store:
         collections = resolve_collections(store, settings, known=tuple(sync_state.cursors))
-        sync_deletes(store, settings, collections, sync_state)
+        progress = Progress(settings.progress_seconds, collections)
+        deletes = sync_deletes(store, settings, list(collections), sync_state)
         for collection in collections:
-            sync_collection(store, settings, collection, sync_state)
+            sync_collection(store, settings, collection, sync_state, progress)
             if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
                 reconcile_deletes(store, settings, collection, sync_state)
-    op.checkpoint(sync_state.to_dict())
+    if sync_state.changed_since_saved():
+        checkpoint(sync_state)
+    progress.finished(deletes)
 
 
 def configuration_form() -> ConfigurationForm:
@@ -464,6 +476,20 @@ def _parse_lookback_seconds(text: str | None) -> timedelta:
             "lookback_seconds", f"{text!r} is out of range (expected 0 to {_MAX_LOOKBACK_SECONDS} seconds)"
         )
     return timedelta(seconds=seconds)
+
+
+def _parse_progress_seconds(text: str | None) -> float:
+    if text is None:
+        return _DEFAULT_PROGRESS_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ConfigurationError("progress_log_seconds", f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or not 0.01 <= seconds <= _MAX_PROGRESS_SECONDS:
+        raise ConfigurationError(
+            "progress_log_seconds", f"{text!r} is out of range (expected 0.01 to {_MAX_PROGRESS_SECONDS:.0f})"
+        )
+    return seconds
 
 
 def _decode_base64(key: str, text: str) -> bytes:
@@ -627,14 +653,31 @@ class CollectionCursor:
 
 @dataclass
 class SyncState:
-    """Per-collection cursors; the newest revisions-bin entry handled (its deletion time and change vector); and
-    the column each field of each table landed in (ColumnNames)."""
+    """Per-collection cursors; the newest revisions-bin entry handled (its deletion time and change vector); the
+    column each field of each table landed in (ColumnNames); and when to save them.
+
+    A checkpoint is due every 1,000 documents upserted, counted across collections (a sync of many small
+    collections checkpoints as often as one large collection), and one saves the final state unless the last one
+    already did. A sync that fails therefore reads again at most the 999 documents it upserted after its last
+    checkpoint, which land again as the same rows.
+    """
 
     cursors: dict[str, CollectionCursor]
     deletes_since: str | None = None  # None: the bin was never read
     deletes_change_vector: str | None = None  # None: the bin listed nothing when last read
     reconciled_at: dict[str, str] = field(default_factory=dict)  # collection -> ISO time of its last reconciliation
     column_names: dict[str, "ColumnNames"] = field(default_factory=dict)  # collection -> its table's columns
+    unsaved_records: int = 0  # handed to Fivetran since the last checkpoint; not part of the saved state
+    last_saved: dict | None = field(default=None, repr=False, compare=False)  # what this sync's last checkpoint saved
+
+    def count_record(self) -> bool:
+        """One more record handed to Fivetran; True when a checkpoint is due."""
+        self.unsaved_records += 1
+        return self.unsaved_records >= _CHECKPOINT_EVERY_RECORDS
+
+    def changed_since_saved(self) -> bool:
+        """Whether a checkpoint now would save anything the last one of this sync did not."""
+        return self.unsaved_records > 0 or self.to_dict() != self.last_saved
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
@@ -1054,6 +1097,73 @@ def changed_since_query(collection: str, since: str) -> IndexQuery:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Checkpoints and progress: what a sync saves, and what it tells the log while it runs
+
+
+def checkpoint(state: SyncState) -> None:
+    """Save the state; the records handed to Fivetran before it reach the destination with it."""
+    saved = state.to_dict()
+    op.checkpoint(saved)
+    state.unsaved_records, state.last_saved = 0, saved
+
+
+class Progress:
+    """While a collection streams, at most one line every `every_seconds`: documents done, the collection's document
+    count from RavenDB's collection statistics (read once at the start of the sync), percent, rate and time left.
+    At the end, one summary line for the sync: collections, documents, deletes, seconds.
+
+    The count is of the whole collection: for an incremental sync, which reads only what changed, the percent is
+    low and the time left an upper bound; documents written during the sync can take it past 100%.
+    """
+
+    def __init__(self, every_seconds: float, counts: dict[str, int]):
+        self.every_seconds, self.counts = every_seconds, counts
+        self.started = time.monotonic()
+        self.collections = self.documents = 0
+        self.collection, self.done, self.collection_started, self.next_line = "", 0, self.started, math.inf
+
+    def start_collection(self, collection: str) -> None:
+        self.collections += 1
+        self.collection, self.done = collection, 0
+        self.collection_started = time.monotonic()
+        self.next_line = self.collection_started + self.every_seconds
+
+    def document_done(self) -> None:
+        self.done += 1
+        self.documents += 1
+        now = time.monotonic()
+        if now >= self.next_line:
+            self.next_line = now + self.every_seconds
+            log.info(self._progress_line(now))
+
+    def _progress_line(self, now: float) -> str:
+        total = self.counts.get(self.collection, 0)
+        rate = self.done / max(now - self.collection_started, 1e-6)
+        percent = 100 * self.done / total if total else 100.0
+        left = max(total - self.done, 0) / rate
+        return (
+            f"{self.collection}: {self.done:,} of {total:,} documents ({percent:.0f}%), {rate:,.0f} docs/s, "
+            f"about {_duration(left)} left"
+        )
+
+    def finished(self, deletes: int) -> None:
+        seconds = time.monotonic() - self.started
+        log.info(
+            f"sync finished: {self.collections} collections, {self.documents:,} documents upserted, "
+            f"{deletes:,} deletes, {seconds:.1f} s"
+        )
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+# ----------------------------------------------------------------------------------------------------------
 # RavenDB: the only functions that talk to the store
 
 
@@ -1131,21 +1241,22 @@ def _check_reachable(urls: tuple[str, ...]) -> None:
         log.warning(f"ravendb_urls: unreachable, failing over to the other nodes: {'; '.join(failures)}")
 
 
-def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[str, ...]) -> list[str]:
-    """The configured collections, or every user collection; a vanished collection is logged, not an error."""
+def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[str, ...]) -> dict[str, int]:
+    """The configured collections, or every user collection, each with its document count from RavenDB's collection
+    statistics (one request); a vanished collection is logged, not an error."""
     with _translated_errors(settings):
         statistics = store.maintenance.send(GetCollectionStatisticsOperation())
-    present = {name for name in statistics.collections if not name.startswith("@")}
+    present = {name: count for name, count in statistics.collections.items() if not name.startswith("@")}
     if not settings.collections:
-        for gone in sorted(set(known) - present):
+        for gone in sorted(set(known) - set(present)):
             log.warning(f"{gone}: collection no longer exists in {settings.database}; its table is kept")
-        return sorted(present)
+        return {name: present[name] for name in sorted(present)}
     by_lower = {name.lower(): name for name in present}
-    selected = []
+    selected = {}
     for name in settings.collections:
         actual = by_lower.get(name.lower())
         if actual is not None:
-            selected.append(actual)
+            selected[actual] = present[actual]
         elif name in known:
             log.warning(f"{name}: collection no longer exists in {settings.database}; its table is kept")
         else:
@@ -1169,25 +1280,23 @@ def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None
         pass
 
 
-def sync_collection(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> int:
-    """Upsert every document of `collection` changed since its cursor, retrying transient failures."""
+def sync_collection(
+    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress
+) -> int:
+    """Upsert every document of `collection` changed since its cursor, retrying transient failures.
+
+    Its state is saved at the next checkpoint, which comes every 1,000 records across collections (see SyncState)."""
     since = state.cursor(collection).since
     log.info(f"{collection}: sync started from {'the beginning' if since == _BEGINNING_OF_TIME else since}")
     started = time.monotonic()
+    progress.start_collection(collection)
     documents = 0
-    for attempt in range(1, _MAX_ATTEMPTS + 1):
-        try:
-            documents += _stream_into_destination(store, settings, collection, state)
-            break
-        except TransientSourceError as exc:
-            if attempt == _MAX_ATTEMPTS:
-                raise SourceError(
-                    exc.setting, f"{exc.message} ({collection}: gave up after {attempt} attempts)"
-                ) from exc
-            delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1))
-            log.warning(f"{collection}: {exc}; resuming from the cursor in {delay:.0f} s")
-            time.sleep(delay)
-    op.checkpoint(state.to_dict())
+
+    def attempt() -> None:
+        nonlocal documents
+        documents += _stream_into_destination(store, settings, collection, state, progress)
+
+    _retrying(collection, "resuming from the cursor", attempt)
     seconds = time.monotonic() - started
     log.info(
         f"{collection}: synced {documents} documents in {seconds:.1f} s ({documents / max(seconds, 1e-6):,.0f} docs/s)"
@@ -1195,7 +1304,25 @@ def sync_collection(store: DocumentStore, settings: Settings, collection: str, s
     return documents
 
 
-def _stream_into_destination(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> int:
+def _retrying(subject: str, again: str, action: Callable[[], Any]) -> Any:
+    """Run `action`; after a transient failure wait (capped exponential backoff) and run it again, at most
+    `_MAX_ATTEMPTS` times in all. Final errors pass through at once."""
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except TransientSourceError as exc:
+            if attempt == _MAX_ATTEMPTS:
+                raise SourceError(exc.setting, f"{exc.message} ({subject}: gave up after {attempt} attempts)") from exc
+            delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1))
+            log.warning(f"{subject}: {exc}; {again} in {delay:.0f} s")
+            time.sleep(delay)
+            attempt += 1
+
+
+def _stream_into_destination(
+    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress
+) -> int:
     """Upsert the documents changed since the cursor; move the cursor only as far as the read provably covers.
 
     The index behind the query answers from a snapshot, with each document's current version at its indexed place:
@@ -1215,7 +1342,7 @@ def _stream_into_destination(store: DocumentStore, settings: Settings, collectio
     bound = None if covered_from is None else stream_bound(stream, covered_from, settings.lookback)
     if bound is None and covered_from is not None:
         log.warning(f"{collection}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
-    return _upsert_changes(stream, collection, state, bound)
+    return _upsert_changes(stream, collection, state, bound, progress)
 
 
 def stream_bound(stream: "QueryStream", covered_from: float, lookback: timedelta) -> str | None:
@@ -1226,7 +1353,9 @@ def stream_bound(stream: "QueryStream", covered_from: float, lookback: timedelta
     return None if server_time is None else format_last_modified(server_time - lookback)
 
 
-def _upsert_changes(stream: "QueryStream", collection: str, state: SyncState, bound: str | None) -> int:
+def _upsert_changes(
+    stream: "QueryStream", collection: str, state: SyncState, bound: str | None, progress: Progress
+) -> int:
     cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
     upserted = 0
     for document in stream:
@@ -1237,33 +1366,26 @@ def _upsert_changes(stream: "QueryStream", collection: str, state: SyncState, bo
         op.upsert(table, flatten(document, columns))
         cursor.record(meta, bound)
         upserted += 1
-        if upserted % _CHECKPOINT_EVERY_RECORDS == 0:
-            op.checkpoint(state.to_dict())
+        progress.document_done()
+        if state.count_record():
+            checkpoint(state)
     return upserted
 
 
-def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> None:
-    """Mark deleted the documents that entered the revisions bin since the last sync (see RevisionsBinWalk).
+def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:
+    """Mark deleted the documents that entered the revisions bin since the last sync (see RevisionsBinWalk);
+    return how many.
 
     The first sync only records where the bin stands: its tables start from the documents that exist now.
     Entries of collections not synced are skipped. It runs before any upsert: a document deleted and re-created
     since the last sync is not in the bin (RavenDB drops it) and is upserted afterwards.
     """
-    for attempt in range(1, _MAX_ATTEMPTS + 1):
-        try:
-            _mark_deleted(store, settings, set(collections), state)
-            return
-        except TransientSourceError as exc:
-            if attempt == _MAX_ATTEMPTS:
-                raise SourceError(
-                    exc.setting, f"{exc.message} (revisions bin: gave up after {attempt} attempts)"
-                ) from exc
-            delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1))
-            log.warning(f"revisions bin: {exc}; reading it again in {delay:.0f} s")
-            time.sleep(delay)
+    return _retrying(
+        "revisions bin", "reading it again", lambda: _mark_deleted(store, settings, set(collections), state)
+    )
 
 
-def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], state: SyncState) -> None:
+def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], state: SyncState) -> int:
     first_sync = state.deletes_since is None
     walk = RevisionsBinWalk(store, settings, state)
     newest, deleted = None, 0
@@ -1284,6 +1406,7 @@ def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], st
     state.advance_deletes(newest)
     if deleted or walk.requests > 1:
         log.info(f"revisions bin: marked {deleted} deleted documents ({walk.requests} requests)")
+    return deleted
 
 
 def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> None:
@@ -1304,7 +1427,7 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
             op.upsert(table, flatten(document, columns))
         documents += 1
     state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
-    op.checkpoint(state.to_dict())
+    checkpoint(state)
     log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
 
 

@@ -10,6 +10,8 @@ certificate) and measures, in one run:
   4   ceiling, sink: a trivial connector upserting already-flattened rows under `fivetran debug` (rows/s)
   5   the connector end to end under `fivetran debug` into DuckDB                              (docs/s, peak RSS)
   6   incremental syncs under `fivetran debug`: nothing changed, and 1% of documents changed   (seconds)
+  7   many collections: a first sync of 1,000 collections of 10 documents, and of the same 10,000 documents in
+      one collection, both under `fivetran debug` (seconds, their ratio)
 
 and exits non-zero when a target ratio is missed (not with --smoke). Every measurement runs in its own process, so
 peak RSS (os.wait4) is per measurement.
@@ -17,7 +19,8 @@ peak RSS (os.wait4) is per measurement.
   python bench/run.py                 # 100,000 documents
   python bench/run.py --docs 250000   # any size
   python bench/run.py --full          # 100,000 then 1,000,000 documents (also checks peak RSS growth)
-  python bench/run.py --smoke         # 2,000 documents, no thresholds (CI)
+  python bench/run.py --smoke         # 2,000 documents and 50 collections of 10, no thresholds (CI)
+  python bench/run.py --case collections --collections 300   # only the many-collections case, at any count
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,11 +54,15 @@ COLLECTION = "Orders"
 DEFAULT_DOCS = 100_000
 FULL_DOCS = 1_000_000
 SMOKE_DOCS = 2_000
+COLLECTIONS = 1_000  # the many-collections case (7): COLLECTIONS x DOCS_PER_COLLECTION
+SMOKE_COLLECTIONS = 50
+DOCS_PER_COLLECTION = 10
 GENERATE_CHUNK = 100_000  # documents per /standin generate request
 BASELINE_PAGE = 100
 SINK_SAMPLE_ROWS = 100_000  # real flattened rows the trivial sink connector cycles through
 CHANGE_BATCH = 500  # documents loaded and saved per session when changing 1%
 SDK_ELAPSED = re.compile(r"SYNC SUCCEEDED — total elapsed (\d+):(\d+):(\d+)\.(\d+)")
+SDK_CHECKPOINTS = re.compile(r"^\s*Checkpoints\s*\|\s*(\d+)", re.MULTILINE)
 
 # Targets (issue): source side vs ceiling, vs baseline, sink vs SDK ceiling, RSS growth, incremental syncs.
 MIN_SOURCE_VS_CEILING = 0.8
@@ -63,6 +71,7 @@ MIN_END_TO_END_VS_SINK = 0.85
 MAX_RSS_GROWTH = 1.25
 MAX_NO_CHANGE_SECONDS = 2.0
 MAX_ONE_PERCENT_SHARE = 0.05
+MAX_MANY_VS_ONE_COLLECTION = 3.0
 
 
 class Server(NamedTuple):
@@ -166,12 +175,11 @@ def control(server: Server, path: str, body: dict | None = None) -> dict:
     return response.json() if response.content else {}
 
 
-def load_documents(server: Server, docs: int) -> float:
-    """A fresh database holding `docs` orders; returns the seconds it took."""
+def fresh_database(server: Server) -> None:
+    """The bench database, created or emptied."""
     from ravendb.serverwide.database_record import DatabaseRecord
     from ravendb.serverwide.operations.common import CreateDatabaseOperation, GetDatabaseNamesOperation
 
-    started = time.monotonic()
     store = open_store(server)
     try:
         if DATABASE in store.maintenance.server.send(GetDatabaseNamesOperation(0, 100)):
@@ -180,6 +188,12 @@ def load_documents(server: Server, docs: int) -> float:
             store.maintenance.server.send(CreateDatabaseOperation(DatabaseRecord(DATABASE)))
     finally:
         store.close()
+
+
+def load_documents(server: Server, docs: int) -> float:
+    """A fresh database holding `docs` orders; returns the seconds it took."""
+    started = time.monotonic()
+    fresh_database(server)
     for start in range(1, docs + 1, GENERATE_CHUNK):
         control(
             server,
@@ -450,8 +464,12 @@ def make_project(directory: Path, connector_source: str) -> Path:
     return directory
 
 
-def fivetran_debug(project: Path, configuration_values: dict[str, str], items: int, label: str) -> Run:
-    """`fivetran debug` in `project`; seconds from the SDK's SYNC SUCCEEDED line, peak RSS from os.wait4."""
+def fivetran_debug(
+    project: Path, configuration_values: dict[str, str], items: int, label: str, timeout: float | None = None
+) -> Run:
+    """`fivetran debug` in `project`; seconds from the SDK's SYNC SUCCEEDED line, peak RSS from os.wait4.
+
+    Past `timeout` seconds the run is stopped and reported as such (seconds = the timeout, note says so)."""
     configuration_path = project / "bench-configuration.json"
     configuration_path.write_text(json.dumps(configuration_values), encoding="utf-8")
     configuration_path.chmod(0o600)
@@ -467,10 +485,17 @@ def fivetran_debug(project: Path, configuration_values: dict[str, str], items: i
             stderr=output,
             env={**os.environ, "DO_NOT_TRACK": "1"},
         )
+        timer = threading.Timer(timeout, process.kill) if timeout else None
+        if timer:
+            timer.start()
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
+        if timer:
+            timer.cancel()
     wall = time.monotonic() - started
     text = output_path.read_text(encoding="utf-8")
+    if timeout and wall >= timeout and process.returncode != 0:
+        return Run(items, timeout, wall, usage.ru_maxrss, note=f"stopped after {timeout:.0f} s")
     match = SDK_ELAPSED.search(text)
     if process.returncode != 0 or match is None:
         raise RuntimeError(f"fivetran debug ({label}) failed (exit {process.returncode}):\n{text[-4000:]}")
@@ -550,6 +575,79 @@ def bench_size(server: Server, docs: int, work: Path, baseline_seconds: float) -
         no_change,
         one_percent,
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Many collections (7)
+
+
+def bench_collections(server: Server, collections: int, work: Path, timeout: float) -> Check:
+    """A first sync of `collections` collections of DOCS_PER_COLLECTION orders, then of the same number of orders in
+    one collection, each into a fresh warehouse under `fivetran debug`; their ratio against the target."""
+    docs = collections * DOCS_PER_COLLECTION
+    print(f"\n== {collections:,} collections of {DOCS_PER_COLLECTION} documents vs {docs:,} in one", flush=True)
+    source = (REPO / "connector.py").read_text(encoding="utf-8")
+    every_collection = {key: value for key, value in configuration(server).items() if key != "collection_name"}
+
+    context = {"url": server.url, "tls_dir": str(server.tls_dir), "configuration": every_collection}
+    work.mkdir(parents=True, exist_ok=True)
+
+    fresh_database(server)
+    for n in range(collections):
+        control(server, "generate", {"count": DOCS_PER_COLLECTION, "collection": f"Orders{n:04d}"})
+    many_source = run_child("source", context, work)
+    many_project = make_project(work / "many", source)
+    many = fivetran_debug(many_project, every_collection, docs, "many", timeout)
+    if not many.note and warehouse_rows_all(many_project) != docs:
+        raise RuntimeError(f"the warehouse holds {warehouse_rows_all(many_project)} rows, expected {docs}")
+
+    load_documents(server, docs)
+    one_source = run_child("source", context, work)
+    one_project = make_project(work / "one", source)
+    one = fivetran_debug(one_project, every_collection, docs, "one", timeout)
+    if warehouse_rows_all(one_project) != docs:
+        raise RuntimeError(f"the warehouse holds {warehouse_rows_all(one_project)} rows, expected {docs}")
+
+    for label, run in (
+        (f"7  source side (op counted), {collections:,} x {DOCS_PER_COLLECTION}", many_source),
+        (f"7  source side (op counted), 1 x {docs:,}", one_source),
+    ):
+        print(f"  {label:<52} {run.items:>8,} in {run.seconds:8.2f} s", flush=True)
+    for label, run, log_label in (
+        (f"7  fivetran debug, {collections:,} collections x {DOCS_PER_COLLECTION}", many, "many"),
+        (f"7  fivetran debug, 1 collection x {docs:,}", one, "one"),
+    ):
+        log_text = (work / log_label / f"debug-{log_label}.log").read_text(encoding="utf-8")
+        checkpoints = SDK_CHECKPOINTS.search(log_text)
+        print(
+            f"  {label:<52} {run.items:>8,} in {run.seconds:8.2f} s, "
+            f"{checkpoints.group(1) if checkpoints else '?'} checkpoints, peak RSS {run.peak_rss_kb / 1024:.0f} MB"
+            + (f"  ({run.note})" if run.note else ""),
+            flush=True,
+        )
+    print(
+        f"  source side {collections:,} / 1 collection: {many_source.seconds / one_source.seconds:.2f} (information)",
+        flush=True,
+    )
+    ratio = many.seconds / one.seconds
+    return Check(
+        f"(7) {collections:,} collections / 1 collection" + (" (unfinished)" if many.note else ""),
+        ratio,
+        f"<= {MAX_MANY_VS_ONE_COLLECTION:.0f}",
+        ratio <= MAX_MANY_VS_ONE_COLLECTION and not many.note if collections >= COLLECTIONS else None,
+    )
+
+
+def warehouse_rows_all(project: Path) -> int:
+    """Rows in every table of the warehouse, except the SDK's own."""
+    import duckdb
+
+    with duckdb.connect(str(project / "files" / "warehouse.db"), read_only=True) as db:
+        tables = db.execute(
+            "select table_schema, table_name from information_schema.tables where table_schema not like '%fivetran%'"
+            " and table_name not like '%fivetran%'"
+        ).fetchall()
+        return sum(db.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0] for schema, name in tables)  # type: ignore[index]
 
 
 class PeakRss(NamedTuple):
@@ -670,6 +768,10 @@ def report(results: Results, found: list[Check], enforce: bool) -> bool:
     print()
     print(table(results))
     print()
+    return report_checks(found, enforce)
+
+
+def report_checks(found: list[Check], enforce: bool) -> bool:
     print(f"{'ratio':<46} {'value':>8}  {'target':<18} result")
     passed = True
     for check in found:
@@ -687,6 +789,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     size.add_argument("--docs", type=int, default=DEFAULT_DOCS, help="documents to load (default 100,000)")
     size.add_argument("--full", action="store_true", help="run 100,000 and 1,000,000 documents; compare peak RSS")
     size.add_argument("--smoke", action="store_true", help=f"{SMOKE_DOCS:,} documents, no thresholds (CI)")
+    parser.add_argument(
+        "--case", choices=("all", "documents", "collections"), default="all", help="which measurements to run"
+    )
+    parser.add_argument(
+        "--collections", type=int, help=f"collections of the many-collections case (default {COLLECTIONS:,})"
+    )
+    parser.add_argument(
+        "--collections-timeout", type=float, default=1200.0, help="stop each many-collections sync after this"
+    )
     parser.add_argument("--compare-rss", type=Path, help="a --save-rss file of a smaller run: check peak RSS growth")
     parser.add_argument("--save-rss", type=Path, help="write the docs and peak RSS of (5) to this JSON file")
     parser.add_argument("--baseline-seconds", type=float, default=180.0, help="stop the skip/take baseline after this")
@@ -714,12 +825,16 @@ def main(argv: list[str] | None = None) -> int:
             previous = PeakRss(**json.loads(args.compare_rss.read_text(encoding="utf-8")))
         with test_server(work) as server:
             print(f"test server {server.url}; scratch {work}", flush=True)
-            for docs in sizes:
+            for docs in sizes if args.case != "collections" else []:
                 results = bench_size(server, docs, work / str(docs), args.baseline_seconds)
                 all_passed &= report(results, checks(results, previous), enforce=not args.smoke)
                 previous = PeakRss(docs, results.end_to_end.peak_rss_kb)
                 if args.save_rss:
                     args.save_rss.write_text(json.dumps(previous._asdict()), encoding="utf-8")
+            if args.case != "documents":
+                collections = args.collections or (SMOKE_COLLECTIONS if args.smoke else COLLECTIONS)
+                found = bench_collections(server, collections, work / "collections", args.collections_timeout)
+                all_passed &= report_checks([found], enforce=not args.smoke)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -10,6 +10,7 @@ current @last-modified (`indexed_at`), report itself stale (`stale_streams`) or 
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from email.utils import format_datetime
@@ -26,14 +27,17 @@ _FROM = re.compile(r"^from '((?:[^'\\]|\\.)*)' ")
 
 
 class FakeResponse:
-    def __init__(self, lines: list[bytes], date: datetime | None):
-        self.lines = lines
+    def __init__(self, lines: list[bytes], date: datetime | None, seconds_per_line: float = 0.0):
+        self.lines, self.seconds_per_line = lines, seconds_per_line
         self.closed = False
         self.url = "http://127.0.0.1:8080/databases/Northwind/streams/queries?format=jsonl"
         self.headers = {"Date": format_datetime(date, usegmt=True)} if date else {}
 
     def iter_lines(self, chunk_size: int = 512) -> Iterator[bytes]:
-        yield from self.lines
+        for line in self.lines:
+            if self.seconds_per_line:
+                time.sleep(self.seconds_per_line)
+            yield line
 
     def close(self) -> None:
         self.closed = True
@@ -87,7 +91,9 @@ class FakeRequestExecutor:
                 json.dumps({"Error": "System.OperationCanceledException: gone"}).encode()
             ]
             type(self.store).error_after = None
-        command.result = SimpleNamespace(response=FakeResponse(lines, self.store.server_date))
+        command.result = SimpleNamespace(
+            response=FakeResponse(lines, self.store.server_date, self.store.seconds_per_document)
+        )
 
     def bin_command(self, command: GetRevisionsBinEntryCommand) -> None:
         """Skip `start` raw records, take `pageSize`, drop the None ones (no longer bin entries); 304 when
@@ -118,6 +124,7 @@ class FakeDocumentStore:
     stale_streams: ClassVar[int] = 0  # how many of the next streams report a stale index
     stale_waits: ClassVar[int] = 0  # how many of the next waits for the index end still stale
     error_after: ClassVar[int | None] = None  # the next stream breaks off with an Error line after this many documents
+    seconds_per_document: ClassVar[float] = 0.0  # a slow stream: each line of a query stream waits this long
 
     def __init__(self, urls, database):
         self.urls, self.database = urls, database

@@ -78,6 +78,10 @@ BAD_CONFIGURATIONS = [
     ("lookback-text", {"lookback_seconds": "a minute"}, r"^lookback_seconds: 'a minute' is not a number"),
     ("lookback-negative", {"lookback_seconds": "-5"}, r"^lookback_seconds: '-5' is out of range"),
     ("lookback-too-long", {"lookback_seconds": "1e9"}, r"^lookback_seconds: '1e9' is out of range"),
+    ("progress-text", {"progress_log_seconds": "often"}, r"^progress_log_seconds: 'often' is not a number"),
+    ("progress-zero", {"progress_log_seconds": "0"}, r"^progress_log_seconds: '0' is out of range"),
+    ("progress-huge", {"progress_log_seconds": "86400"}, r"^progress_log_seconds: '86400' is out of range"),
+    ("progress-inf", {"progress_log_seconds": "inf"}, r"^progress_log_seconds: 'inf' is out of range"),
     ("ca-not-base64", {"server_ca_base64": "%%%"}, r"^server_ca_base64: not valid base64"),
     ("ca-not-pem", {"server_ca_base64": b64("hello")}, r"^server_ca_base64: expected the base64 of a PEM CA"),
 ]

@@ -129,7 +129,6 @@ def test_checkpoint_every_thousand_records_and_at_the_end(fake_store, make_docum
         "2024-05-01T10:00:00.0000999Z",
         "2024-05-01T10:00:00.0001999Z",
         "2024-05-01T10:00:00.0002499Z",
-        "2024-05-01T10:00:00.0002499Z",
     ]
 
 
