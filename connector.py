@@ -64,6 +64,7 @@ _BACKOFF_FIRST_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 30.0
 _SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
+_MAX_CHILD_TABLE_DEPTH = 2  # array levels that become tables (child, grandchild); deeper arrays stay JSON
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_VERSIONS_AT_CURSOR = 500  # documents at the cursor's exact timestamp whose versions the state keeps
 _STATE_VERSION = 1
@@ -116,6 +117,12 @@ _FORM_FIELDS = [
         "(reads every document of the collection; see README). Empty or 0: off.",
     ),
     _FormField(
+        "child_tables",
+        "Child tables",
+        "Arrays of objects as tables of their own, one row per element: * for all, or Collection.Field paths "
+        "(Orders.Lines, Orders.Lines.Batches), comma-separated. Empty: arrays stay JSON columns.",
+    ),
+    _FormField(
         "server_ca_base64",
         "Server CA certificate",
         "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
@@ -163,6 +170,7 @@ class Settings(NamedTuple):
     collections: tuple[str, ...]  # empty: every user collection of the database
     batch_size: int
     reconcile_every: timedelta | None  # None: no reconciliation of deletes
+    child_tables: "ChildTableSelection"
 
 
 def _fails_in_one_line(entry_point: Callable) -> Callable:
@@ -209,27 +217,37 @@ def validate_configuration(configuration: dict) -> Settings:
     certificate = _parse_certificate(certificate_text, password) if certificate_text else None
     server_ca_text = _optional(configuration, "server_ca_base64")
     server_ca = _parse_server_ca(server_ca_text) if server_ca_text else None
+    collections = _parse_collections(_optional(configuration, "collection_name"))
     return Settings(
         urls=urls,
         database=database,
         certificate=certificate,
         server_ca_pem=server_ca,
-        collections=_parse_collections(_optional(configuration, "collection_name")),
+        collections=collections,
         batch_size=_parse_batch_size(_optional(configuration, "batch_size")),
         reconcile_every=_parse_reconcile_hours(_optional(configuration, "reconcile_deletes_hours")),
+        child_tables=_parse_child_tables(_optional(configuration, "child_tables"), collections),
     )
 
 
 @_fails_in_one_line
 def schema(configuration: dict) -> list[dict]:
-    """One table per collection: Id and LastModified, plus the text and JSON columns a sample of documents shows."""
+    """One table per collection: Id and LastModified, plus the text and JSON columns a sample of documents shows;
+    and one per child-table array, keyed by the document Id and the element's index."""
     settings = validate_configuration(configuration)
+    tables = []
     with open_store(settings) as store:
-        collections = resolve_collections(store, settings, known=())
-        return [
-            {"table": name, "primary_key": ["Id"], "columns": declare_columns(newest_documents(store, settings, name))}
-            for name in collections
-        ]
+        for name in resolve_collections(store, settings, known=()):
+            sample = newest_documents(store, settings, name)
+            children = child_tables(name, settings.child_tables.fields_of(name, sample))
+            columns = declare_columns(sample)
+            for child in children:
+                columns.pop(child.field, None)
+            tables += [
+                {"table": name, "primary_key": ["Id"], "columns": columns},
+                *declare_child_tables(children, sample),
+            ]
+    return tables
 
 
 @_fails_in_one_line
@@ -239,6 +257,7 @@ def update(configuration: dict, state: dict) -> None:
     sync_state = SyncState.load(state)
     with open_store(settings) as store:
         collections = resolve_collections(store, settings, known=tuple(sync_state.cursors))
+        select_child_tables(store, settings, collections, sync_state)
         sync_deletes(store, settings, collections, sync_state)
         for collection in collections:
             sync_collection(store, settings, collection, sync_state)
@@ -368,6 +387,28 @@ def _parse_reconcile_hours(text: str | None) -> timedelta | None:
     if not math.isfinite(hours) or hours < 0 or 0 < hours < 0.01:
         raise ConfigurationError("reconcile_deletes_hours", f"{text!r} is out of range (expected 0 = off, or >= 0.01)")
     return timedelta(hours=hours) if hours else None
+
+
+def _parse_child_tables(text: str | None, collections: tuple[str, ...]) -> "ChildTableSelection":
+    """`*`, or `Collection.Field[.Field]` paths; a grandchild path makes its parent array a child table too."""
+    if text is None:
+        return ChildTableSelection()
+    if text == "*":
+        return ChildTableSelection(every=True)
+    expected = "expected * or Collection.Field paths such as Orders.Lines, comma-separated"
+    paths: set[tuple[str, ...]] = set()
+    for entry in (part.strip() for part in text.split(",")):
+        segments = tuple(segment.strip() for segment in entry.split("."))
+        if len(segments) < 2 or not all(segments) or any(segment[:1] == "@" for segment in segments):
+            raise ConfigurationError("child_tables", f"{entry!r} is not a Collection.Field path ({expected})")
+        if len(segments) > 1 + _MAX_CHILD_TABLE_DEPTH:
+            raise ConfigurationError(
+                "child_tables", f"{entry!r} is deeper than a grandchild table (at most Collection.Field.Field)"
+            )
+        if collections and segments[0].lower() not in {name.lower() for name in collections}:
+            raise ConfigurationError("child_tables", f"{entry!r} names a collection that collection_name leaves out")
+        paths.update(segments[: end + 1] for end in range(1, len(segments)))
+    return ChildTableSelection(paths=tuple(sorted(paths)))
 
 
 def _decode_base64(key: str, text: str) -> bytes:
@@ -516,6 +557,8 @@ class SyncState:
     cursors: dict[str, CollectionCursor]
     deletes_since: str | None = None
     reconciled_at: dict[str, str] = field(default_factory=dict)  # collection -> ISO time of its last reconciliation
+    child_paths: dict[str, list[list[str]]] = field(default_factory=dict)  # collection -> its child-table arrays
+    child_widths: dict[str, int] = field(default_factory=dict)  # child table -> most elements of one array written
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
@@ -532,6 +575,8 @@ class SyncState:
             cursors={name: CollectionCursor(since, dict(seen.get(name, {}))) for name, since in cursors.items()},
             deletes_since=deletes_since,
             reconciled_at=dict(state.get("reconciled_at", {})),
+            child_paths={name: [list(path) for path in paths] for name, paths in state.get("child_paths", {}).items()},
+            child_widths={table: int(width) for table, width in state.get("child_widths", {}).items()},
         )
 
     def cursor(self, collection: str) -> CollectionCursor:
@@ -551,7 +596,42 @@ class SyncState:
             state["deletes_since"] = self.deletes_since
         if self.reconciled_at:
             state["reconciled_at"] = dict(self.reconciled_at)
+        if self.child_paths:
+            state["child_paths"] = {name: [list(path) for path in paths] for name, paths in self.child_paths.items()}
+            state["child_widths"] = dict(self.child_widths)
         return state
+
+    def child_tables(self, collection: str) -> "tuple[ChildTable, ...]":
+        paths = self.child_paths.get(collection)
+        return child_tables(collection, tuple(map(tuple, paths))) if paths else ()
+
+    def use_child_tables(self, collection: str, fields: tuple[tuple[str, ...], ...]) -> list[str]:
+        """Make `fields` the child-table arrays of `collection`. When they change, its cursor starts over, so that
+        reading every document again fills the new tables (and takes their arrays out of the document rows);
+        returns the tables no longer selected, whose rows are then to be marked deleted."""
+        paths = sorted(list(path) for path in fields)
+        if paths == self.child_paths.get(collection, []):
+            return []
+        before = {child.table for child in _all_child_tables(self.child_tables(collection))}
+        if collection in self.cursors:
+            self.cursors[collection] = CollectionCursor()
+        if paths:
+            self.child_paths[collection] = paths
+        else:
+            self.child_paths.pop(collection, None)
+        dropped = before - {child.table for child in _all_child_tables(self.child_tables(collection))}
+        for table in dropped:
+            self.child_widths.pop(table, None)
+        return sorted(dropped)
+
+    def widen(self, widths: dict[str, int]) -> bool:
+        """Raise the widest array written per child table; True when one grew (to be checkpointed before its rows
+        are written, so that a later shrink always knows which element rows may exist)."""
+        grown = False
+        for table, width in widths.items():
+            if width > self.child_widths.get(table, 0):
+                self.child_widths[table], grown = width, True
+        return grown
 
 
 def reconciliation_due(settings: Settings, state: SyncState, collection: str, now: datetime) -> bool:
@@ -659,6 +739,157 @@ def _declared_type(kinds: set[str]) -> str | None:
     if kinds <= {"int", "number"} or kinds in ({"bool"}, {"date"}):
         return None
     return "STRING"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rows: arrays of objects as child tables (pure)
+
+_ELEMENT_VALUE = "Value"  # the column of an array element that is not an object (a number, a string, a list)
+
+
+class ChildTableSelection(NamedTuple):
+    """The `child_tables` setting: every array of objects (`*`), or the listed (collection, field, ...) paths."""
+
+    every: bool = False
+    paths: tuple[tuple[str, ...], ...] = ()
+
+    def fields_of(self, collection: str, sample: list[dict]) -> tuple[tuple[str, ...], ...]:
+        """The array paths of `collection` that become tables; `*` finds them in the sample of its documents."""
+        if self.every:
+            return tuple(sorted(_object_array_paths(sample, _MAX_CHILD_TABLE_DEPTH)))
+        return tuple(path[1:] for path in self.paths if path[0].lower() == collection.lower())
+
+
+class ChildTable(NamedTuple):
+    """An array whose elements land as rows of their own table, keyed by the document's Id and the index of each
+    element on the way down (`LinesIndex`; a grandchild table adds its own, such as `BatchesIndex`)."""
+
+    field: str  # the array's column in its parent row: `Lines`, or `ShipTo_Items` inside a nested object
+    table: str  # `Orders_Lines`
+    keys: tuple[str, ...]  # ("Id", "LinesIndex")
+    children: tuple["ChildTable", ...] = ()
+
+
+@functools.lru_cache(maxsize=256)
+def child_tables(collection: str, fields: tuple[tuple[str, ...], ...]) -> tuple[ChildTable, ...]:
+    """The tree of child tables for array paths such as ("Lines",) and ("Lines", "Batches")."""
+    return _child_tree(collection, ("Id",), fields)
+
+
+def _child_tree(table: str, keys: tuple[str, ...], fields: tuple[tuple[str, ...], ...]) -> tuple[ChildTable, ...]:
+    tree = []
+    for field_name in sorted({path[0] for path in fields}):
+        index = f"{field_name}Index" if f"{field_name}Index" not in keys else f"{field_name}Index{len(keys)}"
+        below = tuple(path[1:] for path in fields if path[0] == field_name and len(path) > 1)
+        name = f"{table}_{field_name}"
+        tree.append(ChildTable(field_name, name, (*keys, index), _child_tree(name, (*keys, index), below)))
+    return tuple(tree)
+
+
+def _all_child_tables(children: tuple[ChildTable, ...]) -> Iterator[ChildTable]:
+    for child in children:
+        yield child
+        yield from _all_child_tables(child.children)
+
+
+def _object_array_paths(documents: list, depth: int) -> set[tuple[str, ...]]:
+    """Paths of the columns that hold a non-empty array of objects in some document, down to `depth` arrays."""
+    found: set[tuple[str, ...]] = set()
+    for document in documents:
+        if not isinstance(document, dict):
+            continue
+        row: dict[str, Any] = {}
+        _flatten_into(row, "", document, _MAX_FLATTEN_DEPTH)
+        for name, value in row.items():
+            if isinstance(value, list) and value and all(isinstance(element, dict) for element in value):
+                found.add((name,))
+                if depth > 1:
+                    found.update((name, *below) for below in _object_array_paths(value, depth - 1))
+    return found
+
+
+class DocumentRows(NamedTuple):
+    """What one document writes: its row and its elements' rows, and the element rows an earlier version of it
+    may have left (indices from the array's length up to the widest array written so far): to be deleted."""
+
+    upserts: list[tuple[str, dict]]  # (table, row), the document's row first
+    stale: list[tuple[str, dict]]  # (table, primary key)
+    widths: dict[str, int]  # child table -> the most elements one of its arrays has in this document
+
+
+def document_rows(
+    collection: str, document: dict, children: tuple[ChildTable, ...], widths: dict[str, int]
+) -> DocumentRows:
+    """The document's row without its child-table arrays, and one row per element of each of them: the element
+    flattened by the same rules as a document, keyed by the document's Id and the element's index, with the
+    document's LastModified. An array the setting names but that holds no array in this document (missing,
+    null, a value) stays in the document's row, and its table gets no rows from it."""
+    row = flatten(document)
+    rows = DocumentRows([(collection, row)], [], {})
+    _split_children(rows, row, children, {"Id": row["Id"]}, row["LastModified"], widths)
+    return rows
+
+
+def _split_children(
+    rows: DocumentRows,
+    parent: dict,
+    children: tuple[ChildTable, ...],
+    key: dict,
+    last_modified: datetime,
+    widths: dict[str, int],
+) -> None:
+    for child in children:
+        elements = parent.pop(child.field) if isinstance(parent.get(child.field), list) else []
+        for index, element in enumerate(elements):
+            element_key = {**key, child.keys[-1]: index}
+            row: dict[str, Any] = {}
+            if isinstance(element, dict):
+                _flatten_into(row, "", element, _MAX_FLATTEN_DEPTH)
+            else:
+                row[_ELEMENT_VALUE] = _cell(element)
+            row.update(element_key)
+            row["LastModified"] = last_modified
+            rows.upserts.append((child.table, row))
+            _split_children(rows, row, child.children, element_key, last_modified, widths)
+        rows.widths[child.table] = max(rows.widths.get(child.table, 0), len(elements))
+        _stale_rows(rows.stale, child, key, len(elements), widths)
+
+
+def _stale_rows(stale: list, child: ChildTable, key: dict, start: int, widths: dict[str, int]) -> None:
+    """The keys of elements [start, widest written) of one array, and of every row below them."""
+    for index in range(start, widths.get(child.table, 0)):
+        element_key = {**key, child.keys[-1]: index}
+        stale.append((child.table, element_key))
+        for grandchild in child.children:
+            _stale_rows(stale, grandchild, element_key, 0, widths)
+
+
+def deleted_document_rows(doc_id: str, children: tuple[ChildTable, ...], widths: dict[str, int]) -> list:
+    """The keys of every element row a deleted document may have left in its child tables."""
+    stale: list[tuple[str, dict]] = []
+    for child in children:
+        _stale_rows(stale, child, {"Id": doc_id}, 0, widths)
+    return stale
+
+
+def declare_child_tables(children: tuple[ChildTable, ...], parents: list[dict]) -> list[dict]:
+    """A schema entry for each child table: its composite primary key, and the columns its sampled elements show
+    (declared by the rules of declare_columns)."""
+    tables = []
+    for child in children:
+        elements = []
+        for parent in parents:
+            row: dict[str, Any] = {}
+            _flatten_into(row, "", parent, _MAX_FLATTEN_DEPTH)
+            if isinstance(row.get(child.field), list):
+                elements.extend(element for element in row[child.field] if isinstance(element, dict))
+        columns = declare_columns(elements)
+        for grandchild in child.children:
+            columns.pop(grandchild.field, None)
+        columns.update(dict.fromkeys(child.keys[1:], "LONG"))
+        tables.append({"table": child.table, "primary_key": list(child.keys), "columns": columns})
+        tables += declare_child_tables(child.children, elements)
+    return tables
 
 
 def parse_last_modified(raw: str) -> datetime:
@@ -833,12 +1064,52 @@ def _upsert_changes(store: DocumentStore, settings: Settings, collection: str, s
         meta = Metadata.of(document)
         if cursor.already_synced(meta):
             continue
-        op.upsert(collection, flatten(document))
+        upsert_document(collection, document, state)
         cursor.advance(meta)
         upserted += 1
         if upserted % _CHECKPOINT_EVERY_RECORDS == 0:
             op.checkpoint(state.to_dict())
     return upserted, stream.is_stale
+
+
+def select_child_tables(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> None:
+    """Settle which arrays of each collection land as child tables in this sync (`*`: the arrays of objects in
+    the same sample schema() reads). A collection whose selection changed is read again from the beginning;
+    a child table no longer selected has its rows marked deleted."""
+    for collection in collections:
+        sample = newest_documents(store, settings, collection) if settings.child_tables.every else []
+        before = state.child_paths.get(collection, [])
+        for table in state.use_child_tables(collection, settings.child_tables.fields_of(collection, sample)):
+            log.info(f"{table}: no longer a child table; its rows are marked deleted")
+            op.truncate(table)
+        if state.child_paths.get(collection, []) != before:
+            tables = ", ".join(child.table for child in _all_child_tables(state.child_tables(collection))) or "none"
+            log.info(f"{collection}: child tables changed (now: {tables}); reading every document again")
+
+
+def upsert_document(collection: str, document: dict, state: SyncState, checkpoint_on_widen: bool = True) -> None:
+    """Upsert the document's row and its child-table rows, and delete the element rows an earlier version left.
+
+    The state keeps, per child table, the most elements one array has had (checkpointed before rows beyond it
+    are written), so the rows of removed elements are found without keeping anything per document."""
+    children = state.child_tables(collection)
+    if not children:
+        op.upsert(collection, flatten(document))
+        return
+    rows = document_rows(collection, document, children, state.child_widths)
+    if state.widen(rows.widths) and checkpoint_on_widen:
+        op.checkpoint(state.to_dict())
+    for table, row in rows.upserts:
+        op.upsert(table, row)
+    for table, key in rows.stale:
+        op.delete(table, key)
+
+
+def delete_document(collection: str, doc_id: str, state: SyncState) -> None:
+    """Mark a deleted document's row deleted, and every element row it may have in its child tables."""
+    op.delete(collection, {"Id": doc_id})
+    for table, key in deleted_document_rows(doc_id, state.child_tables(collection), state.child_widths):
+        op.delete(table, key)
 
 
 def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> None:
@@ -857,7 +1128,7 @@ def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str
         meta = Metadata.of(entry)
         newest = max(newest, meta.last_modified)
         if meta.collection in synced:
-            op.delete(meta.collection, {"Id": meta.id})
+            delete_document(meta.collection, meta.id, state)
             deleted += 1
     state.deletes_since = newest
     if deleted:
@@ -898,17 +1169,25 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
 
     op.truncate soft-deletes every row synced before it; each document that exists is then touched again
     (op.update of its Id, or a full upsert if it changed after the cursor). Truncate and touches reach the
-    destination together at the next checkpoint, so no live row is ever seen deleted.
+    destination together at the next checkpoint, so no live row is ever seen deleted. Child tables are
+    truncated too, and each element row of an existing document touched by its key.
     """
     started, documents = time.monotonic(), 0
     cursor = state.cursor(collection)
+    children = state.child_tables(collection)
+    keys = {child.table: child.keys for child in _all_child_tables(children)}
     op.truncate(collection)
+    for table in keys:
+        op.truncate(table)
     for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
         meta = Metadata.of(document)
-        if meta.last_modified <= cursor.since:
+        if meta.last_modified > cursor.since:
+            upsert_document(collection, document, state, checkpoint_on_widen=False)
+        elif not children:
             op.update(collection, {"Id": meta.id})
         else:
-            op.upsert(collection, flatten(document))
+            for table, row in document_rows(collection, document, children, {}).upserts:
+                op.update(table, {key: row[key] for key in keys.get(table, ("Id",))})
         documents += 1
     state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
     op.checkpoint(state.to_dict())

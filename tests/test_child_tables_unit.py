@@ -1,0 +1,318 @@
+"""Arrays of objects as child tables, against the mocked DocumentStore: the setting, the rows, and exactness
+when arrays shrink, documents are deleted, syncs crash, or the selection changes."""
+
+from datetime import datetime
+
+import pytest
+
+import connector
+from connector import ConfigurationError
+
+LINES = ("Id", "LinesIndex")
+BATCHES = ("Id", "LinesIndex", "BatchesIndex")
+
+
+def store(fake_store, *documents):
+    for document in documents:
+        fake_store.documents[document["@metadata"]["@id"]] = document
+
+
+def line(product: int, quantity: int = 1, **extra) -> dict:
+    return {"Product": f"products/{product}-A", "Quantity": quantity, "PricePerUnit": 14.4, **extra}
+
+
+@pytest.fixture
+def child_configuration(base_configuration) -> dict[str, str]:
+    return {**base_configuration, "child_tables": "Orders.Lines"}
+
+
+def lines_of(ops) -> dict[tuple, dict]:
+    return ops.rows("Orders_Lines", LINES)
+
+
+def expected_lines(*documents) -> dict[tuple, dict]:
+    """What Orders_Lines should hold for these documents, written out without the connector's help."""
+    expected = {}
+    for document in documents:
+        metadata = document["@metadata"]
+        for index, element in enumerate(document.get("Lines") or []):
+            row = {name: str(value) if isinstance(value, float) else value for name, value in element.items()}
+            row.update(
+                Id=metadata["@id"],
+                LinesIndex=index,
+                LastModified=datetime.fromisoformat(metadata["@last-modified"][:26] + "+00:00"),
+            )
+            expected[(metadata["@id"], index)] = row
+    return expected
+
+
+class TestSetting:
+    @pytest.mark.parametrize(
+        ("text", "every", "paths"),
+        [
+            pytest.param("", False, (), id="empty-off"),
+            pytest.param("*", True, (), id="every-array-of-objects"),
+            pytest.param("Orders.Lines", False, (("Orders", "Lines"),), id="one-path"),
+            pytest.param(
+                " Orders.Lines , Orders.ShipTo_Items",
+                False,
+                (("Orders", "Lines"), ("Orders", "ShipTo_Items")),
+                id="list-with-spaces-and-nested-object",
+            ),
+            pytest.param(
+                "Orders.Lines.Batches",
+                False,
+                (("Orders", "Lines"), ("Orders", "Lines", "Batches")),
+                id="grandchild-implies-its-parent",
+            ),
+        ],
+    )
+    def test_accepted_values(self, base_configuration, text, every, paths):
+        settings = connector.validate_configuration({**base_configuration, "child_tables": text})
+
+        assert settings.child_tables == connector.ChildTableSelection(every=every, paths=paths)
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            pytest.param("Orders", r"'Orders' is not a Collection\.Field path", id="no-field"),
+            pytest.param("Orders.", r"'Orders\.' is not a Collection\.Field path", id="empty-field"),
+            pytest.param("Orders..Lines", r"'Orders\.\.Lines' is not a Collection\.Field path", id="empty-segment"),
+            pytest.param("Orders.@metadata", r"'Orders\.@metadata' is not a Collection\.Field path", id="metadata"),
+            pytest.param("*,Orders.Lines", r"'\*' is not a Collection\.Field path", id="star-in-a-list"),
+            pytest.param("Orders.A.B.C", r"'Orders\.A\.B\.C' is deeper than a grandchild table", id="too-deep"),
+            pytest.param(
+                "Products.Lines",
+                r"'Products\.Lines' names a collection that collection_name leaves out",
+                id="unselected",
+            ),
+        ],
+    )
+    def test_rejected_values_name_the_setting_in_one_line(self, base_configuration, text, message):
+        with pytest.raises(ConfigurationError, match=rf"^child_tables: {message}") as raised:
+            connector.validate_configuration({**base_configuration, "child_tables": text})
+
+        assert raised.value.setting == "child_tables"
+        assert "\n" not in str(raised.value)
+
+
+class TestRows:
+    def test_each_line_lands_as_a_row_keyed_by_order_id_and_index_with_the_order_last_modified(
+        self, fake_store, make_document, child_configuration, ops
+    ):
+        order = make_document(doc_id="orders/1-A", Freight=3.5, Lines=[line(11, 12), line(42, 10, Discount=0.15)])
+        store(fake_store, order)
+
+        connector.update(child_configuration, {})
+
+        assert lines_of(ops) == expected_lines(order)
+        assert "Lines" not in ops.rows("Orders")["orders/1-A"]
+        assert ops.rows("Orders")["orders/1-A"]["Freight"] == "3.5"
+
+    def test_setting_off_leaves_the_array_as_json_and_writes_no_other_table(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        store(fake_store, make_document(doc_id="orders/1-A", Lines=[line(11)]))
+
+        connector.update(base_configuration, {})
+
+        assert {table for table, _ in ops.upserts} == {"Orders"}
+        assert ops.rows("Orders")["orders/1-A"]["Lines"] == [line(11)]
+
+    def test_an_element_is_flattened_like_a_document(self, fake_store, make_document, child_configuration, ops):
+        element = {"Product": {"Name": "Chai", "Tags": ["tea"]}, "Paid": True, "@skipped": 1}
+        store(fake_store, make_document(doc_id="orders/1-A", Lines=[element]))
+
+        connector.update(child_configuration, {})
+
+        row = lines_of(ops)[("orders/1-A", 0)]
+        assert {name: row[name] for name in ("Product_Name", "Product_Tags", "Paid")} == {
+            "Product_Name": "Chai",
+            "Product_Tags": ["tea"],
+            "Paid": "true",
+        }
+        assert "@skipped" not in row
+
+    @pytest.mark.parametrize(
+        ("elements", "values"),
+        [
+            pytest.param([5, "x", None, [1, 2]], [5, "x", None, [1, 2]], id="scalars-and-lists"),
+            pytest.param([{"A": 1}, 2.5], [None, "2.5"], id="objects-mixed-with-values"),
+        ],
+    )
+    def test_an_element_that_is_not_an_object_lands_in_a_value_column(
+        self, fake_store, make_document, child_configuration, ops, elements, values
+    ):
+        store(fake_store, make_document(doc_id="orders/1-A", Lines=elements))
+
+        connector.update(child_configuration, {})
+
+        assert [lines_of(ops)[("orders/1-A", index)].get("Value") for index in range(len(values))] == values
+
+    @pytest.mark.parametrize("lines", [None, "none", {"Product": "x"}], ids=["null", "text", "object"])
+    def test_a_value_that_is_no_array_stays_in_the_document_row(
+        self, fake_store, make_document, child_configuration, ops, lines
+    ):
+        store(fake_store, make_document(doc_id="orders/1-A", Lines=lines))
+
+        connector.update(child_configuration, {})
+
+        assert lines_of(ops) == {}
+        row = ops.rows("Orders")["orders/1-A"]
+        assert row.get("Lines", row.get("Lines_Product")) == (lines["Product"] if isinstance(lines, dict) else lines)
+
+    def test_a_grandchild_array_lands_in_its_own_table_keyed_down_the_path(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        batches = [{"Lot": "L1", "Quantity": 4}, {"Lot": "L2", "Quantity": 8}]
+        store(fake_store, make_document(doc_id="orders/1-A", Lines=[line(11), line(42, Batches=batches)]))
+
+        connector.update({**base_configuration, "child_tables": "Orders.Lines.Batches"}, {})
+
+        assert set(lines_of(ops)) == {("orders/1-A", 0), ("orders/1-A", 1)}
+        assert "Batches" not in lines_of(ops)[("orders/1-A", 1)]
+        grandchildren = ops.rows("Orders_Lines_Batches", BATCHES)
+        assert {key: (row["Lot"], row["Quantity"]) for key, row in grandchildren.items()} == {
+            ("orders/1-A", 1, 0): ("L1", 4),
+            ("orders/1-A", 1, 1): ("L2", 8),
+        }
+
+    def test_star_makes_a_table_of_every_array_of_objects_and_leaves_other_arrays_json(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        order = make_document(
+            doc_id="orders/1-A",
+            Lines=[line(1, Batches=[{"Lot": "L1"}])],
+            ShipTo={"Stops": [{"City": "Reims"}]},
+            Tags=["a", "b"],
+        )
+        store(fake_store, order)
+
+        connector.update({**base_configuration, "child_tables": "*"}, {})
+
+        assert {table for table, _ in ops.upserts} == {
+            "Orders",
+            "Orders_Lines",
+            "Orders_Lines_Batches",
+            "Orders_ShipTo_Stops",
+        }
+        assert ops.rows("Orders")["orders/1-A"]["Tags"] == ["a", "b"]
+        assert ops.rows("Orders_ShipTo_Stops", ("Id", "ShipTo_StopsIndex"))[("orders/1-A", 0)]["City"] == "Reims"
+
+    def test_schema_declares_each_child_table_with_its_composite_key(
+        self, fake_store, make_document, base_configuration
+    ):
+        store(fake_store, make_document(Lines=[line(1, Code="7", Batches=[{"Lot": "L1"}])]))
+
+        tables = {table["table"]: table for table in connector.schema({**base_configuration, "child_tables": "*"})}
+
+        assert tables["Orders_Lines"]["primary_key"] == ["Id", "LinesIndex"]
+        assert tables["Orders_Lines"]["columns"] == {
+            "Id": "STRING",
+            "LastModified": "UTC_DATETIME",
+            "LinesIndex": "LONG",
+            "Product": "STRING",
+            "Code": "STRING",
+        }
+        assert tables["Orders_Lines_Batches"]["primary_key"] == ["Id", "LinesIndex", "BatchesIndex"]
+        assert "Lines" not in tables["Orders"]["columns"]
+
+
+class TestExactUnderChange:
+    @pytest.mark.parametrize(
+        "after",
+        [
+            pytest.param([line(1, 5), line(2), line(3), line(4)], id="lines-added"),
+            pytest.param([line(1, 9), line(7)], id="lines-changed"),
+            pytest.param([line(2)], id="shrinks-to-one"),
+            pytest.param([], id="shrinks-to-empty"),
+            pytest.param(None, id="array-removed"),
+        ],
+    )
+    def test_the_child_table_follows_the_array_across_syncs(
+        self, fake_store, make_document, child_configuration, ops, after
+    ):
+        store(fake_store, make_document(doc_id="orders/1-A", Lines=[line(1), line(2), line(3)]))
+        connector.update(child_configuration, {})
+        state = ops.checkpoints[-1]
+
+        changed = make_document(doc_id="orders/1-A", last_modified="2024-06-01T00:00:00.0000000Z", Lines=after)
+        store(fake_store, changed)
+        connector.update(child_configuration, state)
+
+        assert lines_of(ops) == expected_lines(changed)
+
+    def test_a_document_in_the_revisions_bin_takes_its_child_rows_with_it(
+        self, fake_store, make_document, child_configuration, ops
+    ):
+        kept = make_document(doc_id="orders/1-A", Lines=[line(1)])
+        store(fake_store, kept, make_document(doc_id="orders/2-A", Lines=[line(1), line(2), line(3)]))
+        fake_store.revisions_bin = []
+        connector.update(child_configuration, {})
+        state = ops.checkpoints[-1]
+
+        del fake_store.documents["orders/2-A"]
+        deletion = {
+            "@metadata": {
+                "@id": "orders/2-A",
+                "@collection": "Orders",
+                "@last-modified": "2030-01-01T00:00:00.0000000Z",
+                "@flags": "DeleteRevision",
+            }
+        }
+        fake_store.revisions_bin = [deletion]
+        connector.update(child_configuration, state)
+
+        assert lines_of(ops) == expected_lines(kept)
+        assert set(ops.rows("Orders")) == {"orders/1-A"}
+
+    def test_a_sync_that_dies_after_widening_resumes_without_orphans(
+        self, fake_store, make_document, child_configuration, ops, monkeypatch
+    ):
+        """Rows written after the last checkpoint may have landed; the state still knows how wide they went."""
+        store(fake_store, make_document(doc_id="orders/1-A", Lines=[line(1)]))
+        connector.update(child_configuration, {})
+        state = ops.checkpoints[-1]
+        grown = make_document(doc_id="orders/1-A", last_modified="2024-06-01T00:00:00.0000000Z", Lines=[line(1)] * 5)
+        store(fake_store, grown)
+        upsert = ops.upsert
+
+        def dies_after_the_fifth_line(table, data):
+            upsert(table, data)
+            if data.get("LinesIndex") == 4:
+                raise ConnectionResetError("sync killed")
+
+        monkeypatch.setattr(ops, "upsert", dies_after_the_fifth_line)
+        with pytest.raises(ConnectionResetError):
+            connector.update(child_configuration, state)
+        monkeypatch.setattr(ops, "upsert", upsert)
+        shrunk = make_document(doc_id="orders/1-A", last_modified="2024-06-02T00:00:00.0000000Z", Lines=[line(8)])
+        store(fake_store, shrunk)
+
+        connector.update(child_configuration, ops.checkpoints[-1])
+
+        assert lines_of(ops) == expected_lines(shrunk)
+
+    def test_the_state_keeps_one_width_per_child_table_not_one_entry_per_document(
+        self, fake_store, make_document, child_configuration, ops
+    ):
+        store(fake_store, *(make_document(Lines=[line(n)] * (1 + n % 4)) for n in range(1, 2001)))
+
+        connector.update(child_configuration, {})
+
+        assert ops.checkpoints[-1]["child_widths"] == {"Orders_Lines": 4}
+        assert ops.checkpoints[-1]["child_paths"] == {"Orders": [["Lines"]]}
+
+    def test_selecting_a_new_array_reads_the_collection_again_and_dropping_one_marks_its_rows_deleted(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        order = make_document(doc_id="orders/1-A", Lines=[line(1)], Notes=[{"Text": "call first"}])
+        store(fake_store, order)
+        connector.update({**base_configuration, "child_tables": "Orders.Lines"}, {})
+        state = ops.checkpoints[-1]
+
+        connector.update({**base_configuration, "child_tables": "Orders.Notes"}, state)
+
+        assert lines_of(ops) == {}
+        assert ops.rows("Orders_Notes", ("Id", "NotesIndex"))[("orders/1-A", 0)]["Text"] == "call first"
+        assert ops.rows("Orders")["orders/1-A"]["Lines"] == [line(1)]
