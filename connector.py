@@ -3,7 +3,8 @@
 Each collection becomes one table keyed by the document id. A sync streams every collection ordered by
 `@metadata.'@last-modified'` from the cursor saved in the state, flattens each document into a row and
 upserts it, checkpointing every 1,000 records and at the end of each collection. Documents deleted from
-collections with revisions enabled are read from the revisions bin and marked deleted.
+collections with revisions enabled are read from the revisions bin and marked deleted. Arrays named by the
+`child_tables` setting land as tables of their own, one row per element.
 
 The cursor is RavenDB's own 7-digit `@last-modified` string plus the versions already upserted at exactly that
 timestamp, and the query reads `>=` it: a write that lands in the same 100-ns tick as the last synced document,
