@@ -120,8 +120,9 @@ _FORM_FIELDS = [
     _FormField(
         "child_tables",
         "Child tables",
-        "Arrays of objects as tables of their own, one row per element: * for all, or Collection.Field paths "
-        "(Orders.Lines, Orders.Lines.Batches), comma-separated. Empty: arrays stay JSON columns.",
+        "Arrays of objects as tables of their own, one row per element: * for all, or comma-separated "
+        "Collection.Field paths (Orders.Lines; Orders.Lines.Batches beside it for a grandchild). "
+        "Empty: arrays stay JSON.",
     ),
     _FormField(
         "server_ca_base64",
@@ -240,14 +241,7 @@ def schema(configuration: dict) -> list[dict]:
     with open_store(settings) as store:
         for name in resolve_collections(store, settings, known=()):
             sample = newest_documents(store, settings, name)
-            children = child_tables(name, settings.child_tables.fields_of(name, sample))
-            columns = declare_columns(sample)
-            for child in children:
-                columns.pop(child.field, None)
-            tables += [
-                {"table": name, "primary_key": ["Id"], "columns": columns},
-                *declare_child_tables(children, sample),
-            ]
+            tables += declare_tables(name, child_tables(name, settings.child_tables.paths_of(name, sample)), sample)
     return tables
 
 
@@ -391,25 +385,31 @@ def _parse_reconcile_hours(text: str | None) -> timedelta | None:
 
 
 def _parse_child_tables(text: str | None, collections: tuple[str, ...]) -> "ChildTableSelection":
-    """`*`, or `Collection.Field[.Field]` paths; a grandchild path makes its parent array a child table too."""
+    """`*`, or `Collection.Key[.Key...]` paths to arrays, through nested objects; a path inside another listed
+    path's elements (`Orders.Lines.Batches` beside `Orders.Lines`) is a grandchild table."""
     if text is None:
         return ChildTableSelection()
     if text == "*":
         return ChildTableSelection(every=True)
     expected = "expected * or Collection.Field paths such as Orders.Lines, comma-separated"
-    paths: set[tuple[str, ...]] = set()
+    paths = []
     for entry in (part.strip() for part in text.split(",")):
         segments = tuple(segment.strip() for segment in entry.split("."))
         if len(segments) < 2 or not all(segments) or any(segment[:1] == "@" for segment in segments):
             raise ConfigurationError("child_tables", f"{entry!r} is not a Collection.Field path ({expected})")
-        if len(segments) > 1 + _MAX_CHILD_TABLE_DEPTH:
-            raise ConfigurationError(
-                "child_tables", f"{entry!r} is deeper than a grandchild table (at most Collection.Field.Field)"
-            )
         if collections and segments[0].lower() not in {name.lower() for name in collections}:
             raise ConfigurationError("child_tables", f"{entry!r} names a collection that collection_name leaves out")
-        paths.update(segments[: end + 1] for end in range(1, len(segments)))
-    return ChildTableSelection(paths=tuple(sorted(paths)))
+        paths.append(segments)
+    for path in paths:
+        if (
+            sum(1 for other in paths if len(other) < len(path) and path[: len(other)] == other)
+            >= _MAX_CHILD_TABLE_DEPTH
+        ):
+            raise ConfigurationError(
+                "child_tables",
+                f"{'.'.join(path)!r} is deeper than a grandchild table (an array in an array's elements)",
+            )
+    return ChildTableSelection(paths=tuple(sorted(set(paths))))
 
 
 def _decode_base64(key: str, text: str) -> bytes:
@@ -749,15 +749,15 @@ _ELEMENT_VALUE = "Value"  # the column of an array element that is not an object
 
 
 class ChildTableSelection(NamedTuple):
-    """The `child_tables` setting: every array of objects (`*`), or the listed (collection, field, ...) paths."""
+    """The `child_tables` setting: every array of objects (`*`), or the listed (collection, key, key...) paths."""
 
     every: bool = False
     paths: tuple[tuple[str, ...], ...] = ()
 
-    def fields_of(self, collection: str, sample: list[dict]) -> tuple[tuple[str, ...], ...]:
+    def paths_of(self, collection: str, sample: list[dict]) -> tuple[tuple[str, ...], ...]:
         """The array paths of `collection` that become tables; `*` finds them in the sample of its documents."""
         if self.every:
-            return tuple(sorted(_object_array_paths(sample, _MAX_CHILD_TABLE_DEPTH)))
+            return tuple(sorted(_object_array_paths(sample, (), _MAX_CHILD_TABLE_DEPTH)))
         return tuple(path[1:] for path in self.paths if path[0].lower() == collection.lower())
 
 
@@ -765,25 +765,30 @@ class ChildTable(NamedTuple):
     """An array whose elements land as rows of their own table, keyed by the document's Id and the index of each
     element on the way down (`LinesIndex`; a grandchild table adds its own, such as `BatchesIndex`)."""
 
-    field: str  # the array's column in its parent row: `Lines`, or `ShipTo_Items` inside a nested object
+    path: tuple[str, ...]  # keys from the parent (document or element) to the array: ("Lines",), ("ShipTo", "Stops")
     table: str  # `Orders_Lines`
     keys: tuple[str, ...]  # ("Id", "LinesIndex")
     children: tuple["ChildTable", ...] = ()
 
 
 @functools.lru_cache(maxsize=256)
-def child_tables(collection: str, fields: tuple[tuple[str, ...], ...]) -> tuple[ChildTable, ...]:
-    """The tree of child tables for array paths such as ("Lines",) and ("Lines", "Batches")."""
-    return _child_tree(collection, ("Id",), fields)
+def child_tables(collection: str, paths: tuple[tuple[str, ...], ...]) -> tuple[ChildTable, ...]:
+    """The tree of child tables for array paths such as ("Lines",) and ("Lines", "Batches"): a path below another
+    listed path is an array inside that array's elements, a grandchild table."""
+    return _child_tree(collection, ("Id",), paths)
 
 
-def _child_tree(table: str, keys: tuple[str, ...], fields: tuple[tuple[str, ...], ...]) -> tuple[ChildTable, ...]:
+def _child_tree(table: str, keys: tuple[str, ...], paths: tuple[tuple[str, ...], ...]) -> tuple[ChildTable, ...]:
     tree = []
-    for field_name in sorted({path[0] for path in fields}):
-        index = f"{field_name}Index" if f"{field_name}Index" not in keys else f"{field_name}Index{len(keys)}"
-        below = tuple(path[1:] for path in fields if path[0] == field_name and len(path) > 1)
-        name = f"{table}_{field_name}"
-        tree.append(ChildTable(field_name, name, (*keys, index), _child_tree(name, (*keys, index), below)))
+    for path in sorted(paths):
+        if any(other != path and path[: len(other)] == other for other in paths):
+            continue  # inside the elements of a shorter listed path
+        name = "_".join(path)
+        index = f"{name}Index" if f"{name}Index" not in keys else f"{name}Index{len(keys)}"
+        below = tuple(other[len(path) :] for other in paths if other != path and other[: len(path)] == path)
+        tree.append(
+            ChildTable(path, f"{table}_{name}", (*keys, index), _child_tree(f"{table}_{name}", (*keys, index), below))
+        )
     return tuple(tree)
 
 
@@ -793,20 +798,43 @@ def _all_child_tables(children: tuple[ChildTable, ...]) -> Iterator[ChildTable]:
         yield from _all_child_tables(child.children)
 
 
-def _object_array_paths(documents: list, depth: int) -> set[tuple[str, ...]]:
-    """Paths of the columns that hold a non-empty array of objects in some document, down to `depth` arrays."""
+def _object_array_paths(values: list, prefix: tuple[str, ...], arrays: int) -> set[tuple[str, ...]]:
+    """Paths of the non-empty arrays of objects in these objects (through nested objects, as flattening goes),
+    and down to `arrays` array levels, the paths of those inside their elements."""
     found: set[tuple[str, ...]] = set()
-    for document in documents:
-        if not isinstance(document, dict):
+    for value in values:
+        if not isinstance(value, dict):
             continue
-        row: dict[str, Any] = {}
-        _flatten_into(row, "", document, _MAX_FLATTEN_DEPTH)
-        for name, value in row.items():
-            if isinstance(value, list) and value and all(isinstance(element, dict) for element in value):
-                found.add((name,))
-                if depth > 1:
-                    found.update((name, *below) for below in _object_array_paths(value, depth - 1))
+        for key, item in value.items():
+            if key[:1] == "@":
+                continue
+            if isinstance(item, dict) and len(prefix) < _MAX_FLATTEN_DEPTH - 1:
+                found |= _object_array_paths([item], (*prefix, key), arrays)
+            elif isinstance(item, list) and item and all(isinstance(element, dict) for element in item):
+                found.add((*prefix, key))
+                if arrays > 1:
+                    found |= {(*prefix, key, *below) for below in _object_array_paths(item, (), arrays - 1)}
     return found
+
+
+def _take_arrays(value: dict, children: tuple[ChildTable, ...]) -> tuple[dict, list[list]]:
+    """A copy of `value` without its child-table arrays (copying only the objects on their paths), and the elements
+    of each array, in the order of `children`. A path that holds no array (missing, null, a value, an object)
+    stays in the copy as it is, and gives no elements."""
+    value, taken = dict(value), []
+    for child in children:
+        holder: dict | None = value
+        for key in child.path[:-1]:
+            inner = holder.get(key)
+            if not isinstance(inner, dict):
+                holder = None
+                break
+            holder[key] = holder = dict(inner)
+        if holder is not None and isinstance(holder.get(child.path[-1]), list):
+            taken.append(holder.pop(child.path[-1]))
+        else:
+            taken.append([])
+    return value, taken
 
 
 class DocumentRows(NamedTuple):
@@ -823,35 +851,36 @@ def document_rows(
 ) -> DocumentRows:
     """The document's row without its child-table arrays, and one row per element of each of them: the element
     flattened by the same rules as a document, keyed by the document's Id and the element's index, with the
-    document's LastModified. An array the setting names but that holds no array in this document (missing,
-    null, a value) stays in the document's row, and its table gets no rows from it."""
-    row = flatten(document)
+    document's LastModified."""
+    parent, arrays = _take_arrays(document, children)
+    row = flatten(parent)
     rows = DocumentRows([(collection, row)], [], {})
-    _split_children(rows, row, children, {"Id": row["Id"]}, row["LastModified"], widths)
+    _element_rows(rows, children, arrays, {"Id": row["Id"]}, row["LastModified"], widths)
     return rows
 
 
-def _split_children(
+def _element_rows(
     rows: DocumentRows,
-    parent: dict,
     children: tuple[ChildTable, ...],
+    arrays: list[list],
     key: dict,
     last_modified: datetime,
     widths: dict[str, int],
 ) -> None:
-    for child in children:
-        elements = parent.pop(child.field) if isinstance(parent.get(child.field), list) else []
+    for child, elements in zip(children, arrays, strict=True):
         for index, element in enumerate(elements):
             element_key = {**key, child.keys[-1]: index}
             row: dict[str, Any] = {}
+            below: list[list] = [[] for _ in child.children]
             if isinstance(element, dict):
+                element, below = _take_arrays(element, child.children)
                 _flatten_into(row, "", element, _MAX_FLATTEN_DEPTH)
             else:
                 row[_ELEMENT_VALUE] = _cell(element)
             row.update(element_key)
             row["LastModified"] = last_modified
             rows.upserts.append((child.table, row))
-            _split_children(rows, row, child.children, element_key, last_modified, widths)
+            _element_rows(rows, child.children, below, element_key, last_modified, widths)
         rows.widths[child.table] = max(rows.widths.get(child.table, 0), len(elements))
         _stale_rows(rows.stale, child, key, len(elements), widths)
 
@@ -873,23 +902,22 @@ def deleted_document_rows(doc_id: str, children: tuple[ChildTable, ...], widths:
     return stale
 
 
-def declare_child_tables(children: tuple[ChildTable, ...], parents: list[dict]) -> list[dict]:
-    """A schema entry for each child table: its composite primary key, and the columns its sampled elements show
-    (declared by the rules of declare_columns)."""
-    tables = []
-    for child in children:
-        elements = []
-        for parent in parents:
-            row: dict[str, Any] = {}
-            _flatten_into(row, "", parent, _MAX_FLATTEN_DEPTH)
-            if isinstance(row.get(child.field), list):
-                elements.extend(element for element in row[child.field] if isinstance(element, dict))
-        columns = declare_columns(elements)
-        for grandchild in child.children:
-            columns.pop(grandchild.field, None)
-        columns.update(dict.fromkeys(child.keys[1:], "LONG"))
-        tables.append({"table": child.table, "primary_key": list(child.keys), "columns": columns})
-        tables += declare_child_tables(child.children, elements)
+def declare_tables(collection: str, children: tuple[ChildTable, ...], sample: list[dict]) -> list[dict]:
+    """The collection's table and its child tables, each with its primary key and the columns its sampled
+    documents or elements show (declared by the rules of declare_columns)."""
+    parents, arrays = [], [[] for _ in children]
+    for document in sample:
+        parent, taken = _take_arrays(document, children)
+        parents.append(parent)
+        for elements, more in zip(arrays, taken, strict=True):
+            elements.extend(element for element in more if isinstance(element, dict))
+    tables = [{"table": collection, "primary_key": ["Id"], "columns": declare_columns(parents)}]
+    for child, elements in zip(children, arrays, strict=True):
+        for table in declare_tables(child.table, child.children, elements):
+            if table["table"] == child.table:
+                table["primary_key"] = list(child.keys)
+                table["columns"].update(dict.fromkeys(child.keys[1:], "LONG"))
+            tables.append(table)
     return tables
 
 
@@ -1080,7 +1108,7 @@ def select_child_tables(store: DocumentStore, settings: Settings, collections: l
     for collection in collections:
         sample = newest_documents(store, settings, collection) if settings.child_tables.every else []
         before = state.child_paths.get(collection, [])
-        for table in state.use_child_tables(collection, settings.child_tables.fields_of(collection, sample)):
+        for table in state.use_child_tables(collection, settings.child_tables.paths_of(collection, sample)):
             log.info(f"{table}: no longer a child table; its rows are marked deleted")
             op.truncate(table)
         if state.child_paths.get(collection, []) != before:

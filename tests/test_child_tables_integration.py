@@ -103,7 +103,9 @@ def test_a_grandchild_array_lands_in_its_own_table(ravendb_target, ravendb_store
     batches = [{"Lot": "L-1", "Expires": "2025-01-31T00:00:00.0000000"}, {"Lot": "L-2", "Expires": None}]
     body = {"Lines": [{"Product": "products/1-A", "Batches": batches}, {"Product": "products/2-A", "Batches": []}]}
     documents.put(ravendb_store, [("orders/1-A", "Orders", body)])
-    configuration = configuration_for(ravendb_target, collection_name="Orders", child_tables="Orders.Lines.Batches")
+    configuration = configuration_for(
+        ravendb_target, collection_name="Orders", child_tables="Orders.Lines,Orders.Lines.Batches"
+    )
 
     run = debug(project, configuration)
 

@@ -54,17 +54,18 @@ class TestSetting:
             pytest.param("*", True, (), id="every-array-of-objects"),
             pytest.param("Orders.Lines", False, (("Orders", "Lines"),), id="one-path"),
             pytest.param(
-                " Orders.Lines , Orders.ShipTo_Items",
+                " Orders.Lines , Orders.ShipTo.Stops",
                 False,
-                (("Orders", "Lines"), ("Orders", "ShipTo_Items")),
+                (("Orders", "Lines"), ("Orders", "ShipTo", "Stops")),
                 id="list-with-spaces-and-nested-object",
             ),
             pytest.param(
-                "Orders.Lines.Batches",
+                "Orders.Lines,Orders.Lines.Batches",
                 False,
                 (("Orders", "Lines"), ("Orders", "Lines", "Batches")),
-                id="grandchild-implies-its-parent",
+                id="grandchild-inside-its-parent",
             ),
+            pytest.param("Orders.A.B.C", False, (("Orders", "A", "B", "C"),), id="deep-object-path"),
         ],
     )
     def test_accepted_values(self, base_configuration, text, every, paths):
@@ -80,7 +81,11 @@ class TestSetting:
             pytest.param("Orders..Lines", r"'Orders\.\.Lines' is not a Collection\.Field path", id="empty-segment"),
             pytest.param("Orders.@metadata", r"'Orders\.@metadata' is not a Collection\.Field path", id="metadata"),
             pytest.param("*,Orders.Lines", r"'\*' is not a Collection\.Field path", id="star-in-a-list"),
-            pytest.param("Orders.A.B.C", r"'Orders\.A\.B\.C' is deeper than a grandchild table", id="too-deep"),
+            pytest.param(
+                "Orders.A,Orders.A.B,Orders.A.B.C",
+                r"'Orders\.A\.B\.C' is deeper than a grandchild table",
+                id="great-grandchild",
+            ),
             pytest.param(
                 "Products.Lines",
                 r"'Products\.Lines' names a collection that collection_name leaves out",
@@ -167,7 +172,7 @@ class TestRows:
         batches = [{"Lot": "L1", "Quantity": 4}, {"Lot": "L2", "Quantity": 8}]
         store(fake_store, make_document(doc_id="orders/1-A", Lines=[line(11), line(42, Batches=batches)]))
 
-        connector.update({**base_configuration, "child_tables": "Orders.Lines.Batches"}, {})
+        connector.update({**base_configuration, "child_tables": "Orders.Lines,Orders.Lines.Batches"}, {})
 
         assert set(lines_of(ops)) == {("orders/1-A", 0), ("orders/1-A", 1)}
         assert "Batches" not in lines_of(ops)[("orders/1-A", 1)]
