@@ -15,6 +15,7 @@ import base64
 import binascii
 import functools
 import getpass
+import hashlib
 import json
 import math
 import os
@@ -23,6 +24,7 @@ import shutil
 import socket
 import tempfile
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,6 +68,23 @@ _BACKOFF_CAP_SECONDS = 30.0
 _SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
 _MAX_CHILD_TABLE_DEPTH = 2  # array levels that become tables (child, grandchild); deeper arrays stay JSON
+_COLUMN_BUDGET = 500  # columns a table's nested objects may take; past it an object lands as one JSON value
+_MAX_NAME_LENGTH = 120  # characters of a table or column name (Redshift takes 127)
+_CONNECTOR_COLUMNS = ("id", "last_modified")  # Id and LastModified as Fivetran names them: never a field's column
+_PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_NOT_A_WORD_CHARACTER = re.compile(r"[^A-Za-z0-9_]")
+_WORD_BREAK = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[0-9])(?=[^0-9])|(?<=[^0-9])(?=[0-9])")
+_UNDERSCORES = re.compile(r"_+")
+_LEADING_UNDERSCORES = re.compile(r"^_+(?=[a-z])")
+# Keys that are data rather than names: RavenDB ids (`products/1-A`), dates, numbers, GUIDs.
+_DATA_LIKE_KEY = re.compile(r"[^/]*/.*|[0-9][0-9.:/ TZ+-]*|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+# Latin letters for the Cyrillic and Greek alphabets (the common scientific romanisation, without diacritics).
+_TRANSLITERATION = {
+    **dict(zip("абвгдеёзийклмнопрстуфыэ", "abvgdeezijklmnoprstufye", strict=True)),
+    **dict(zip("αβγδεζηικλμνξοπρσςτυφω", "abgdeziiklmnxoprsstyfo", strict=True)),
+    **{"ж": "zh", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ь": "", "ю": "yu", "я": "ya"},
+    **{"і": "i", "ї": "yi", "є": "ye", "ґ": "g", "θ": "th", "χ": "ch", "ψ": "ps"},
+}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_VERSIONS_AT_CURSOR = 500  # documents at the cursor's exact timestamp whose versions the state keeps
 _STATE_VERSION = 1
@@ -395,7 +414,7 @@ def _parse_child_tables(text: str | None, collections: tuple[str, ...]) -> "Chil
     paths = []
     for entry in (part.strip() for part in text.split(",")):
         segments = tuple(segment.strip() for segment in entry.split("."))
-        if len(segments) < 2 or not all(segments) or any(segment[:1] == "@" for segment in segments):
+        if len(segments) < 2 or not all(segments) or segments[1] == "@metadata":
             raise ConfigurationError("child_tables", f"{entry!r} is not a Collection.Field path ({expected})")
         if collections and segments[0].lower() not in {name.lower() for name in collections}:
             raise ConfigurationError("child_tables", f"{entry!r} names a collection that collection_name leaves out")
@@ -558,8 +577,10 @@ class SyncState:
     cursors: dict[str, CollectionCursor]
     deletes_since: str | None = None
     reconciled_at: dict[str, str] = field(default_factory=dict)  # collection -> ISO time of its last reconciliation
+    column_names: dict[str, "ColumnNames"] = field(default_factory=dict)  # collection -> its table's columns
     child_paths: dict[str, list[list[str]]] = field(default_factory=dict)  # collection -> its child-table arrays
     child_widths: dict[str, int] = field(default_factory=dict)  # child table -> most elements of one array written
+    element_columns: dict[str, Any] = field(default_factory=dict)  # child table -> its ColumnNames (saved: entries)
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
@@ -576,12 +597,20 @@ class SyncState:
             cursors={name: CollectionCursor(since, dict(seen.get(name, {}))) for name, since in cursors.items()},
             deletes_since=deletes_since,
             reconciled_at=dict(state.get("reconciled_at", {})),
+            column_names={name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()},
             child_paths={name: [list(path) for path in paths] for name, paths in state.get("child_paths", {}).items()},
             child_widths={table: int(width) for table, width in state.get("child_widths", {}).items()},
+            element_columns=dict(state.get("child_columns", {})),
         )
 
     def cursor(self, collection: str) -> CollectionCursor:
         return self.cursors.setdefault(collection, CollectionCursor())
+
+    def columns(self, collection: str) -> "ColumnNames":
+        """Which column each field of the collection's documents lands in, as named by the syncs before."""
+        if collection not in self.column_names:
+            self.column_names[collection] = ColumnNames()
+        return self.column_names[collection]
 
     def to_dict(self) -> dict:
         state: dict[str, Any] = {
@@ -597,9 +626,18 @@ class SyncState:
             state["deletes_since"] = self.deletes_since
         if self.reconciled_at:
             state["reconciled_at"] = dict(self.reconciled_at)
+        column_names = {name: columns.to_list() for name, columns in self.column_names.items()}
+        if any(column_names.values()):
+            state["columns"] = {name: entries for name, entries in column_names.items() if entries}
         if self.child_paths:
             state["child_paths"] = {name: [list(path) for path in paths] for name, paths in self.child_paths.items()}
             state["child_widths"] = dict(self.child_widths)
+        element_columns = {
+            table: columns.to_list() if isinstance(columns, ColumnNames) else columns
+            for table, columns in self.element_columns.items()
+        }
+        if any(element_columns.values()):
+            state["child_columns"] = {table: entries for table, entries in element_columns.items() if entries}
         return state
 
     def child_tables(self, collection: str) -> "tuple[ChildTable, ...]":
@@ -623,7 +661,15 @@ class SyncState:
         dropped = before - {child.table for child in _all_child_tables(self.child_tables(collection))}
         for table in dropped:
             self.child_widths.pop(table, None)
+            self.element_columns.pop(table, None)
         return sorted(dropped)
+
+    def element_columns_of(self, child: "ChildTable") -> "ColumnNames":
+        """Which column each field of a child table's elements lands in, as named by the syncs before."""
+        columns = self.element_columns.get(child.table)
+        if not isinstance(columns, ColumnNames):  # not yet used in this sync: built from the saved entries
+            columns = self.element_columns[child.table] = element_column_names(child, columns)
+        return columns
 
     def widen(self, widths: dict[str, int]) -> bool:
         """Raise the widest array written per child table; True when one grew (to be checkpointed before its rows
@@ -642,42 +688,232 @@ def reconciliation_due(settings: Settings, state: SyncState, collection: str, no
     return last is None or now - datetime.fromisoformat(last) >= settings.reconcile_every
 
 
-def flatten(document: dict) -> dict:
-    """Turn a RavenDB document into one row: Id, LastModified and its fields, nested objects joined by `_`.
+def table_name(collection: str) -> str:
+    """The table a collection lands in: its own name when it is plain ASCII letters and digits (Fivetran's naming
+    turns `OrderLines` into `order_lines`, and two such names never meet there, as RavenDB's collection names are
+    case-insensitive); otherwise Fivetran's normal form of it, transliterated or escaped, plus a tag of four letters
+    drawn from the exact name (`Order Lines` -> `order_lines_xxxx`), so that no two collections share a table.
 
-    Values are shaped so the destination types them by their JSON type, without loss: text stays text,
-    integers are integers (beyond 64 bits: text), non-integers are exact decimal text (typed DOUBLE, never the
-    SDK's 4-byte FLOAT), booleans are `true`/`false`, arrays are JSON.
+    A pure function of the name: schema() receives no state, and both it and update() must name every table alike.
+    """
+    if _PLAIN_NAME.fullmatch(collection):
+        return collection
+    digest = hashlib.sha256(collection.encode("utf-8")).digest()
+    tag = "".join(chr(ord("a") + byte % 26) for byte in digest[:4])
+    base = _LEADING_UNDERSCORES.sub("", _fivetran_normal(_ascii_name(collection)))[: _MAX_NAME_LENGTH - 5]
+    return f"{base.rstrip('_')}_{tag}"
+
+
+def destination_name(path: tuple[str, ...]) -> str:
+    """Fivetran's normal form of a field path: each key transliterated to ASCII (accents dropped; Cyrillic and Greek
+    by table; any other letter escaped as `u` and its decimal code point), the keys joined with `_`, then Fivetran's
+    own rules (camelCase split into words, lower case, anything but letters and digits as `_`, one `_` at most),
+    cut at 120 characters. Two different paths may get the same name: ColumnNames resolves that."""
+    parts = [_ascii_name(key) or "_empty" for key in path]
+    return _fivetran_normal("_".join(parts))[:_MAX_NAME_LENGTH] or "_empty"
+
+
+def _ascii_name(name: str) -> str:
+    if name.isascii():
+        return name
+    out = []
+    for char in name:
+        if char.isascii():
+            out.append(char)
+            continue
+        plain = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+        if plain.isascii():
+            out.append(plain)
+        elif char.lower() in _TRANSLITERATION:
+            latin = _TRANSLITERATION[char.lower()]
+            out.append(latin.capitalize() if char != char.lower() else latin)
+        else:
+            out.append(f"_u{ord(char)}_")
+    text = "".join(out)
+    return text[1 if not name[0].isascii() and text[:2] == "_u" else 0 : -1 if not name[-1].isascii() else None]
+
+
+def _fivetran_normal(name: str) -> str:
+    """Fivetran's documented column naming on an ASCII name (what its SDK applies when it writes): anything but a
+    letter, digit or `_` becomes `_`; a word starts at a capital after a lower-case letter and at each switch between
+    digits and other characters (so a leading digit gets a `_` before it); lower case; runs of `_` become one."""
+    words = _WORD_BREAK.sub("_", _NOT_A_WORD_CHARACTER.sub("_", name))
+    if words[:1].isdigit():
+        words = "_" + words
+    return _UNDERSCORES.sub("_", words.lower())
+
+
+class _Field:
+    """One field path of a table's documents: its column (once it holds a value), the fields under it when it is an
+    object flattened into columns, and whether it lands whole as one JSON value instead."""
+
+    __slots__ = ("children", "column", "whole")
+
+    def __init__(self) -> None:
+        self.column: _Column | None = None
+        self.children: dict[str, _Field] | None = None
+        self.whole = False
+
+
+class _Column(NamedTuple):
+    emitted: str  # the name handed to the SDK; Fivetran's naming turns it into `name`
+    name: str  # the destination column, unique in its table
+    base: str  # the name before collisions were resolved: columns sharing a base share one declared type
+
+
+class ColumnNames:
+    """Which column each field path of one table's documents lands in, remembered across syncs (the state keeps it).
+
+    A path gets its destination_name(); if another path of the table already holds that name, or it is a column of
+    the connector's own (`id`, `last_modified`, anything starting `_fivetran`), it gets the first free of
+    `name_2`, `name_3`, ... The first path met keeps the plain name for good; a path first met later never renames
+    a column. The name handed to the SDK is the path's own keys joined with `_` when they are plain ASCII letters
+    and digits and hold the plain name (`ShipTo_City`; Fivetran's naming makes it `ship_to_city`), otherwise the
+    destination name itself.
+
+    Objects are flattened while the table has fewer than _COLUMN_BUDGET columns. An object lands whole as one JSON
+    value, for good, when the table first meets it with keys that all look like data (ids such as `products/1-A`,
+    dates, numbers, GUIDs: a dictionary, whose keys would each make a column), or when its new fields would take
+    the table past the budget. Top-level fields always get their own column.
+    """
+
+    def __init__(self, entries: list | None = None):
+        self.fields: dict[str, _Field] = {}
+        self.taken: set[str] = set(_CONNECTOR_COLUMNS)
+        self.columns = 0
+        for entry in entries or []:
+            path, name, *whole = entry
+            field = self._field_at(tuple(path))
+            if name is not None:
+                field.column = self._column(tuple(path), name)
+                self.taken.add(name)
+                self.columns += 1
+            field.whole = bool(whole and whole[0])
+
+    def _field_at(self, path: tuple[str, ...]) -> _Field:
+        fields = self.fields
+        for key in path[:-1]:
+            parent = fields.setdefault(key, _Field())
+            if parent.children is None:
+                parent.children = {}
+            fields = parent.children
+        return fields.setdefault(path[-1], _Field())
+
+    def _column(self, path: tuple[str, ...], name: str) -> _Column:
+        base = destination_name(path)
+        plain = name == base and all(_PLAIN_NAME.fullmatch(key) for key in path)
+        return _Column("_".join(path) if plain else name, name, base)
+
+    def column_for(self, field: _Field, path: tuple[str, ...]) -> _Column:
+        if field.column is None:
+            base = destination_name(path)
+            if base.startswith("_fivetran"):  # Fivetran's own columns: a field never takes their prefix
+                base = base.lstrip("_")
+            name, number = base, 1
+            while name in self.taken:
+                number += 1
+                name = f"{base[: _MAX_NAME_LENGTH - 8]}_{number}"
+            self.taken.add(name)
+            self.columns += 1
+            field.column = self._column(path, name)
+        return field.column
+
+    def to_list(self) -> list:
+        """The state's form: [path, name] for each column, [path, name, 1] for an object that lands whole."""
+        entries: list = []
+        pending = [((key,), field) for key, field in self.fields.items()]
+        while pending:
+            path, field = pending.pop()
+            if field.column is not None or field.whole:
+                entry = [list(path), field.column.name if field.column else None]
+                entries.append([*entry, 1] if field.whole else entry)
+            if field.children:
+                pending.extend(((*path, key), child) for key, child in field.children.items())
+        return sorted(entries, key=lambda entry: entry[0])
+
+
+def walk(document: dict, columns: ColumnNames) -> list[tuple[_Column, Any]]:
+    """The one walk of a document that both its row (flatten) and the declared columns (declare_columns) come from:
+    each value with the column it lands in. Every field is kept except the top-level `@metadata`, which is RavenDB's;
+    objects are flattened up to _MAX_FLATTEN_DEPTH levels and within the column budget (see ColumnNames)."""
+    cells: list[tuple[_Column, Any]] = []
+    _walk_into(cells, columns, columns.fields, (), document, _MAX_FLATTEN_DEPTH)
+    return cells
+
+
+class _OverBudget(Exception):
+    """A new field of a flattened object would take the table past its column budget."""
+
+
+def _walk_into(
+    cells: list, columns: ColumnNames, fields: dict[str, _Field], prefix: tuple, value: dict, depth: int
+) -> None:
+    for key, item in value.items():
+        if not prefix and key == "@metadata":
+            continue
+        field = fields.get(key)
+        if field is None:
+            field = fields[key] = _Field()
+        if type(item) is dict and item and depth > 1 and not field.whole:
+            path = (*prefix, key)
+            if field.children is None:
+                if _looks_like_a_dictionary(item) or columns.columns + _leaf_count(item, depth) > _COLUMN_BUDGET:
+                    field.whole = True
+                    cells.append((columns.column_for(field, path), item))
+                    continue
+                field.children = {}
+            start = len(cells)
+            try:
+                _walk_into(cells, columns, field.children, path, item, depth - 1)
+            except _OverBudget:
+                if prefix:
+                    raise
+                del cells[start:]
+                field.whole = True
+                cells.append((columns.column_for(field, path), item))
+            continue
+        if field.column is None and prefix and columns.columns >= _COLUMN_BUDGET:
+            raise _OverBudget
+        cells.append((field.column or columns.column_for(field, (*prefix, key)), item))
+
+
+def _looks_like_a_dictionary(value: dict) -> bool:
+    return all(_DATA_LIKE_KEY.fullmatch(key) for key in value)
+
+
+def _leaf_count(value: dict, depth: int) -> int:
+    return sum(
+        _leaf_count(item, depth - 1) if type(item) is dict and item and depth > 1 else 1 for item in value.values()
+    )
+
+
+def flatten(document: dict, columns: ColumnNames | None = None) -> dict:
+    """Turn a RavenDB document into one row: Id, LastModified and a column for each field (see walk and ColumnNames).
+
+    Values are shaped so the destination types them by their JSON type, without loss: text stays text, integers
+    are integers (typed LONG; -2**63 as decimal text, also LONG; beyond 64 bits STRING), non-integers exact decimal text (typed DOUBLE, never the
+    SDK's 4-byte FLOAT), booleans `true`/`false`, arrays and whole objects JSON.
     """
     meta = Metadata.of(document)
-    row: dict[str, Any] = {}
-    _flatten_into(row, "", document, _MAX_FLATTEN_DEPTH)
+    row: dict[str, Any] = {
+        column.emitted: _cell(item) for column, item in walk(document, columns if columns else ColumnNames())
+    }
     row["Id"] = meta.id
     row["LastModified"] = parse_last_modified(meta.last_modified)
     return row
 
 
-def _flatten_into(row: dict, prefix: str, value: dict, depth: int) -> None:
-    for key, item in value.items():
-        if key[:1] == "@":
-            continue
-        name = prefix + key
-        if isinstance(item, str) or item is None:
-            row[name] = item
-        elif isinstance(item, dict) and depth > 1:
-            _flatten_into(row, name + "_", item, depth - 1)
-        else:
-            row[name] = _cell(item)
-
-
 def _cell(value: Any) -> Any:
+    if isinstance(value, str) or value is None:
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
+        # -2**63 as text too: the SDK sends an int whose abs() exceeds 2**63 - 1 as a float, turning the column FLOAT
+        return value if _INT64_MIN < value <= _INT64_MAX else str(value)
     if isinstance(value, float):
         return _exact_float_text(value)
-    return value  # list or (too deep) dict: the SDK sends it as JSON
+    return value  # list or whole object: the SDK sends it as JSON
 
 
 def _exact_float_text(value: float) -> str | None:
@@ -691,33 +927,28 @@ def _exact_float_text(value: float) -> str | None:
     return f"{mantissa}.0e{exponent}" if exponent else f"{mantissa}.0"
 
 
-def declare_columns(sample: list[dict]) -> dict[str, str]:
+def declare_columns(sample: list[dict], columns: ColumnNames | None = None) -> dict[str, str]:
     """Id, LastModified, and STRING or JSON for the fields of the sample whose values would otherwise be mistyped.
 
     Only types that accept any value are declared, so a later document can never fail the sync: a field with text
     values ("51100", "true") or mixed JSON types becomes STRING, one mixing arrays or objects with others JSON.
-    Fields holding only numbers, booleans, RavenDB dates or arrays are left to the destination to type.
+    Fields holding only numbers, booleans, RavenDB dates or arrays are left to the destination to type. Columns
+    whose paths share a plain name (`Name`, `name`) share one declared type, as schema() cannot know (it receives no
+    state) which of them a sync named first.
     """
+    columns = columns if columns is not None else ColumnNames()
     kinds: dict[str, set[str]] = {}
+    emitted_by_base: dict[str, set[str]] = {}
     for document in sample:
-        _collect_kinds(kinds, "", document, _MAX_FLATTEN_DEPTH)
-    columns = {"Id": "STRING", "LastModified": "UTC_DATETIME"}
-    for name, found in sorted(kinds.items()):
-        declared = _declared_type(found - {"null"})
-        if declared and name not in columns:
-            columns[name] = declared
-    return columns
-
-
-def _collect_kinds(kinds: dict[str, set[str]], prefix: str, value: dict, depth: int) -> None:
-    for key, item in value.items():
-        if key[:1] == "@":
-            continue
-        name = prefix + key
-        if isinstance(item, dict) and depth > 1:
-            _collect_kinds(kinds, name + "_", item, depth - 1)
-        else:
-            kinds.setdefault(name, set()).add(_json_kind(item))
+        for column, item in walk(document, columns):
+            kinds.setdefault(column.base, set()).add(_json_kind(item))
+            emitted_by_base.setdefault(column.base, set()).add(column.emitted)
+    declared = {"Id": "STRING", "LastModified": "UTC_DATETIME"}
+    for base, found in sorted(kinds.items()):
+        kind = _declared_type(found - {"null"})
+        if kind:
+            declared.update(dict.fromkeys(sorted(emitted_by_base[base]), kind))
+    return declared
 
 
 def _json_kind(value: Any) -> str:
@@ -763,11 +994,11 @@ class ChildTableSelection(NamedTuple):
 
 class ChildTable(NamedTuple):
     """An array whose elements land as rows of their own table, keyed by the document's Id and the index of each
-    element on the way down (`LinesIndex`; a grandchild table adds its own, such as `BatchesIndex`)."""
+    element on the way down (`lines_index`; a grandchild table adds its own, such as `batches_index`)."""
 
     path: tuple[str, ...]  # keys from the parent (document or element) to the array: ("Lines",), ("ShipTo", "Stops")
-    table: str  # `Orders_Lines`
-    keys: tuple[str, ...]  # ("Id", "LinesIndex")
+    table: str  # the parent's table, `_`, the array's destination name: `Orders_lines` (Fivetran: `orders_lines`)
+    keys: tuple[str, ...]  # ("Id", "lines_index")
     children: tuple["ChildTable", ...] = ()
 
 
@@ -775,7 +1006,7 @@ class ChildTable(NamedTuple):
 def child_tables(collection: str, paths: tuple[tuple[str, ...], ...]) -> tuple[ChildTable, ...]:
     """The tree of child tables for array paths such as ("Lines",) and ("Lines", "Batches"): a path below another
     listed path is an array inside that array's elements, a grandchild table."""
-    return _child_tree(collection, ("Id",), paths)
+    return _child_tree(table_name(collection), ("Id",), paths)
 
 
 def _child_tree(table: str, keys: tuple[str, ...], paths: tuple[tuple[str, ...], ...]) -> tuple[ChildTable, ...]:
@@ -783,8 +1014,8 @@ def _child_tree(table: str, keys: tuple[str, ...], paths: tuple[tuple[str, ...],
     for path in sorted(paths):
         if any(other != path and path[: len(other)] == other for other in paths):
             continue  # inside the elements of a shorter listed path
-        name = "_".join(path)
-        index = f"{name}Index" if f"{name}Index" not in keys else f"{name}Index{len(keys)}"
+        name = destination_name(path)
+        index = f"{name}_index" if f"{name}_index" not in keys else f"{name}_index_{len(keys)}"
         below = tuple(other[len(path) :] for other in paths if other != path and other[: len(path)] == path)
         tree.append(
             ChildTable(path, f"{table}_{name}", (*keys, index), _child_tree(f"{table}_{name}", (*keys, index), below))
@@ -806,7 +1037,7 @@ def _object_array_paths(values: list, prefix: tuple[str, ...], arrays: int) -> s
         if not isinstance(value, dict):
             continue
         for key, item in value.items():
-            if key[:1] == "@":
+            if not prefix and key == "@metadata":
                 continue
             if isinstance(item, dict) and len(prefix) < _MAX_FLATTEN_DEPTH - 1:
                 found |= _object_array_paths([item], (*prefix, key), arrays)
@@ -847,15 +1078,20 @@ class DocumentRows(NamedTuple):
 
 
 def document_rows(
-    collection: str, document: dict, children: tuple[ChildTable, ...], widths: dict[str, int]
+    table: str,
+    document: dict,
+    children: tuple[ChildTable, ...],
+    widths: dict[str, int],
+    columns: ColumnNames,
+    element_columns: Callable[[ChildTable], ColumnNames],
 ) -> DocumentRows:
     """The document's row without its child-table arrays, and one row per element of each of them: the element
-    flattened by the same rules as a document, keyed by the document's Id and the element's index, with the
-    document's LastModified."""
+    walked and flattened by the same rules as a document (its columns named within its own table), keyed by the
+    document's Id and the element's index, with the document's LastModified."""
     parent, arrays = _take_arrays(document, children)
-    row = flatten(parent)
-    rows = DocumentRows([(collection, row)], [], {})
-    _element_rows(rows, children, arrays, {"Id": row["Id"]}, row["LastModified"], widths)
+    row = flatten(parent, columns)
+    rows = DocumentRows([(table, row)], [], {})
+    _element_rows(rows, children, arrays, {"Id": row["Id"]}, row["LastModified"], widths, element_columns)
     return rows
 
 
@@ -866,21 +1102,22 @@ def _element_rows(
     key: dict,
     last_modified: datetime,
     widths: dict[str, int],
+    element_columns: Callable[[ChildTable], ColumnNames],
 ) -> None:
     for child, elements in zip(children, arrays, strict=True):
+        columns = element_columns(child) if elements else None
         for index, element in enumerate(elements):
             element_key = {**key, child.keys[-1]: index}
-            row: dict[str, Any] = {}
             below: list[list] = [[] for _ in child.children]
             if isinstance(element, dict):
                 element, below = _take_arrays(element, child.children)
-                _flatten_into(row, "", element, _MAX_FLATTEN_DEPTH)
+                row = {column.emitted: _cell(item) for column, item in walk(element, columns)}
             else:
-                row[_ELEMENT_VALUE] = _cell(element)
+                row = {_ELEMENT_VALUE: _cell(element)}
             row.update(element_key)
             row["LastModified"] = last_modified
             rows.upserts.append((child.table, row))
-            _element_rows(rows, child.children, below, element_key, last_modified, widths)
+            _element_rows(rows, child.children, below, element_key, last_modified, widths, element_columns)
         rows.widths[child.table] = max(rows.widths.get(child.table, 0), len(elements))
         _stale_rows(rows.stale, child, key, len(elements), widths)
 
@@ -902,22 +1139,33 @@ def deleted_document_rows(doc_id: str, children: tuple[ChildTable, ...], widths:
     return stale
 
 
+def element_column_names(child: ChildTable, entries: list | None = None) -> ColumnNames:
+    """The column names of a child table: as a document's, with its index columns and `value` kept free too."""
+    columns = ColumnNames(entries)
+    columns.taken.update({*child.keys[1:], _ELEMENT_VALUE.lower()})
+    return columns
+
+
 def declare_tables(collection: str, children: tuple[ChildTable, ...], sample: list[dict]) -> list[dict]:
     """The collection's table and its child tables, each with its primary key and the columns its sampled
     documents or elements show (declared by the rules of declare_columns)."""
+    return _declare(table_name(collection), ["Id"], None, children, sample)
+
+
+def _declare(
+    table: str, keys: list[str], columns: ColumnNames | None, children: tuple[ChildTable, ...], sample: list[dict]
+) -> list[dict]:
     parents, arrays = [], [[] for _ in children]
     for document in sample:
         parent, taken = _take_arrays(document, children)
         parents.append(parent)
         for elements, more in zip(arrays, taken, strict=True):
             elements.extend(element for element in more if isinstance(element, dict))
-    tables = [{"table": collection, "primary_key": ["Id"], "columns": declare_columns(parents)}]
+    declared = declare_columns(parents, columns)
+    declared.update(dict.fromkeys(keys[1:], "LONG"))
+    tables = [{"table": table, "primary_key": keys, "columns": declared}]
     for child, elements in zip(children, arrays, strict=True):
-        for table in declare_tables(child.table, child.children, elements):
-            if table["table"] == child.table:
-                table["primary_key"] = list(child.keys)
-                table["columns"].update(dict.fromkeys(child.keys[1:], "LONG"))
-            tables.append(table)
+        tables += _declare(child.table, list(child.keys), element_column_names(child), child.children, elements)
     return tables
 
 
@@ -1121,11 +1369,11 @@ def upsert_document(collection: str, document: dict, state: SyncState, checkpoin
 
     The state keeps, per child table, the most elements one array has had (checkpointed before rows beyond it
     are written), so the rows of removed elements are found without keeping anything per document."""
-    children = state.child_tables(collection)
+    table, columns, children = table_name(collection), state.columns(collection), state.child_tables(collection)
     if not children:
-        op.upsert(collection, flatten(document))
+        op.upsert(table, flatten(document, columns))
         return
-    rows = document_rows(collection, document, children, state.child_widths)
+    rows = document_rows(table, document, children, state.child_widths, columns, state.element_columns_of)
     if state.widen(rows.widths) and checkpoint_on_widen:
         op.checkpoint(state.to_dict())
     for table, row in rows.upserts:
@@ -1136,7 +1384,7 @@ def upsert_document(collection: str, document: dict, state: SyncState, checkpoin
 
 def delete_document(collection: str, doc_id: str, state: SyncState) -> None:
     """Mark a deleted document's row deleted, and every element row it may have in its child tables."""
-    op.delete(collection, {"Id": doc_id})
+    op.delete(table_name(collection), {"Id": doc_id})
     for table, key in deleted_document_rows(doc_id, state.child_tables(collection), state.child_widths):
         op.delete(table, key)
 
@@ -1202,21 +1450,22 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
     truncated too, and each element row of an existing document touched by its key.
     """
     started, documents = time.monotonic(), 0
-    cursor = state.cursor(collection)
+    cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
     children = state.child_tables(collection)
     keys = {child.table: child.keys for child in _all_child_tables(children)}
-    op.truncate(collection)
-    for table in keys:
-        op.truncate(table)
+    op.truncate(table)
+    for child_table in keys:
+        op.truncate(child_table)
     for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
         meta = Metadata.of(document)
         if meta.last_modified > cursor.since:
             upsert_document(collection, document, state, checkpoint_on_widen=False)
         elif not children:
-            op.update(collection, {"Id": meta.id})
+            op.update(table, {"Id": meta.id})
         else:
-            for table, row in document_rows(collection, document, children, {}).upserts:
-                op.update(table, {key: row[key] for key in keys.get(table, ("Id",))})
+            rows = document_rows(table, document, children, {}, columns, state.element_columns_of)
+            for row_table, row in rows.upserts:
+                op.update(row_table, {key: row[key] for key in keys.get(row_table, ("Id",))})
         documents += 1
     state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
     op.checkpoint(state.to_dict())

@@ -144,6 +144,6 @@ def test_reconciliation_marks_deleted_the_lines_of_orders_that_no_longer_exist(r
 
     sync(configuration, ops, state)
 
-    live = {(key[0], key[1]) for key in ops.rows("Orders_Lines", ("Id", "LinesIndex"))}
+    live = {(key[0], key[1]) for key in ops.rows("Orders_lines", ("Id", "lines_index"))}
     assert live == {line[:2] for line in lines_in_database(ravendb_target)}
     assert {"orders/3-A", "orders/7-A"}.isdisjoint(doc_id for doc_id, _ in live)

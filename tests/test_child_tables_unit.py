@@ -8,8 +8,8 @@ import pytest
 import connector
 from connector import ConfigurationError
 
-LINES = ("Id", "LinesIndex")
-BATCHES = ("Id", "LinesIndex", "BatchesIndex")
+LINES = ("Id", "lines_index")
+BATCHES = ("Id", "lines_index", "batches_index")
 
 
 def store(fake_store, *documents):
@@ -27,11 +27,11 @@ def child_configuration(base_configuration) -> dict[str, str]:
 
 
 def lines_of(ops) -> dict[tuple, dict]:
-    return ops.rows("Orders_Lines", LINES)
+    return ops.rows("Orders_lines", LINES)
 
 
 def expected_lines(*documents) -> dict[tuple, dict]:
-    """What Orders_Lines should hold for these documents, written out without the connector's help."""
+    """What Orders_lines should hold for these documents, written out without the connector's help."""
     expected = {}
     for document in documents:
         metadata = document["@metadata"]
@@ -39,7 +39,7 @@ def expected_lines(*documents) -> dict[tuple, dict]:
             row = {name: str(value) if isinstance(value, float) else value for name, value in element.items()}
             row.update(
                 Id=metadata["@id"],
-                LinesIndex=index,
+                lines_index=index,
                 LastModified=datetime.fromisoformat(metadata["@last-modified"][:26] + "+00:00"),
             )
             expected[(metadata["@id"], index)] = row
@@ -125,18 +125,34 @@ class TestRows:
         assert ops.rows("Orders")["orders/1-A"]["Lines"] == [line(11)]
 
     def test_an_element_is_flattened_like_a_document(self, fake_store, make_document, child_configuration, ops):
-        element = {"Product": {"Name": "Chai", "Tags": ["tea"]}, "Paid": True, "@skipped": 1}
+        element = {"Product": {"Name": "Chai", "Tags": ["tea"]}, "Paid": True, "Size": 1.5, "@kind": "box"}
         store(fake_store, make_document(doc_id="orders/1-A", Lines=[element]))
 
         connector.update(child_configuration, {})
 
         row = lines_of(ops)[("orders/1-A", 0)]
-        assert {name: row[name] for name in ("Product_Name", "Product_Tags", "Paid")} == {
-            "Product_Name": "Chai",
-            "Product_Tags": ["tea"],
-            "Paid": "true",
+        as_document = connector.flatten(make_document(doc_id="x", **element))
+        assert {name: row[name] for name in as_document if name not in ("Id", "LastModified")} == {
+            name: value for name, value in as_document.items() if name not in ("Id", "LastModified")
         }
-        assert "@skipped" not in row
+        assert row["Product_Name"] == "Chai" and row["Product_Tags"] == ["tea"] and row["Paid"] == "true"
+
+    def test_element_fields_named_like_the_key_columns_keep_their_values_in_columns_of_their_own(
+        self, fake_store, make_document, child_configuration, ops
+    ):
+        element = {"Id": "line-7", "LinesIndex": 9, "Value": 3, "LastModified": "yesterday"}
+        store(fake_store, make_document(doc_id="orders/1-A", Lines=[element]))
+
+        connector.update(child_configuration, {})
+
+        row = lines_of(ops)[("orders/1-A", 0)]
+        assert (row["Id"], row["lines_index"]) == ("orders/1-A", 0)
+        assert {name: row[name] for name in ("id_2", "lines_index_2", "value_2", "last_modified_2")} == {
+            "id_2": "line-7",
+            "lines_index_2": 9,
+            "value_2": 3,
+            "last_modified_2": "yesterday",
+        }
 
     @pytest.mark.parametrize(
         ("elements", "values"),
@@ -176,7 +192,7 @@ class TestRows:
 
         assert set(lines_of(ops)) == {("orders/1-A", 0), ("orders/1-A", 1)}
         assert "Batches" not in lines_of(ops)[("orders/1-A", 1)]
-        grandchildren = ops.rows("Orders_Lines_Batches", BATCHES)
+        grandchildren = ops.rows("Orders_lines_batches", BATCHES)
         assert {key: (row["Lot"], row["Quantity"]) for key, row in grandchildren.items()} == {
             ("orders/1-A", 1, 0): ("L1", 4),
             ("orders/1-A", 1, 1): ("L2", 8),
@@ -197,12 +213,12 @@ class TestRows:
 
         assert {table for table, _ in ops.upserts} == {
             "Orders",
-            "Orders_Lines",
-            "Orders_Lines_Batches",
-            "Orders_ShipTo_Stops",
+            "Orders_lines",
+            "Orders_lines_batches",
+            "Orders_ship_to_stops",
         }
         assert ops.rows("Orders")["orders/1-A"]["Tags"] == ["a", "b"]
-        assert ops.rows("Orders_ShipTo_Stops", ("Id", "ShipTo_StopsIndex"))[("orders/1-A", 0)]["City"] == "Reims"
+        assert ops.rows("Orders_ship_to_stops", ("Id", "ship_to_stops_index"))[("orders/1-A", 0)]["City"] == "Reims"
 
     def test_schema_declares_each_child_table_with_its_composite_key(
         self, fake_store, make_document, base_configuration
@@ -211,15 +227,15 @@ class TestRows:
 
         tables = {table["table"]: table for table in connector.schema({**base_configuration, "child_tables": "*"})}
 
-        assert tables["Orders_Lines"]["primary_key"] == ["Id", "LinesIndex"]
-        assert tables["Orders_Lines"]["columns"] == {
+        assert tables["Orders_lines"]["primary_key"] == ["Id", "lines_index"]
+        assert tables["Orders_lines"]["columns"] == {
             "Id": "STRING",
             "LastModified": "UTC_DATETIME",
-            "LinesIndex": "LONG",
+            "lines_index": "LONG",
             "Product": "STRING",
             "Code": "STRING",
         }
-        assert tables["Orders_Lines_Batches"]["primary_key"] == ["Id", "LinesIndex", "BatchesIndex"]
+        assert tables["Orders_lines_batches"]["primary_key"] == ["Id", "lines_index", "batches_index"]
         assert "Lines" not in tables["Orders"]["columns"]
 
 
@@ -284,7 +300,7 @@ class TestExactUnderChange:
 
         def dies_after_the_fifth_line(table, data):
             upsert(table, data)
-            if data.get("LinesIndex") == 4:
+            if data.get("lines_index") == 4:
                 raise ConnectionResetError("sync killed")
 
         monkeypatch.setattr(ops, "upsert", dies_after_the_fifth_line)
@@ -305,7 +321,7 @@ class TestExactUnderChange:
 
         connector.update(child_configuration, {})
 
-        assert ops.checkpoints[-1]["child_widths"] == {"Orders_Lines": 4}
+        assert ops.checkpoints[-1]["child_widths"] == {"Orders_lines": 4}
         assert ops.checkpoints[-1]["child_paths"] == {"Orders": [["Lines"]]}
 
     def test_selecting_a_new_array_reads_the_collection_again_and_dropping_one_marks_its_rows_deleted(
@@ -319,5 +335,5 @@ class TestExactUnderChange:
         connector.update({**base_configuration, "child_tables": "Orders.Notes"}, state)
 
         assert lines_of(ops) == {}
-        assert ops.rows("Orders_Notes", ("Id", "NotesIndex"))[("orders/1-A", 0)]["Text"] == "call first"
+        assert ops.rows("Orders_notes", ("Id", "notes_index"))[("orders/1-A", 0)]["Text"] == "call first"
         assert ops.rows("Orders")["orders/1-A"]["Lines"] == [line(1)]

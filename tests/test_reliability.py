@@ -332,9 +332,9 @@ def test_a_collection_whose_name_needs_escaping_syncs_literally(ravendb_target, 
 
     sync(configuration_for(ravendb_target, collection_name=collection), ops)
 
-    assert set(ops.rows(collection)) == {"odd/1", "odd/2", "odd/3"}
-    assert ops.rows(collection) == database_rows(ravendb_target, collection)
-    assert {table for table, _ in ops.upserts} == {collection}
+    assert set(ops.rows(connector.table_name(collection))) == {"odd/1", "odd/2", "odd/3"}
+    assert ops.rows(connector.table_name(collection)) == database_rows(ravendb_target, collection)
+    assert {table for table, _ in ops.upserts} == {connector.table_name(collection)}
 
 
 ODD_IDS = {
@@ -421,9 +421,10 @@ def test_unicode_and_odd_characters_in_field_names(ravendb_target, ravendb_store
 
     row = ops.rows("Orders")["orders/ödd-fïelds ✓"]
     assert row == database_rows(ravendb_target, "Orders")["orders/ödd-fïelds ✓"]
-    assert row["Prénom"] == "Zoë" and row["名前"] == "山田" and row["emoji🦅"] == "yes"
-    assert row["with space"] == 1 and row["dot.ted"] == 2 and row["quote'd"] == "q" and row['"dq"'] == "dq"
-    assert row["back\\slash"] == "bs" and row[""] == "empty name" and row["CamelCase_Ünder"] == "nested unicode"
+    # Each field in its own column, named as Fivetran names it (accents dropped, other letters escaped).
+    assert row["prenom"] == "Zoë" and row["u_21517_u_21069"] == "山田" and row["emoji_u_129413"] == "yes"
+    assert row["with_space"] == 1 and row["dot_ted"] == 2 and row["quote_d"] == "q" and row["_dq_"] == "dq"
+    assert row["back_slash"] == "bs" and row["_empty"] == "empty name" and row["camel_case_under"] == "nested unicode"
 
 
 def test_a_field_that_changes_type_between_documents_lands_as_is_and_is_declared_string(
@@ -468,9 +469,12 @@ def test_empty_objects_and_arrays(ravendb_target, ravendb_store, configuration, 
 
     rows = ops.rows("Orders")
     assert rows == database_rows(ravendb_target, "Orders")
-    # An empty object flattens to no column at all (nothing under it); an empty array is the JSON value [].
-    assert set(rows["orders/empty"]) == {"Id", "LastModified", "EmptyArray", "Outer_List", "Kept"}
+    # An empty object is the JSON value {} in its own column; an empty array is the JSON value [].
+    assert set(rows["orders/empty"]) == {
+        *("Id", "LastModified", "EmptyObject", "EmptyArray", "Outer_Inner", "Outer_List", "Kept")
+    }
     assert rows["orders/empty"]["EmptyArray"] == [] and rows["orders/empty"]["Outer_List"] == [[], {}]
+    assert rows["orders/empty"]["EmptyObject"] == {} and rows["orders/empty"]["Outer_Inner"] == {}
     assert set(rows["orders/bare"]) == {"Id", "LastModified"}
 
 

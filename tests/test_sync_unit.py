@@ -145,7 +145,7 @@ def test_store_is_closed_and_certificate_file_removed_when_the_sync_fails(
     fake_store, make_document, base_configuration, ops, monkeypatch
 ):
     store(fake_store, make_document())
-    monkeypatch.setattr(connector, "flatten", lambda document: 1 / 0)
+    monkeypatch.setattr(connector, "flatten", lambda document, columns: 1 / 0)
 
     with pytest.raises(ZeroDivisionError):
         connector.update(base_configuration, {})
@@ -220,10 +220,10 @@ class TestFlatten:
         assert row["Lines"] == [{"Product": "products/1-A", "Quantity": 2}]
         assert row["Tags"] == []
 
-    def test_keys_starting_with_at_are_skipped(self, make_document):
-        row = flatten(make_document(Name="x", **{"@flags": "y"}))
+    def test_only_the_top_level_metadata_is_skipped(self, make_document):
+        row = flatten(make_document(Name="x", **{"@flags": "y"}, Item={"@context": "https://schema.org"}))
 
-        assert set(row) == {"Name", "Id", "LastModified"}
+        assert set(row) == {"Name", "_flags", "item_context", "Id", "LastModified"}
 
 
 def deletion(doc_id: str, deleted_at: str, collection: str = "Orders") -> dict:
@@ -305,7 +305,7 @@ def test_certificate_file_is_owner_only_and_gone_on_every_path(
     store(fake_store, make_document())
     modes = []
 
-    def interrupt(document):
+    def interrupt(document, columns):
         path = fake_store.instances[0].certificate_pem_path
         modes.append(stat.S_IMODE(os.stat(path).st_mode))
         raise interruption
