@@ -13,6 +13,7 @@ a stale index or a restart never loses a document, and none lands twice.
 
 import base64
 import binascii
+import decimal
 import functools
 import getpass
 import hashlib
@@ -86,6 +87,8 @@ _TRANSLITERATION = {
     **{"і": "i", "ї": "yi", "є": "ye", "ґ": "g", "θ": "th", "χ": "ch", "ψ": "ps"},
 }
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_SMALLEST_NORMAL_DOUBLE = 2.2250738585072014e-308
+
 _MAX_VERSIONS_AT_CURSOR = 500  # documents at the cursor's exact timestamp whose versions the state keeps
 _STATE_VERSION = 1
 _BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
@@ -729,8 +732,9 @@ def _ascii_name(name: str) -> str:
             out.append(latin.capitalize() if char != char.lower() else latin)
         else:
             out.append(f"_u{ord(char)}_")
-    text = "".join(out)
-    return text[1 if not name[0].isascii() and text[:2] == "_u" else 0 : -1 if not name[-1].isascii() else None]
+    text = "".join(out)  # an escape at either end leaves no `_` there
+    start = 1 if out[0][:2] == "_u" and out[0][-1:] == "_" else 0
+    return text[start : -1 if out[-1][:2] == "_u" and out[-1][-1:] == "_" else None]
 
 
 def _fivetran_normal(name: str) -> str:
@@ -891,8 +895,9 @@ def flatten(document: dict, columns: ColumnNames | None = None) -> dict:
     """Turn a RavenDB document into one row: Id, LastModified and a column for each field (see walk and ColumnNames).
 
     Values are shaped so the destination types them by their JSON type, without loss: text stays text, integers
-    are integers (typed LONG; -2**63 as decimal text, also LONG; beyond 64 bits STRING), non-integers exact decimal text (typed DOUBLE, never the
-    SDK's 4-byte FLOAT), booleans `true`/`false`, arrays and whole objects JSON.
+    are integers (typed LONG; -2**63 as decimal text, also LONG; beyond 64 bits STRING), non-integers exact
+    decimal text (typed DOUBLE, never the SDK's 4-byte FLOAT; see _exact_float_text for the doubles a DOUBLE cannot
+    hold), booleans `true`/`false`, arrays and whole objects JSON.
     """
     meta = Metadata.of(document)
     row: dict[str, Any] = {
@@ -917,14 +922,26 @@ def _cell(value: Any) -> Any:
 
 
 def _exact_float_text(value: float) -> str | None:
-    """The shortest text that reads back as the same double, always with a decimal point (so DOUBLE, not text)."""
+    """The shortest text that reads back as the same double, always with a decimal point (so DOUBLE, not text).
+
+    A double no DOUBLE column keeps (a subnormal such as 5e-324, or -0.0: Fivetran's core stores both as 0.0) is
+    written without a decimal point (`5e-324`, `-0e-1`), which the destination types as text: its column becomes
+    STRING, and every value in it reads back as the same double with float().
+    """
     if not math.isfinite(value):
         return None
+    if _unkept_by_double(value):
+        sign, digits, exponent = decimal.Decimal(repr(value)).as_tuple()
+        return f"{'-' if sign else ''}{''.join(map(str, digits))}e{exponent}"
     text = repr(value)
     if "." in text:
         return text
     mantissa, _, exponent = text.partition("e")
     return f"{mantissa}.0e{exponent}" if exponent else f"{mantissa}.0"
+
+
+def _unkept_by_double(value: float) -> bool:
+    return abs(value) < _SMALLEST_NORMAL_DOUBLE and (value != 0 or math.copysign(1.0, value) < 0)
 
 
 def declare_columns(sample: list[dict], columns: ColumnNames | None = None) -> dict[str, str]:
@@ -959,7 +976,7 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, int):
         return "int" if _INT64_MIN <= value <= _INT64_MAX else "bigint"
     if isinstance(value, float):
-        return "number"
+        return "text" if _unkept_by_double(value) else "number"
     if isinstance(value, str):
         return "date" if _RAVEN_DATE.fullmatch(value) else "text"
     return "json"

@@ -161,3 +161,89 @@ def test_fivetran_package_accepts_the_project_as_deployed(project):
         names = set(package.namelist())
     assert {"connector.py", "requirements.txt", "configuration_form.pb"} <= names
     assert (project / "requirements.txt").read_text() == (REPO / "requirements.txt").read_text()
+
+
+ODD_DOCUMENT = {
+    "ShipTo_City": "key with underscore",
+    "ShipToCity": "camel key",
+    "ShipTo": {"City": "nested"},
+    "Name": "upper",
+    "name": "lower",
+    "Payment": {"$type": "Shop.Cash, Shop"},
+    "PaymentType": "card",
+    "住所": "東京都",
+    "Город": "Москва",
+    "Item": {"@context": "https://schema.org"},
+    "": "empty key",
+    "id": 7,
+    "Id": "body Id",
+    "LastModified": "body LastModified",
+    "lastModified": "body lastModified",
+    "_fivetran_deleted": "body deleted",
+    "_fivetran_synced": "body synced",
+    "Big": -(2**63),
+    "Small": 5,
+    "Tiny": 5e-324,
+    "Stock": {f"products/{n}-A": n for n in range(2000)},
+}
+TABLES = {  # collection -> its table: Fivetran's normal form, plus a tag drawn from the name unless it is plain
+    "Заказы": "zakazy_ndoe",
+    "Клиенты": "klienty_vpfk",
+    "注文": "u_27880_u_25991_mtln",
+    "Order Lines": "order_lines_arzs",
+    "OrderLines": "order_lines",
+    "Order_Lines": "order_lines_dirm",
+}
+
+
+def test_every_name_key_and_value_real_documents_hold_lands_whole(ravendb_target, ravendb_store, project):
+    documents.put(
+        ravendb_store,
+        [
+            ("odd/1", "Odd", ODD_DOCUMENT),
+            ("odd/2", "Odd", {"id": 7, "Big": 1}),
+            ("odd/3", "Odd", {"id": None, "Big": 123456789}),
+            *((f"{name}/1", name, {"Collection": name}) for name in TABLES),
+        ],
+    )
+
+    run = debug(project, configuration_for(ravendb_target))
+
+    assert run.returncode == 0, run.output
+    for name, table in TABLES.items():
+        assert query(project, f"select id, collection from tester.{table}") == [(f"{name}/1", name)]
+    rows = query(project, "select id from tester.odd order by id")
+    assert rows == [("odd/1",), ("odd/2",), ("odd/3",)]
+    expected = {
+        "ship_to_city": "key with underscore",
+        "ship_to_city_2": "camel key",
+        "ship_to_city_3": "nested",
+        "name": "upper",
+        "name_2": "lower",
+        "payment_type": "Shop.Cash, Shop",
+        "payment_type_2": "card",
+        "u_20303_u_25152": "東京都",
+        "gorod": "Москва",
+        "item_context": "https://schema.org",
+        "_empty": "empty key",
+        "id_2": "7",  # spellings of one name share a declared type: Id holds text, so id is STRING too
+        "id_3": "body Id",
+        "last_modified_2": "body LastModified",
+        "last_modified_3": "body lastModified",
+        "fivetran_deleted": "body deleted",
+        "fivetran_synced": "body synced",
+        "big": -(2**63),
+        "small": 5,
+    }
+    found = query(project, f"select {', '.join(expected)} from tester.odd where id = 'odd/1'")[0]
+    assert dict(zip(expected, found, strict=True)) == expected
+    tiny, stock = query(project, "select tiny, stock from tester.odd where id = 'odd/1'")[0]
+    assert float(tiny) == 5e-324
+    assert __import__("json").loads(stock) == ODD_DOCUMENT["Stock"]
+    assert query(project, "select id, id_2, big from tester.odd where id <> 'odd/1' order by id") == [
+        ("odd/2", "7", 1),
+        ("odd/3", None, 123456789),
+    ]
+    types = column_types(project, "odd")
+    assert (types["big"], types["tiny"], types["stock"]) == ("BIGINT", "VARCHAR", "JSON")
+    assert len(types) < 40
