@@ -261,9 +261,11 @@ def schema(configuration: dict) -> list[dict]:
     settings = validate_configuration(configuration)
     tables = []
     with open_store(settings) as store:
-        for name in resolve_collections(store, settings, known=()):
+        collections = resolve_collections(store, settings, known=())
+        for name in collections:
             sample = newest_documents(store, settings, name)
-            tables += declare_tables(name, child_tables(name, settings.child_tables.paths_of(name, sample)), sample)
+            paths = settings.child_tables.paths_of(name, sample, collections)
+            tables += declare_tables(name, child_tables(name, paths), sample)
     return tables
 
 
@@ -1002,11 +1004,26 @@ class ChildTableSelection(NamedTuple):
     every: bool = False
     paths: tuple[tuple[str, ...], ...] = ()
 
-    def paths_of(self, collection: str, sample: list[dict]) -> tuple[tuple[str, ...], ...]:
-        """The array paths of `collection` that become tables; `*` finds them in the sample of its documents."""
+    def paths_of(
+        self, collection: str, sample: list[dict], collections: list[str] | tuple[str, ...] = ()
+    ) -> tuple[tuple[str, ...], ...]:
+        """The array paths of `collection` that become tables; `*` finds them in the sample of its documents.
+
+        A child table whose destination name is the table of one of `collections` (`Orders.Lines` and a
+        collection `OrdersLines` both make `orders_lines`) is refused when listed; `*` leaves that array JSON."""
         if self.every:
-            return tuple(sorted(_object_array_paths(sample, (), _MAX_CHILD_TABLE_DEPTH)))
-        return tuple(path[1:] for path in self.paths if path[0].lower() == collection.lower())
+            paths = tuple(sorted(_object_array_paths(sample, (), _MAX_CHILD_TABLE_DEPTH)))
+        else:
+            paths = tuple(path[1:] for path in self.paths if path[0].lower() == collection.lower())
+        for path, other in _clashing_tables(collection, paths, collections).items():
+            if not self.every:
+                raise SourceError(
+                    "child_tables",
+                    f"{collection}.{'.'.join(path)} would land in the table of collection {other!r}; "
+                    "leave it out (or use *, which keeps such an array as JSON)",
+                )
+            paths = tuple(kept for kept in paths if kept[: len(path)] != path)
+        return paths
 
 
 class ChildTable(NamedTuple):
@@ -1038,6 +1055,26 @@ def _child_tree(table: str, keys: tuple[str, ...], paths: tuple[tuple[str, ...],
             ChildTable(path, f"{table}_{name}", (*keys, index), _child_tree(f"{table}_{name}", (*keys, index), below))
         )
     return tuple(tree)
+
+
+def _clashing_tables(
+    collection: str, paths: tuple[tuple[str, ...], ...], collections: list[str] | tuple[str, ...]
+) -> dict[tuple[str, ...], str]:
+    """The array paths whose child table Fivetran would name like the table of another collection, with it."""
+    if not paths or not collections:
+        return {}
+    tables = {_fivetran_normal(table_name(name)): name for name in collections}
+    clashes: dict[tuple[str, ...], str] = {}
+
+    def visit(children: tuple[ChildTable, ...], prefix: tuple[str, ...]) -> None:
+        for child in children:
+            full = (*prefix, *child.path)
+            if _fivetran_normal(child.table) in tables:
+                clashes.setdefault(full, tables[_fivetran_normal(child.table)])
+            visit(child.children, full)
+
+    visit(child_tables(collection, paths), ())
+    return clashes
 
 
 def _all_child_tables(children: tuple[ChildTable, ...]) -> Iterator[ChildTable]:
@@ -1373,7 +1410,9 @@ def select_child_tables(store: DocumentStore, settings: Settings, collections: l
     for collection in collections:
         sample = newest_documents(store, settings, collection) if settings.child_tables.every else []
         before = state.child_paths.get(collection, [])
-        for table in state.use_child_tables(collection, settings.child_tables.paths_of(collection, sample)):
+        for table in state.use_child_tables(
+            collection, settings.child_tables.paths_of(collection, sample, collections)
+        ):
             log.info(f"{table}: no longer a child table; its rows are marked deleted")
             op.truncate(table)
         if state.child_paths.get(collection, []) != before:

@@ -239,6 +239,25 @@ class TestRows:
         assert "Lines" not in tables["Orders"]["columns"]
 
 
+class TestNamesThatWouldMeet:
+    def test_a_listed_array_whose_table_is_another_collections_is_refused_naming_the_setting(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        store(fake_store, make_document("Orders", Lines=[line(1)]), make_document("OrdersLines", Product="x"))
+        configuration = {**base_configuration, "collection_name": "", "child_tables": "Orders.Lines"}
+
+        with pytest.raises(connector.SourceError, match=r"^child_tables: Orders\.Lines would land in the table of"):
+            connector.update(configuration, {})
+
+    def test_star_keeps_such_an_array_as_json(self, fake_store, make_document, base_configuration, ops):
+        store(fake_store, make_document("Orders", doc_id="orders/1-A", Lines=[line(1)]), make_document("OrdersLines"))
+
+        connector.update({**base_configuration, "collection_name": "", "child_tables": "*"}, {})
+
+        assert ops.rows("Orders")["orders/1-A"]["Lines"] == [line(1)]
+        assert lines_of(ops) == {}
+
+
 class TestExactUnderChange:
     @pytest.mark.parametrize(
         "after",
