@@ -1084,8 +1084,8 @@ def _all_child_tables(children: tuple[ChildTable, ...]) -> Iterator[ChildTable]:
 
 
 def _object_array_paths(values: list, prefix: tuple[str, ...], arrays: int) -> set[tuple[str, ...]]:
-    """Paths of the non-empty arrays of objects in these objects (through nested objects, as flattening goes),
-    and down to `arrays` array levels, the paths of those inside their elements."""
+    """Paths of the non-empty arrays of objects in these objects (through nested objects that are flattened, not
+    through dictionaries keyed by ids or dates), and down to `arrays` array levels, those inside their elements."""
     found: set[tuple[str, ...]] = set()
     for value in values:
         if not isinstance(value, dict):
@@ -1094,7 +1094,8 @@ def _object_array_paths(values: list, prefix: tuple[str, ...], arrays: int) -> s
             if not prefix and key == "@metadata":
                 continue
             if isinstance(item, dict) and len(prefix) < _MAX_FLATTEN_DEPTH - 1:
-                found |= _object_array_paths([item], (*prefix, key), arrays)
+                if item and not _looks_like_a_dictionary(item):  # a dictionary lands whole, as JSON
+                    found |= _object_array_paths([item], (*prefix, key), arrays)
             elif isinstance(item, list) and item and all(isinstance(element, dict) for element in item):
                 found.add((*prefix, key))
                 if arrays > 1:
