@@ -220,6 +220,16 @@ class TestRows:
         assert ops.rows("Orders")["orders/1-A"]["Tags"] == ["a", "b"]
         assert ops.rows("Orders_ship_to_stops", ("Id", "ship_to_stops_index"))[("orders/1-A", 0)]["City"] == "Reims"
 
+    def test_star_looks_for_no_array_inside_a_dictionary_keyed_by_ids(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        stock = {"products/1-A": {"Lots": [{"Lot": "L1"}]}, "products/2-A": {"Lots": [{"Lot": "L2"}]}}
+        store(fake_store, make_document(doc_id="orders/1-A", Stock=stock))
+
+        connector.update({**base_configuration, "child_tables": "*"}, {})
+
+        assert {table for table, _ in ops.upserts} == {"Orders"}
+
     def test_schema_declares_each_child_table_with_its_composite_key(
         self, fake_store, make_document, base_configuration
     ):
