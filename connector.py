@@ -79,12 +79,14 @@ _UNDERSCORES = re.compile(r"_+")
 _LEADING_UNDERSCORES = re.compile(r"^_+(?=[a-z])")
 # Keys that are data rather than names: RavenDB ids (`products/1-A`), dates, numbers, GUIDs.
 _DATA_LIKE_KEY = re.compile(r"[^/]*/.*|[0-9][0-9.:/ TZ+-]*|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
-# Latin letters for the Cyrillic and Greek alphabets (the common scientific romanisation, without diacritics).
+# Latin letters for the Cyrillic and Greek alphabets (a common romanisation, without diacritics) and for the Latin
+# letters that have no accent to drop.
 _TRANSLITERATION = {
     **dict(zip("абвгдеёзийклмнопрстуфыэ", "abvgdeezijklmnoprstufye", strict=True)),
     **dict(zip("αβγδεζηικλμνξοπρσςτυφω", "abgdeziiklmnxoprsstyfo", strict=True)),
     **{"ж": "zh", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ь": "", "ю": "yu", "я": "ya"},
     **{"і": "i", "ї": "yi", "є": "ye", "ґ": "g", "θ": "th", "χ": "ch", "ψ": "ps"},
+    **{"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "þ": "th", "ð": "d", "đ": "d", "ł": "l", "ı": "i"},
 }
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SMALLEST_NORMAL_DOUBLE = 2.2250738585072014e-308
@@ -577,7 +579,8 @@ class CollectionCursor:
 
 @dataclass
 class SyncState:
-    """Per-collection cursors and the deletion time of the newest revisions-bin entry handled."""
+    """Per-collection cursors, the deletion time of the newest revisions-bin entry handled, and the column each
+    field of each table landed in (ColumnNames)."""
 
     cursors: dict[str, CollectionCursor]
     deletes_since: str | None = None
@@ -598,11 +601,15 @@ class SyncState:
         for key, cursor in [*cursors.items(), ("deletes_since", deletes_since or _BEGINNING_OF_TIME)]:
             if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
                 raise SourceError(None, f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
+        try:
+            column_names = {name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()}
+        except (AttributeError, TypeError, ValueError):
+            raise SourceError(None, "state: the column names are not [path, name] lists; reset the connector") from None
         return cls(
             cursors={name: CollectionCursor(since, dict(seen.get(name, {}))) for name, since in cursors.items()},
             deletes_since=deletes_since,
             reconciled_at=dict(state.get("reconciled_at", {})),
-            column_names={name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()},
+            column_names=column_names,
             child_paths={name: [list(path) for path in paths] for name, paths in state.get("child_paths", {}).items()},
             child_widths={table: int(width) for table, width in state.get("child_widths", {}).items()},
             element_columns=dict(state.get("child_columns", {})),
@@ -727,11 +734,12 @@ def _ascii_name(name: str) -> str:
             out.append(char)
             continue
         plain = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
-        if plain.isascii():
+        letter = char if char.lower() in _TRANSLITERATION else plain
+        if letter.lower() in _TRANSLITERATION:
+            latin = _TRANSLITERATION[letter.lower()]
+            out.append(latin.capitalize() if letter != letter.lower() else latin)
+        elif plain.isascii():
             out.append(plain)
-        elif char.lower() in _TRANSLITERATION:
-            latin = _TRANSLITERATION[char.lower()]
-            out.append(latin.capitalize() if char != char.lower() else latin)
         else:
             out.append(f"_u{ord(char)}_")
     text = "".join(out)  # an escape at either end leaves no `_` there
@@ -902,9 +910,8 @@ def flatten(document: dict, columns: ColumnNames | None = None) -> dict:
     hold), booleans `true`/`false`, arrays and whole objects JSON.
     """
     meta = Metadata.of(document)
-    row: dict[str, Any] = {
-        column.emitted: _cell(item) for column, item in walk(document, columns if columns else ColumnNames())
-    }
+    cells = walk(document, columns if columns is not None else ColumnNames())
+    row: dict[str, Any] = {emitted: item if type(item) is str else _cell(item) for (emitted, _, _), item in cells}
     row["Id"] = meta.id
     row["LastModified"] = parse_last_modified(meta.last_modified)
     return row

@@ -243,6 +243,33 @@ class TestReconciliationWithoutRevisions:
         assert ops.rows("Orders") == database_rows(ravendb_target, "Orders")
         assert [kind for kind, *_ in ops.calls] == ["truncate", "upsert", "upsert", "upsert", "checkpoint"]
 
+    def test_an_id_whose_case_changed_leaves_only_the_new_spelling_live(self, ravendb_target, ravendb_store, ops):
+        configuration = configuration_for(ravendb_target, collection_name="Orders", reconcile_deletes_hours="24")
+        documents.put(ravendb_store, [("orders/1", "Orders", {"Freight": 1.5})])
+        state = sync(configuration, ops)
+        documents.put(ravendb_store, [("Orders/1", "Orders", {"Freight": 2.5})])  # the same document, respelt
+        state["reconciled_at"]["Orders"] = "2000-01-01T00:00:00+00:00"
+
+        sync(configuration, ops, state)
+
+        assert [document["@metadata"]["@id"] for document in database_documents(ravendb_target, "Orders")] == [
+            "Orders/1"
+        ]
+        assert ops.rows("Orders") == database_rows(ravendb_target, "Orders")
+
+    def test_a_document_moved_to_another_collection_is_live_only_there(self, ravendb_target, ravendb_store, ops):
+        configuration = configuration_for(ravendb_target, reconcile_deletes_hours="24")
+        documents.put(ravendb_store, [("docs/1", "Orders", {"Note": "an order"}), *orders(1, 1)])
+        state = sync(configuration, ops)
+        documents.delete(ravendb_store, ["docs/1"])
+        documents.put(ravendb_store, [("docs/1", "Archive", {"Note": "archived"})])
+        state["reconciled_at"]["Orders"] = "2000-01-01T00:00:00+00:00"
+
+        sync(configuration, ops, state)
+
+        assert set(ops.rows("Orders")) == {"orders/1-A"}
+        assert ops.rows("Archive") == database_rows(ravendb_target, "Archive")
+
 
 class TestFailuresNameTheSetting:
     def test_unknown_client_certificate(self, ravendb_target):

@@ -188,8 +188,13 @@ def test_a_collection_gone_since_the_last_sync_is_logged_not_an_error(
 
 @pytest.mark.parametrize(
     "state",
-    [{"cursors": {}}, {"version": 1, "cursors": {"Orders": "2024-05-01"}}, {"version": 1, "cursors": []}],
-    ids=["no-version", "truncated-cursor", "cursors-not-a-map"],
+    [
+        {"cursors": {}},
+        {"version": 1, "cursors": {"Orders": "2024-05-01"}},
+        {"version": 1, "cursors": []},
+        {"version": 1, "cursors": {}, "columns": {"Orders": [5]}},
+    ],
+    ids=["no-version", "truncated-cursor", "cursors-not-a-map", "columns-not-path-name-lists"],
 )
 def test_a_state_the_connector_did_not_write_is_refused(fake_store, base_configuration, state):
     with pytest.raises(SourceError, match=r"^state: "):

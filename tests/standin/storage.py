@@ -229,8 +229,8 @@ class Database:
                     f"Changing '{doc_id}' from '{existing.collection}' to '{collection}' via update is not "
                     f"supported. Delete it and recreate the document {doc_id}.",
                 )
-            if existing is not None:
-                doc_id, collection = existing.id, existing.collection
+            if existing is not None:  # ids are case-insensitive: one document, stored under the new spelling
+                collection = existing.collection
             return self.store_raw(doc_id, document, metadata, collection, node_tag)
 
     def store_raw(self, doc_id: str, document: dict, metadata: dict, collection: str, node_tag: str) -> Doc:
