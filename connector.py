@@ -1425,14 +1425,17 @@ def select_child_tables(store: DocumentStore, settings: Settings, collections: l
             op.truncate(table)
         if state.child_paths.get(collection, []) != before:
             tables = ", ".join(child.table for child in _all_child_tables(state.child_tables(collection))) or "none"
-            log.info(f"{collection}: child tables changed (now: {tables}); reading every document again")
+            again = "; reading every document again" if collection in state.cursors else ""
+            log.info(f"{collection}: child tables {tables}{again}")
 
 
 def upsert_document(collection: str, document: dict, state: SyncState, checkpoint_on_widen: bool = True) -> None:
     """Upsert the document's row and its child-table rows, and delete the element rows an earlier version left.
 
     The state keeps, per child table, the most elements one array has had (checkpointed before rows beyond it
-    are written), so the rows of removed elements are found without keeping anything per document."""
+    are written), so the rows of removed elements are found without keeping anything per document. In a
+    reconciliation the widening waits for the reconciliation's own checkpoint, which must carry its truncate and
+    its touches together."""
     table, columns, children = table_name(collection), state.columns(collection), state.child_tables(collection)
     if not children:
         op.upsert(table, flatten(document, columns))

@@ -487,7 +487,11 @@ def warehouse_rows(project: Path, every_table: bool = False) -> int:
 
     with duckdb.connect(str(project / "files" / "warehouse.db"), read_only=True) as db:
         tables = db.execute("select table_schema, table_name from information_schema.tables").fetchall()
-        selected = [(schema, name) for schema, name in tables if name.lower() == COLLECTION.lower() or every_table]
+        selected = [
+            (schema, name)
+            for schema, name in tables
+            if name.lower() == COLLECTION.lower() or (every_table and not name.startswith("_fivetran"))
+        ]
         return sum(
             db.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0]  # type: ignore[index]
             for schema, name in selected
