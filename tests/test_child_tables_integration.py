@@ -2,7 +2,12 @@
 DuckDB, Northwind-shaped orders land with one row per order line, and the lines table stays equal to the
 documents across syncs that add, change, remove lines and delete orders."""
 
+import json
+import os
 import random
+import signal
+import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -12,6 +17,7 @@ from tests import documents
 from tests.standin.sample_data import order
 from tests.syncing import configuration_for, database_documents, sync
 from tests.test_fivetran_debug import debug, project, query  # noqa: F401  (project is a fixture)
+from tests.test_reliability import FIVETRAN, start_debug
 
 EPOCH, MICROSECOND = datetime(1970, 1, 1, tzinfo=timezone.utc), timedelta(microseconds=1)
 LINE_COLUMNS = ("discount", "price_per_unit", "product", "product_name", "quantity")
@@ -147,3 +153,62 @@ def test_reconciliation_marks_deleted_the_lines_of_orders_that_no_longer_exist(r
     live = {(key[0], key[1]) for key in ops.rows("Orders_lines", ("Id", "lines_index"))}
     assert live == {line[:2] for line in lines_in_database(ravendb_target)}
     assert {"orders/3-A", "orders/7-A"}.isdisjoint(doc_id for doc_id, _ in live)
+
+
+def test_a_sync_killed_mid_way_and_resumed_after_lines_changed_leaves_no_orphan_or_missing_line(
+    ravendb_target, ravendb_store, tmp_path
+):
+    count = 20_000
+    if ravendb_target.control is not None:
+        ravendb_target.control.generate_orders(ravendb_target.database, count)
+    else:
+        for first in range(1, count + 1, 1000):
+            documents.put(ravendb_store, northwind_orders(first, 1000, seed=first))
+    configuration = configuration_for(ravendb_target, collection_name="Orders", child_tables="Orders.Lines")
+    configuration_path = tmp_path / "configuration.json"
+    configuration_path.write_text(json.dumps(configuration))
+    configuration_path.chmod(0o600)
+    project_dir = tmp_path / "project"
+    run = start_debug(project_dir, configuration_path, tmp_path / "tmp", "killed.log")
+    log_path, deadline, killed_at = tmp_path / "killed.log", time.monotonic() + 120, None
+    while killed_at is None:  # kill -9 a second after the first checkpoint the SDK records
+        assert run.poll() is None, log_path.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        if "checkpoint recorded" in log_path.read_text(errors="replace"):
+            time.sleep(1.0)
+            os.kill(run.pid, signal.SIGKILL)
+            run.wait()
+            killed_at = query(project_dir, "select count(distinct id) from tester.orders_lines")[0][0]
+        time.sleep(0.02)
+    bodies = {doc["@metadata"]["@id"]: doc for doc in database_documents(ravendb_target, "Orders")}
+    line = {"Discount": 0, "PricePerUnit": 9.5, "Product": "products/7-A", "ProductName": "Konbu", "Quantity": 2}
+    changed = [
+        (f"orders/{n}-A", "Orders", {**body_of(bodies[f"orders/{n}-A"]), "Lines": lines})
+        for n, lines in [*((n, [line]) for n in range(1, 21)), *((n, [line] * 6) for n in range(21, 31))]
+    ]
+    documents.put(ravendb_store, changed)  # written after the kill: shrunk to one line, grown to six
+
+    resumed = run_fivetran_debug(project_dir, configuration_path, tmp_path / "tmp")
+
+    assert 0 < killed_at < count
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert lines_in_warehouse(project_dir) == lines_in_database(ravendb_target)
+    assert query(project_dir, "select count(*) from tester.orders_lines where not _fivetran_deleted") == [
+        (sum(1 + n % 4 for n in range(31, count + 1)) + 20 + 60,)
+    ]
+
+
+def body_of(document: dict) -> dict:
+    return {key: value for key, value in document.items() if key != "@metadata"}
+
+
+def run_fivetran_debug(project_dir, configuration_path, tmpdir) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [FIVETRAN, "debug", "--configuration", str(configuration_path)],
+        cwd=project_dir,
+        env={**os.environ, "DO_NOT_TRACK": "1", "TMPDIR": str(tmpdir)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
