@@ -1413,14 +1413,15 @@ def _upsert_changes(store: DocumentStore, settings: Settings, collection: str, s
 
 def select_child_tables(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> None:
     """Settle which arrays of each collection land as child tables in this sync (`*`: the arrays of objects in
-    the same sample schema() reads). A collection whose selection changed is read again from the beginning;
-    a child table no longer selected has its rows marked deleted."""
+    the same sample schema() reads, and those it found before). A collection whose selection changed is read
+    again from the beginning; a child table no longer selected has its rows marked deleted."""
     for collection in collections:
         sample = newest_documents(store, settings, collection) if settings.child_tables.every else []
         before = state.child_paths.get(collection, [])
-        for table in state.use_child_tables(
-            collection, settings.child_tables.paths_of(collection, sample, collections)
-        ):
+        paths = settings.child_tables.paths_of(collection, sample, collections)
+        if settings.child_tables.every:  # an array `*` found stays a table when later samples no longer show it
+            paths = tuple(sorted({*paths, *map(tuple, state.child_paths.get(collection, []))}))
+        for table in state.use_child_tables(collection, paths):
             log.info(f"{table}: no longer a child table; its rows are marked deleted")
             op.truncate(table)
         if state.child_paths.get(collection, []) != before:

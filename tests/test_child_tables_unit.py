@@ -220,6 +220,21 @@ class TestRows:
         assert ops.rows("Orders")["orders/1-A"]["Tags"] == ["a", "b"]
         assert ops.rows("Orders_ship_to_stops", ("Id", "ship_to_stops_index"))[("orders/1-A", 0)]["City"] == "Reims"
 
+    def test_an_array_star_found_stays_a_table_when_the_newest_documents_no_longer_hold_it(
+        self, fake_store, make_document, base_configuration, ops
+    ):
+        configuration = {**base_configuration, "child_tables": "*"}
+        store(fake_store, make_document(doc_id="orders/1-A", Lines=[line(1)]))
+        connector.update(configuration, {})
+        state = ops.checkpoints[-1]
+        store(fake_store, *(make_document(last_modified=f"2024-06-01T00:00:00.{n:07d}Z") for n in range(1, 501)))
+
+        connector.update(configuration, state)
+
+        assert ops.checkpoints[-1]["child_paths"] == {"Orders": [["Lines"]]}
+        assert ops.checkpoints[-1]["cursors"]["Orders"] == "2024-06-01T00:00:00.0000500Z"
+        assert [table for table, data in ops.upserts].count("Orders") == 501  # orders/1-A was not read again
+
     def test_star_looks_for_no_array_inside_a_dictionary_keyed_by_ids(
         self, fake_store, make_document, base_configuration, ops
     ):
