@@ -26,7 +26,7 @@ import socket
 import tempfile
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -90,7 +90,6 @@ _TRANSLITERATION = {
 }
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SMALLEST_NORMAL_DOUBLE = 2.2250738585072014e-308
-
 _MAX_VERSIONS_AT_CURSOR = 500  # documents at the cursor's exact timestamp whose versions the state keeps
 _STATE_VERSION = 1
 _BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
@@ -149,6 +148,12 @@ _FORM_FIELDS = [
         "Empty: arrays stay JSON.",
     ),
     _FormField(
+        "type_from_every_document",
+        "Type fields from every document",
+        "true: each sync's schema step reads every document, so text in old documents is declared STRING (one "
+        "extra read of every collection per sync; see README). Empty or false: the 500 newest documents.",
+    ),
+    _FormField(
         "server_ca_base64",
         "Server CA certificate",
         "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
@@ -197,6 +202,7 @@ class Settings(NamedTuple):
     batch_size: int
     reconcile_every: timedelta | None  # None: no reconciliation of deletes
     child_tables: "ChildTableSelection"
+    type_from_every_document: bool = False  # schema() reads every document, not only the newest 500
 
 
 def _fails_in_one_line(entry_point: Callable) -> Callable:
@@ -253,6 +259,9 @@ def validate_configuration(configuration: dict) -> Settings:
         batch_size=_parse_batch_size(_optional(configuration, "batch_size")),
         reconcile_every=_parse_reconcile_hours(_optional(configuration, "reconcile_deletes_hours")),
         child_tables=_parse_child_tables(_optional(configuration, "child_tables"), collections),
+        type_from_every_document=_parse_flag(
+            "type_from_every_document", _optional(configuration, "type_from_every_document")
+        ),
     )
 
 
@@ -265,8 +274,12 @@ def schema(configuration: dict) -> list[dict]:
     with open_store(settings) as store:
         collections = resolve_collections(store, settings, known=())
         for name in collections:
-            sample = newest_documents(store, settings, name)
-            paths = settings.child_tables.paths_of(name, sample, collections)
+            newest = newest_documents(store, settings, name) if settings.child_tables.every else []
+            paths = settings.child_tables.paths_of(name, newest, collections)
+            if settings.type_from_every_document or not newest:
+                sample: Callable[[], Iterable[dict]] = functools.partial(type_sample, store, settings, name)
+            else:
+                sample = functools.partial(list, newest)
             tables += declare_tables(name, child_tables(name, paths), sample)
     return tables
 
@@ -396,6 +409,14 @@ def _parse_batch_size(text: str | None) -> int:
     if not 1 <= value <= _MAX_BATCH_SIZE:
         raise ConfigurationError("batch_size", f"{value} is out of range (expected 1 to {_MAX_BATCH_SIZE})")
     return value
+
+
+def _parse_flag(key: str, text: str | None) -> bool:
+    if text is None or text.lower() == "false":
+        return False
+    if text.lower() == "true":
+        return True
+    raise ConfigurationError(key, f"{text!r} is neither true nor false")
 
 
 def _parse_reconcile_hours(text: str | None) -> timedelta | None:
@@ -1208,25 +1229,31 @@ def element_column_names(child: ChildTable, entries: list | None = None) -> Colu
     return columns
 
 
-def declare_tables(collection: str, children: tuple[ChildTable, ...], sample: list[dict]) -> list[dict]:
+def declare_tables(
+    collection: str, children: tuple[ChildTable, ...], documents: Callable[[], Iterable[dict]]
+) -> list[dict]:
     """The collection's table and its child tables, each with its primary key and the columns its sampled
-    documents or elements show (declared by the rules of declare_columns)."""
-    return _declare(table_name(collection), ["Id"], None, children, sample)
+    documents or elements show (declared by the rules of declare_columns). `documents` gives the sample anew
+    for each table, so that a streamed sample (type_from_every_document) is read once per table, never held."""
+    return _declare(table_name(collection), ["Id"], None, children, documents)
 
 
 def _declare(
-    table: str, keys: list[str], columns: ColumnNames | None, children: tuple[ChildTable, ...], sample: list[dict]
+    table: str,
+    keys: list[str],
+    columns: ColumnNames | None,
+    children: tuple[ChildTable, ...],
+    values: Callable[[], Iterable[dict]],
 ) -> list[dict]:
-    parents, arrays = [], [[] for _ in children]
-    for document in sample:
-        parent, taken = _take_arrays(document, children)
-        parents.append(parent)
-        for elements, more in zip(arrays, taken, strict=True):
-            elements.extend(element for element in more if isinstance(element, dict))
-    declared = declare_columns(parents, columns)
+    declared = declare_columns((_take_arrays(value, children)[0] for value in values()), columns)
     declared.update(dict.fromkeys(keys[1:], "LONG"))
     tables = [{"table": table, "primary_key": keys, "columns": declared}]
-    for child, elements in zip(children, arrays, strict=True):
+    for position, child in enumerate(children):
+
+        def elements(position: int = position) -> Iterator[dict]:
+            for value in values():
+                yield from (item for item in _take_arrays(value, children)[1][position] if isinstance(item, dict))
+
         tables += _declare(child.table, list(child.keys), element_column_names(child), child.children, elements)
     return tables
 
@@ -1351,7 +1378,16 @@ def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[s
 
 
 def newest_documents(store: DocumentStore, settings: Settings, collection: str) -> list[dict]:
+    """The 500 most recently modified documents: where `*` looks for arrays of objects."""
     return list(QueryStream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=_SAMPLE_DOCUMENTS)))
+
+
+def type_sample(store: DocumentStore, settings: Settings, collection: str) -> "QueryStream":
+    """The documents schema() types the collection's fields from: the 500 most recently modified, or with
+    type_from_every_document all of them, streamed (a collection query: from storage, no index)."""
+    if settings.type_from_every_document:
+        return QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection))
+    return QueryStream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=_SAMPLE_DOCUMENTS))
 
 
 def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from ravendb import ConfigureRevisionsOperation, RevisionsCollectionConfiguration, RevisionsConfiguration
 
+import connector
 from tests import documents
 from tests.standin.sample_data import order
 from tests.syncing import configuration_for, database_documents, sync
@@ -137,6 +138,23 @@ def test_the_setting_off_leaves_todays_tables_unchanged(ravendb_target, ravendb_
     ]
     lines = dict(query(project, "select id, lines::varchar from tester.orders"))
     assert len(lines) == 5 and all(text.startswith('[{"') for text in lines.values())
+
+
+@pytest.mark.parametrize("every_document", ["true", ""], ids=["every-document", "newest-500"])
+def test_schema_types_element_fields_from_the_same_documents_as_the_collections(
+    ravendb_target, ravendb_store, every_document
+):
+    line = {"Product": "products/1-A", "Code": "A-7"}
+    documents.put(ravendb_store, [("orders/1-A", "Orders", {"Lines": [line]})])  # the oldest: text in Code
+    documents.put(ravendb_store, [(f"orders/{n}-A", "Orders", {"Lines": [{**line, "Code": n}]}) for n in range(2, 502)])
+    configuration = configuration_for(
+        ravendb_target, collection_name="Orders", child_tables="Orders.Lines", type_from_every_document=every_document
+    )
+
+    tables = {table["table"]: table for table in connector.schema(configuration)}
+
+    assert tables["Orders_lines"]["primary_key"] == ["Id", "lines_index"]
+    assert tables["Orders_lines"]["columns"].get("Code") == ("STRING" if every_document else None)
 
 
 def test_reconciliation_marks_deleted_the_lines_of_orders_that_no_longer_exist(ravendb_target, ravendb_store, ops):

@@ -74,6 +74,7 @@ BAD_CONFIGURATIONS = [
     ("reconcile-text", {"reconcile_deletes_hours": "daily"}, r"^reconcile_deletes_hours: 'daily' is not a number"),
     ("reconcile-negative", {"reconcile_deletes_hours": "-1"}, r"^reconcile_deletes_hours: '-1' is out of range"),
     ("reconcile-nan", {"reconcile_deletes_hours": "nan"}, r"^reconcile_deletes_hours: 'nan' is out of range"),
+    ("type-flag-yes", {"type_from_every_document": "yes"}, r"^type_from_every_document: 'yes' is neither true nor"),
     ("ca-not-base64", {"server_ca_base64": "%%%"}, r"^server_ca_base64: not valid base64"),
     ("ca-not-pem", {"server_ca_base64": b64("hello")}, r"^server_ca_base64: expected the base64 of a PEM CA"),
 ]

@@ -247,3 +247,26 @@ def test_every_name_key_and_value_real_documents_hold_lands_whole(ravendb_target
     types = column_types(project, "odd")
     assert (types["big"], types["tiny"], types["stock"]) == ("BIGINT", "VARCHAR", "JSON")
     assert len(types) < 40
+
+
+OLD_TEXT = {"Zip": "51100", "Flag": "true", "Day": "2024-05-01", "Ratio": "1.50", "Minus": "-0"}
+
+
+@pytest.mark.parametrize(
+    ("setting", "zip_type"),
+    [("true", "VARCHAR"), ("false", "BIGINT")],
+    ids=["every-document: text stays text", "newest-500: typed from its values"],
+)
+def test_text_only_in_documents_older_than_the_newest_500(ravendb_target, ravendb_store, project, setting, zip_type):
+    documents.put(ravendb_store, [(f"orders/old-{n}", "Orders", OLD_TEXT) for n in range(3)])
+    documents.put(ravendb_store, orders(1, 500))  # newer: the sample of the newest 500 holds no old field
+
+    run = debug(project, configuration_for(ravendb_target, collection_name="Orders", type_from_every_document=setting))
+
+    assert run.returncode == 0, run.output
+    assert column_types(project, "orders")["zip"] == zip_type
+    if setting == "true":
+        found = query(project, "select zip, flag, day, ratio, minus from tester.orders where id = 'orders/old-1'")
+        assert found == [tuple(OLD_TEXT.values())]
+        types = column_types(project, "orders")
+        assert {types[name] for name in ("zip", "flag", "day", "ratio", "minus")} == {"VARCHAR"}
