@@ -626,14 +626,22 @@ class SyncState:
             column_names = {name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()}
         except (AttributeError, TypeError, ValueError):
             raise SourceError(None, "state: the column names are not [path, name] lists; reset the connector") from None
+        try:
+            child_paths = {name: [list(path) for path in paths] for name, paths in state.get("child_paths", {}).items()}
+            child_widths = {table: int(width) for table, width in state.get("child_widths", {}).items()}
+            element_columns = {table: list(entries) for table, entries in state.get("child_columns", {}).items()}
+        except (AttributeError, TypeError, ValueError):
+            raise SourceError(
+                None, "state: the child tables are not in the layout written; reset the connector"
+            ) from None
         return cls(
             cursors={name: CollectionCursor(since, dict(seen.get(name, {}))) for name, since in cursors.items()},
             deletes_since=deletes_since,
             reconciled_at=dict(state.get("reconciled_at", {})),
             column_names=column_names,
-            child_paths={name: [list(path) for path in paths] for name, paths in state.get("child_paths", {}).items()},
-            child_widths={table: int(width) for table, width in state.get("child_widths", {}).items()},
-            element_columns=dict(state.get("child_columns", {})),
+            child_paths=child_paths,
+            child_widths=child_widths,
+            element_columns=element_columns,
         )
 
     def cursor(self, collection: str) -> CollectionCursor:

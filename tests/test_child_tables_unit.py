@@ -381,3 +381,16 @@ class TestExactUnderChange:
         assert lines_of(ops) == {}
         assert ops.rows("Orders_notes", ("Id", "notes_index"))[("orders/1-A", 0)]["Text"] == "call first"
         assert ops.rows("Orders")["orders/1-A"]["Lines"] == [line(1)]
+
+
+@pytest.mark.parametrize(
+    "child_state",
+    [
+        pytest.param({"child_paths": {"Orders": 5}}, id="paths-not-a-list"),
+        pytest.param({"child_widths": {"Orders_lines": "wide"}}, id="width-not-a-number"),
+        pytest.param({"child_columns": ["Orders_lines"]}, id="columns-not-a-mapping"),
+    ],
+)
+def test_a_child_table_state_the_connector_did_not_write_is_refused_in_one_line(child_state):
+    with pytest.raises(connector.SourceError, match=r"^state: the child tables are not in the layout written"):
+        connector.SyncState.load({"version": 1, "cursors": {}, **child_state})
