@@ -3,7 +3,8 @@
 Each collection becomes one table keyed by the document id. A sync streams every collection ordered by
 `@metadata.'@last-modified'` from the cursor saved in the state, flattens each document into a row and
 upserts it, checkpointing every 1,000 records (counted across collections) and at the end. Documents deleted from
-collections with revisions enabled are read from the revisions bin and marked deleted.
+collections with revisions enabled are read from the revisions bin and marked deleted. Arrays named by the
+`child_tables` setting land as tables of their own, one row per element.
 
 The cursor is RavenDB's own 7-digit `@last-modified` string, and the query reads `>=` it. It moves only to
 documents no newer than the moment the server began the query, less `lookback_seconds`: RavenDB returns each
@@ -29,7 +30,7 @@ import socket
 import tempfile
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -76,6 +77,7 @@ _BACKOFF_FIRST_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 30.0
 _SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
+_MAX_CHILD_TABLE_DEPTH = 2  # array levels that become tables (child, grandchild); deeper arrays stay JSON
 _COLUMN_BUDGET = 500  # columns a table's nested objects may take; past it an object lands as one JSON value
 _MAX_NAME_LENGTH = 120  # characters of a table or column name (Redshift takes 127)
 _CONNECTOR_COLUMNS = ("id", "last_modified")  # Id and LastModified as Fivetran names them: never a field's column
@@ -158,6 +160,13 @@ _FORM_FIELDS = [
         f"While a collection streams, log progress at most this often (default {_DEFAULT_PROGRESS_SECONDS:.0f}).",
     ),
     _FormField(
+        "child_tables",
+        "Child tables",
+        "Arrays of objects as tables of their own, one row per element: * for all, or comma-separated "
+        "Collection.Field paths (Orders.Lines; Orders.Lines.Batches beside it for a grandchild). "
+        "Empty: arrays stay JSON.",
+    ),
+    _FormField(
         "type_from_every_document",
         "Type fields from every document",
         "true: each sync's schema step reads every document, so text in old documents is declared STRING (one "
@@ -218,6 +227,7 @@ class Settings(NamedTuple):
     batch_size: int
     reconcile_every: timedelta | None  # None: no reconciliation of deletes
     lookback: timedelta  # how far behind the read's start on the server clock the cursor stays
+    child_tables: "ChildTableSelection"
     type_from_every_document: bool = False  # schema() reads every document, not only the newest 500
     progress_seconds: float = _DEFAULT_PROGRESS_SECONDS
 
@@ -282,14 +292,16 @@ def validate_configuration(configuration: dict) -> Settings:
     certificate = _parse_certificate(certificate_text, password) if certificate_text else None
     server_ca_text = _optional(configuration, "server_ca_base64")
     server_ca = _parse_server_ca(server_ca_text) if server_ca_text else None
+    collections = _parse_collections(_optional(configuration, "collection_name"))
     return Settings(
         urls=urls,
         database=database,
         certificate=certificate,
         server_ca_pem=server_ca,
-        collections=_parse_collections(_optional(configuration, "collection_name")),
+        collections=collections,
         batch_size=_parse_batch_size(_optional(configuration, "batch_size")),
         reconcile_every=_parse_reconcile_hours(_optional(configuration, "reconcile_deletes_hours")),
+        child_tables=_parse_child_tables(_optional(configuration, "child_tables"), collections),
         type_from_every_document=_parse_flag(
             "type_from_every_document", _optional(configuration, "type_from_every_document")
         ),
@@ -300,18 +312,21 @@ def validate_configuration(configuration: dict) -> Settings:
 
 @_fails_in_one_line
 def schema(configuration: dict) -> list[dict]:
-    """One table per collection: Id and LastModified, plus the text and JSON columns a sample of documents shows."""
+    """One table per collection: Id and LastModified, plus the text and JSON columns a sample of documents shows;
+    and one per child-table array, keyed by the document Id and the element's index."""
     settings = validate_configuration(configuration)
+    tables = []
     with open_store(settings) as store:
         collections = resolve_collections(store, settings, known=())
-        return [
-            {
-                "table": table_name(name),
-                "primary_key": ["Id"],
-                "columns": declare_columns(type_sample(store, settings, name)),
-            }
-            for name in collections
-        ]
+        for name in collections:
+            newest = newest_documents(store, settings, name) if settings.child_tables.every else []
+            paths = settings.child_tables.paths_of(name, newest, collections)
+            if settings.type_from_every_document or not newest:
+                sample: Callable[[], Iterable[dict]] = functools.partial(type_sample, store, settings, name)
+            else:
+                sample = functools.partial(list, newest)
+            tables += declare_tables(name, child_tables(name, paths), sample)
+    return tables
 
 
 @_fails_in_one_line
@@ -322,6 +337,7 @@ def update(configuration: dict, state: dict) -> None:
     sync_state = SyncState.load(state)
     with open_store(settings) as store:
         collections = resolve_collections(store, settings, known=tuple(sync_state.cursors))
+        select_child_tables(store, settings, list(collections), sync_state)
         progress = Progress(settings.progress_seconds, collections)
         deletes = sync_deletes(store, settings, list(collections), sync_state)
         for collection in collections:
@@ -490,6 +506,34 @@ def _parse_progress_seconds(text: str | None) -> float:
             "progress_log_seconds", f"{text!r} is out of range (expected 0.01 to {_MAX_PROGRESS_SECONDS:.0f})"
         )
     return seconds
+
+
+def _parse_child_tables(text: str | None, collections: tuple[str, ...]) -> "ChildTableSelection":
+    """`*`, or `Collection.Key[.Key...]` paths to arrays, through nested objects; a path inside another listed
+    path's elements (`Orders.Lines.Batches` beside `Orders.Lines`) is a grandchild table."""
+    if text is None:
+        return ChildTableSelection()
+    if text == "*":
+        return ChildTableSelection(every=True)
+    expected = "expected * or Collection.Field paths such as Orders.Lines, comma-separated"
+    paths = []
+    for entry in (part.strip() for part in text.split(",")):
+        segments = tuple(segment.strip() for segment in entry.split("."))
+        if len(segments) < 2 or not all(segments) or segments[1] == "@metadata":
+            raise ConfigurationError("child_tables", f"{entry!r} is not a Collection.Field path ({expected})")
+        if collections and segments[0].lower() not in {name.lower() for name in collections}:
+            raise ConfigurationError("child_tables", f"{entry!r} names a collection that collection_name leaves out")
+        paths.append(segments)
+    for path in paths:
+        if (
+            sum(1 for other in paths if len(other) < len(path) and path[: len(other)] == other)
+            >= _MAX_CHILD_TABLE_DEPTH
+        ):
+            raise ConfigurationError(
+                "child_tables",
+                f"{'.'.join(path)!r} is deeper than a grandchild table (an array in an array's elements)",
+            )
+    return ChildTableSelection(paths=tuple(sorted(set(paths))))
 
 
 def _decode_base64(key: str, text: str) -> bytes:
@@ -679,6 +723,10 @@ class SyncState:
         """Whether a checkpoint now would save anything the last one of this sync did not."""
         return self.unsaved_records > 0 or self.to_dict() != self.last_saved
 
+    child_paths: dict[str, list[list[str]]] = field(default_factory=dict)  # collection -> its child-table arrays
+    child_widths: dict[str, int] = field(default_factory=dict)  # child table -> most elements of one array written
+    element_columns: dict[str, Any] = field(default_factory=dict)  # child table -> its ColumnNames (saved: entries)
+
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
         if not state:
@@ -712,12 +760,23 @@ class SyncState:
             }
         except (AttributeError, TypeError, IndexError, KeyError):
             raise SourceError(None, "state: synced_versions is malformed; reset the connector to sync again") from None
+        try:
+            child_paths = {name: [list(path) for path in paths] for name, paths in state.get("child_paths", {}).items()}
+            child_widths = {table: int(width) for table, width in state.get("child_widths", {}).items()}
+            element_columns = {table: list(entries) for table, entries in state.get("child_columns", {}).items()}
+        except (AttributeError, TypeError, ValueError):
+            raise SourceError(
+                None, "state: the child tables are not in the layout written; reset the connector"
+            ) from None
         return cls(
             cursors={name: CollectionCursor(since, synced[name]) for name, since in cursors.items()},
             deletes_since=deletes_since,
             deletes_change_vector=deletes_change_vector,
             reconciled_at=dict(state.get("reconciled_at", {})),
             column_names=column_names,
+            child_paths=child_paths,
+            child_widths=child_widths,
+            element_columns=element_columns,
         )
 
     def cursor(self, collection: str) -> CollectionCursor:
@@ -761,7 +820,56 @@ class SyncState:
         column_names = {name: columns.to_list() for name, columns in self.column_names.items()}
         if any(column_names.values()):
             state["columns"] = {name: entries for name, entries in column_names.items() if entries}
+        if self.child_paths:
+            state["child_paths"] = {name: [list(path) for path in paths] for name, paths in self.child_paths.items()}
+            state["child_widths"] = dict(self.child_widths)
+        element_columns = {
+            table: columns.to_list() if isinstance(columns, ColumnNames) else columns
+            for table, columns in self.element_columns.items()
+        }
+        if any(element_columns.values()):
+            state["child_columns"] = {table: entries for table, entries in element_columns.items() if entries}
         return state
+
+    def child_tables(self, collection: str) -> "tuple[ChildTable, ...]":
+        paths = self.child_paths.get(collection)
+        return child_tables(collection, tuple(map(tuple, paths))) if paths else ()
+
+    def use_child_tables(self, collection: str, fields: tuple[tuple[str, ...], ...]) -> list[str]:
+        """Make `fields` the child-table arrays of `collection`. When they change, its cursor starts over, so that
+        reading every document again fills the new tables (and takes their arrays out of the document rows);
+        returns the tables no longer selected, whose rows are then to be marked deleted."""
+        paths = sorted(list(path) for path in fields)
+        if paths == self.child_paths.get(collection, []):
+            return []
+        before = {child.table for child in _all_child_tables(self.child_tables(collection))}
+        if collection in self.cursors:
+            self.cursors[collection] = CollectionCursor()
+        if paths:
+            self.child_paths[collection] = paths
+        else:
+            self.child_paths.pop(collection, None)
+        dropped = before - {child.table for child in _all_child_tables(self.child_tables(collection))}
+        for table in dropped:
+            self.child_widths.pop(table, None)
+            self.element_columns.pop(table, None)
+        return sorted(dropped)
+
+    def element_columns_of(self, child: "ChildTable") -> "ColumnNames":
+        """Which column each field of a child table's elements lands in, as named by the syncs before."""
+        columns = self.element_columns.get(child.table)
+        if not isinstance(columns, ColumnNames):  # not yet used in this sync: built from the saved entries
+            columns = self.element_columns[child.table] = element_column_names(child, columns)
+        return columns
+
+    def widen(self, widths: dict[str, int]) -> bool:
+        """Raise the widest array written per child table; True when one grew (to be checkpointed before its rows
+        are written, so that a later shrink always knows which element rows may exist)."""
+        grown = False
+        for table, width in widths.items():
+            if width > self.child_widths.get(table, 0):
+                self.child_widths[table], grown = width, True
+        return grown
 
 
 def reconciliation_due(settings: Settings, state: SyncState, collection: str, now: datetime) -> bool:
@@ -1070,6 +1178,244 @@ def _declared_type(kinds: set[str]) -> str | None:
     return "STRING"
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Rows: arrays of objects as child tables (pure)
+
+_ELEMENT_VALUE = "Value"  # the column of an array element that is not an object (a number, a string, a list)
+
+
+class ChildTableSelection(NamedTuple):
+    """The `child_tables` setting: every array of objects (`*`), or the listed (collection, key, key...) paths."""
+
+    every: bool = False
+    paths: tuple[tuple[str, ...], ...] = ()
+
+    def paths_of(
+        self, collection: str, sample: list[dict], collections: list[str] | tuple[str, ...] = ()
+    ) -> tuple[tuple[str, ...], ...]:
+        """The array paths of `collection` that become tables; `*` finds them in the sample of its documents.
+
+        A child table whose destination name is the table of one of `collections` (`Orders.Lines` and a
+        collection `OrdersLines` both make `orders_lines`) is refused when listed; `*` leaves that array JSON."""
+        if self.every:
+            paths = tuple(sorted(_object_array_paths(sample, (), _MAX_CHILD_TABLE_DEPTH)))
+        else:
+            paths = tuple(path[1:] for path in self.paths if path[0].lower() == collection.lower())
+        for path, other in _clashing_tables(collection, paths, collections).items():
+            if not self.every:
+                raise SourceError(
+                    "child_tables",
+                    f"{collection}.{'.'.join(path)} would land in the table of collection {other!r}; "
+                    "leave it out (or use *, which keeps such an array as JSON)",
+                )
+            paths = tuple(kept for kept in paths if kept[: len(path)] != path)
+        return paths
+
+
+class ChildTable(NamedTuple):
+    """An array whose elements land as rows of their own table, keyed by the document's Id and the index of each
+    element on the way down (`lines_index`; a grandchild table adds its own, such as `batches_index`)."""
+
+    path: tuple[str, ...]  # keys from the parent (document or element) to the array: ("Lines",), ("ShipTo", "Stops")
+    table: str  # the parent's table, `_`, the array's destination name: `Orders_lines` (Fivetran: `orders_lines`)
+    keys: tuple[str, ...]  # ("Id", "lines_index")
+    children: tuple["ChildTable", ...] = ()
+
+
+@functools.lru_cache(maxsize=256)
+def child_tables(collection: str, paths: tuple[tuple[str, ...], ...]) -> tuple[ChildTable, ...]:
+    """The tree of child tables for array paths such as ("Lines",) and ("Lines", "Batches"): a path below another
+    listed path is an array inside that array's elements, a grandchild table."""
+    return _child_tree(table_name(collection), ("Id",), paths)
+
+
+def _child_tree(table: str, keys: tuple[str, ...], paths: tuple[tuple[str, ...], ...]) -> tuple[ChildTable, ...]:
+    tree = []
+    for path in sorted(paths):
+        if any(other != path and path[: len(other)] == other for other in paths):
+            continue  # inside the elements of a shorter listed path
+        name = destination_name(path)
+        index = f"{name}_index" if f"{name}_index" not in keys else f"{name}_index_{len(keys)}"
+        below = tuple(other[len(path) :] for other in paths if other != path and other[: len(path)] == path)
+        tree.append(
+            ChildTable(path, f"{table}_{name}", (*keys, index), _child_tree(f"{table}_{name}", (*keys, index), below))
+        )
+    return tuple(tree)
+
+
+def _clashing_tables(
+    collection: str, paths: tuple[tuple[str, ...], ...], collections: list[str] | tuple[str, ...]
+) -> dict[tuple[str, ...], str]:
+    """The array paths whose child table Fivetran would name like the table of another collection, with it."""
+    if not paths or not collections:
+        return {}
+    tables = {_fivetran_normal(table_name(name)): name for name in collections}
+    clashes: dict[tuple[str, ...], str] = {}
+
+    def visit(children: tuple[ChildTable, ...], prefix: tuple[str, ...]) -> None:
+        for child in children:
+            full = (*prefix, *child.path)
+            if _fivetran_normal(child.table) in tables:
+                clashes.setdefault(full, tables[_fivetran_normal(child.table)])
+            visit(child.children, full)
+
+    visit(child_tables(collection, paths), ())
+    return clashes
+
+
+def _all_child_tables(children: tuple[ChildTable, ...]) -> Iterator[ChildTable]:
+    for child in children:
+        yield child
+        yield from _all_child_tables(child.children)
+
+
+def _object_array_paths(values: list, prefix: tuple[str, ...], arrays: int) -> set[tuple[str, ...]]:
+    """Paths of the non-empty arrays of objects in these objects (through nested objects that are flattened, not
+    through dictionaries keyed by ids or dates), and down to `arrays` array levels, those inside their elements."""
+    found: set[tuple[str, ...]] = set()
+    for value in values:
+        if not isinstance(value, dict):
+            continue
+        for key, item in value.items():
+            if not prefix and key == "@metadata":
+                continue
+            if isinstance(item, dict) and len(prefix) < _MAX_FLATTEN_DEPTH - 1:
+                if item and not _looks_like_a_dictionary(item):  # a dictionary lands whole, as JSON
+                    found |= _object_array_paths([item], (*prefix, key), arrays)
+            elif isinstance(item, list) and item and all(isinstance(element, dict) for element in item):
+                found.add((*prefix, key))
+                if arrays > 1:
+                    found |= {(*prefix, key, *below) for below in _object_array_paths(item, (), arrays - 1)}
+    return found
+
+
+def _take_arrays(value: dict, children: tuple[ChildTable, ...]) -> tuple[dict, list[list]]:
+    """A copy of `value` without its child-table arrays (copying only the objects on their paths), and the elements
+    of each array, in the order of `children`. A path that holds no array (missing, null, a value, an object)
+    stays in the copy as it is, and gives no elements."""
+    value, taken = dict(value), []
+    for child in children:
+        holder: dict | None = value
+        for key in child.path[:-1]:
+            inner = holder.get(key)
+            if not isinstance(inner, dict):
+                holder = None
+                break
+            holder[key] = holder = dict(inner)
+        if holder is not None and isinstance(holder.get(child.path[-1]), list):
+            taken.append(holder.pop(child.path[-1]))
+        else:
+            taken.append([])
+    return value, taken
+
+
+class DocumentRows(NamedTuple):
+    """What one document writes: its row and its elements' rows, and the element rows an earlier version of it
+    may have left (indices from the array's length up to the widest array written so far): to be deleted."""
+
+    upserts: list[tuple[str, dict]]  # (table, row), the document's row first
+    stale: list[tuple[str, dict]]  # (table, primary key)
+    widths: dict[str, int]  # child table -> the most elements one of its arrays has in this document
+
+
+def document_rows(
+    table: str,
+    document: dict,
+    children: tuple[ChildTable, ...],
+    widths: dict[str, int],
+    columns: ColumnNames,
+    element_columns: Callable[[ChildTable], ColumnNames],
+) -> DocumentRows:
+    """The document's row without its child-table arrays, and one row per element of each of them: the element
+    walked and flattened by the same rules as a document (its columns named within its own table), keyed by the
+    document's Id and the element's index, with the document's LastModified."""
+    parent, arrays = _take_arrays(document, children)
+    row = flatten(parent, columns)
+    rows = DocumentRows([(table, row)], [], {})
+    _element_rows(rows, children, arrays, {"Id": row["Id"]}, row["LastModified"], widths, element_columns)
+    return rows
+
+
+def _element_rows(
+    rows: DocumentRows,
+    children: tuple[ChildTable, ...],
+    arrays: list[list],
+    key: dict,
+    last_modified: datetime,
+    widths: dict[str, int],
+    element_columns: Callable[[ChildTable], ColumnNames],
+) -> None:
+    for child, elements in zip(children, arrays, strict=True):
+        columns = element_columns(child) if elements else None
+        for index, element in enumerate(elements):
+            element_key = {**key, child.keys[-1]: index}
+            below: list[list] = [[] for _ in child.children]
+            if isinstance(element, dict):
+                element, below = _take_arrays(element, child.children)
+                row = {column.emitted: _cell(item) for column, item in walk(element, columns)}
+            else:
+                row = {_ELEMENT_VALUE: _cell(element)}
+            row.update(element_key)
+            row["LastModified"] = last_modified
+            rows.upserts.append((child.table, row))
+            _element_rows(rows, child.children, below, element_key, last_modified, widths, element_columns)
+        rows.widths[child.table] = max(rows.widths.get(child.table, 0), len(elements))
+        _stale_rows(rows.stale, child, key, len(elements), widths)
+
+
+def _stale_rows(stale: list, child: ChildTable, key: dict, start: int, widths: dict[str, int]) -> None:
+    """The keys of elements [start, widest written) of one array, and of every row below them."""
+    for index in range(start, widths.get(child.table, 0)):
+        element_key = {**key, child.keys[-1]: index}
+        stale.append((child.table, element_key))
+        for grandchild in child.children:
+            _stale_rows(stale, grandchild, element_key, 0, widths)
+
+
+def deleted_document_rows(doc_id: str, children: tuple[ChildTable, ...], widths: dict[str, int]) -> list:
+    """The keys of every element row a deleted document may have left in its child tables."""
+    stale: list[tuple[str, dict]] = []
+    for child in children:
+        _stale_rows(stale, child, {"Id": doc_id}, 0, widths)
+    return stale
+
+
+def element_column_names(child: ChildTable, entries: list | None = None) -> ColumnNames:
+    """The column names of a child table: as a document's, with its index columns and `value` kept free too."""
+    columns = ColumnNames(entries)
+    columns.taken.update({*child.keys[1:], _ELEMENT_VALUE.lower()})
+    return columns
+
+
+def declare_tables(
+    collection: str, children: tuple[ChildTable, ...], documents: Callable[[], Iterable[dict]]
+) -> list[dict]:
+    """The collection's table and its child tables, each with its primary key and the columns its sampled
+    documents or elements show (declared by the rules of declare_columns). `documents` gives the sample anew
+    for each table, so that a streamed sample (type_from_every_document) is read once per table, never held."""
+    return _declare(table_name(collection), ["Id"], None, children, documents)
+
+
+def _declare(
+    table: str,
+    keys: list[str],
+    columns: ColumnNames | None,
+    children: tuple[ChildTable, ...],
+    values: Callable[[], Iterable[dict]],
+) -> list[dict]:
+    declared = declare_columns((_take_arrays(value, children)[0] for value in values()), columns)
+    declared.update(dict.fromkeys(keys[1:], "LONG"))
+    tables = [{"table": table, "primary_key": keys, "columns": declared}]
+    for position, child in enumerate(children):
+
+        def elements(position: int = position) -> Iterator[dict]:
+            for value in values():
+                yield from (item for item in _take_arrays(value, children)[1][position] if isinstance(item, dict))
+
+        tables += _declare(child.table, list(child.keys), element_column_names(child), child.children, elements)
+    return tables
+
+
 def parse_last_modified(raw: str) -> datetime:
     """RavenDB's `2024-05-01T10:11:12.1234567Z` as an aware UTC datetime, truncated to the microsecond."""
     if len(raw) != 28 or raw[19] != "." or raw[27] != "Z":
@@ -1267,6 +1613,11 @@ def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[s
     return selected
 
 
+def newest_documents(store: DocumentStore, settings: Settings, collection: str) -> list[dict]:
+    """The 500 most recently modified documents: where `*` looks for arrays of objects."""
+    return list(QueryStream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=_SAMPLE_DOCUMENTS)))
+
+
 def type_sample(store: DocumentStore, settings: Settings, collection: str) -> "QueryStream":
     """The documents schema() types the collection's fields from: the 500 most recently modified, or with
     type_from_every_document all of them, streamed (a collection query: from storage, no index)."""
@@ -1356,20 +1707,66 @@ def stream_bound(stream: "QueryStream", covered_from: float, lookback: timedelta
 def _upsert_changes(
     stream: "QueryStream", collection: str, state: SyncState, bound: str | None, progress: Progress
 ) -> int:
-    cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
+    cursor = state.cursor(collection)
     upserted = 0
     for document in stream:
         meta = Metadata.of(document)
         if cursor.already_synced(meta):  # landed before: it may still move the cursor
             cursor.record(meta, bound)
             continue
-        op.upsert(table, flatten(document, columns))
+        upsert_document(collection, document, state)
         cursor.record(meta, bound)
         upserted += 1
         progress.document_done()
         if state.count_record():
             checkpoint(state)
     return upserted
+
+
+def select_child_tables(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> None:
+    """Settle which arrays of each collection land as child tables in this sync (`*`: the arrays of objects in
+    the same sample schema() reads, and those it found before). A collection whose selection changed is read
+    again from the beginning; a child table no longer selected has its rows marked deleted."""
+    for collection in collections:
+        sample = newest_documents(store, settings, collection) if settings.child_tables.every else []
+        before = state.child_paths.get(collection, [])
+        paths = settings.child_tables.paths_of(collection, sample, collections)
+        if settings.child_tables.every:  # an array `*` found stays a table when later samples no longer show it
+            paths = tuple(sorted({*paths, *map(tuple, state.child_paths.get(collection, []))}))
+        for table in state.use_child_tables(collection, paths):
+            log.info(f"{table}: no longer a child table; its rows are marked deleted")
+            op.truncate(table)
+        if state.child_paths.get(collection, []) != before:
+            tables = ", ".join(child.table for child in _all_child_tables(state.child_tables(collection))) or "none"
+            again = "; reading every document again" if collection in state.cursors else ""
+            log.info(f"{collection}: child tables {tables}{again}")
+
+
+def upsert_document(collection: str, document: dict, state: SyncState, checkpoint_on_widen: bool = True) -> None:
+    """Upsert the document's row and its child-table rows, and delete the element rows an earlier version left.
+
+    The state keeps, per child table, the most elements one array has had (checkpointed before rows beyond it
+    are written), so the rows of removed elements are found without keeping anything per document. In a
+    reconciliation the widening waits for the reconciliation's own checkpoint, which must carry its truncate and
+    its touches together."""
+    table, columns, children = table_name(collection), state.columns(collection), state.child_tables(collection)
+    if not children:
+        op.upsert(table, flatten(document, columns))
+        return
+    rows = document_rows(table, document, children, state.child_widths, columns, state.element_columns_of)
+    if state.widen(rows.widths) and checkpoint_on_widen:
+        checkpoint(state)
+    for table, row in rows.upserts:
+        op.upsert(table, row)
+    for table, key in rows.stale:
+        op.delete(table, key)
+
+
+def delete_document(collection: str, doc_id: str, state: SyncState) -> None:
+    """Mark a deleted document's row deleted, and every element row it may have in its child tables."""
+    op.delete(table_name(collection), {"Id": doc_id})
+    for table, key in deleted_document_rows(doc_id, state.child_tables(collection), state.child_widths):
+        op.delete(table, key)
 
 
 def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:
@@ -1395,7 +1792,7 @@ def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], st
         if first_sync:
             break
         if meta.collection in synced:
-            op.delete(table_name(meta.collection), {"Id": meta.id})
+            delete_document(meta.collection, meta.id, state)
             deleted += 1
     if not first_sync and not walk.reached and state.deletes_change_vector is not None:
         log.warning(
@@ -1414,17 +1811,26 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
 
     op.truncate soft-deletes every row synced before it; each document that exists is then touched again
     (op.update of its Id, or a full upsert if it changed after the cursor). Truncate and touches reach the
-    destination together at the next checkpoint, so no live row is ever seen deleted.
+    destination together at the next checkpoint, so no live row is ever seen deleted. Child tables are
+    truncated too, and each element row of an existing document touched by its key.
     """
     started, documents = time.monotonic(), 0
     cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
+    children = state.child_tables(collection)
+    keys = {child.table: child.keys for child in _all_child_tables(children)}
     op.truncate(table)
+    for child_table in keys:
+        op.truncate(child_table)
     for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
         meta = Metadata.of(document)
-        if meta.last_modified <= cursor.since:
+        if meta.last_modified > cursor.since:
+            upsert_document(collection, document, state, checkpoint_on_widen=False)
+        elif not children:
             op.update(table, {"Id": meta.id})
         else:
-            op.upsert(table, flatten(document, columns))
+            rows = document_rows(table, document, children, {}, columns, state.element_columns_of)
+            for row_table, row in rows.upserts:
+                op.update(row_table, {key: row[key] for key in keys.get(row_table, ("Id",))})
         documents += 1
     state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
     checkpoint(state)

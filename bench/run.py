@@ -10,6 +10,7 @@ certificate) and measures, in one run:
   4   ceiling, sink: a trivial connector upserting already-flattened rows under `fivetran debug` (rows/s)
   5   the connector end to end under `fivetran debug` into DuckDB                              (docs/s, peak RSS)
   6   incremental syncs under `fivetran debug`: nothing changed, and 1% of documents changed   (seconds)
+  5c  with --child-tables Orders.Lines: (5) again with that setting, per row written (orders + lines)   (rows/s)
   7   many collections: a first sync of 1,000 collections of 10 documents, and of the same 10,000 documents in
       one collection, both under `fivetran debug` (seconds, their ratio)
 
@@ -72,6 +73,7 @@ MAX_RSS_GROWTH = 1.25
 MAX_NO_CHANGE_SECONDS = 2.0
 MAX_ONE_PERCENT_SHARE = 0.05
 MAX_MANY_VS_ONE_COLLECTION = 3.0
+MIN_CHILD_TABLES_VS_OFF = 0.85  # (5c) rows/s with child tables on vs (5) with them off
 
 
 class Server(NamedTuple):
@@ -104,6 +106,7 @@ class Results(NamedTuple):
     end_to_end: Run  # 5
     no_change: Run  # 6
     one_percent: Run  # 6
+    child_tables: Run | None = None  # 5c, items = rows written to every table
 
 
 class Check(NamedTuple):
@@ -503,20 +506,30 @@ def fivetran_debug(
     return Run(items, hours * 3600 + minutes * 60 + seconds + millis / 1000, wall, usage.ru_maxrss)
 
 
-def warehouse_rows(project: Path) -> int:
+def warehouse_rows(project: Path, every_table: bool = False) -> int:
+    """Rows of the collection's table (or of every table: the collection's and its child tables)."""
     import duckdb
 
     with duckdb.connect(str(project / "files" / "warehouse.db"), read_only=True) as db:
         tables = db.execute("select table_schema, table_name from information_schema.tables").fetchall()
-        table = next((schema, name) for schema, name in tables if name.lower() == COLLECTION.lower())
-        return db.execute(f'select count(*) from "{table[0]}"."{table[1]}"').fetchone()[0]  # type: ignore[index]
+        selected = [
+            (schema, name)
+            for schema, name in tables
+            if name.lower() == COLLECTION.lower() or (every_table and not name.startswith("_fivetran"))
+        ]
+        return sum(
+            db.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0]  # type: ignore[index]
+            for schema, name in selected
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # One benchmark size
 
 
-def bench_size(server: Server, docs: int, work: Path, baseline_seconds: float) -> Results:
+def bench_size(
+    server: Server, docs: int, work: Path, baseline_seconds: float, child_tables: str | None = None
+) -> Results:
     work.mkdir(parents=True, exist_ok=True)
     print(f"\n== {docs:,} documents", flush=True)
     seconds = load_documents(server, docs)
@@ -560,6 +573,15 @@ def bench_size(server: Server, docs: int, work: Path, baseline_seconds: float) -
     landed = warehouse_rows(project)
     if landed != docs:
         raise RuntimeError(f"the warehouse holds {landed} rows, expected {docs}")
+    child = None
+    if child_tables:
+        child_project = make_project(work / "child-tables", (REPO / "connector.py").read_text(encoding="utf-8"))
+        child_config = {**config, "child_tables": child_tables}
+        child = step(
+            "5c end to end with child_tables (docs)",
+            lambda: fivetran_debug(child_project, child_config, docs, "child-tables"),
+        )
+        child = child._replace(items=warehouse_rows(child_project, every_table=True))
     no_change = step("6  incremental, nothing changed", lambda: fivetran_debug(project, config, 0, "no-change"))
     changed = change_documents(server, docs, 0.01)
     one_percent = step("6  incremental, 1% changed", lambda: fivetran_debug(project, config, changed, "one-percent"))
@@ -574,6 +596,7 @@ def bench_size(server: Server, docs: int, work: Path, baseline_seconds: float) -
         end_to_end,
         no_change,
         one_percent,
+        child,
     )
 
 
@@ -694,6 +717,16 @@ def checks(results: Results, smaller: PeakRss | None) -> list[Check]:
             one_percent <= MAX_ONE_PERCENT_SHARE,
         ),
     ]
+    if results.child_tables is not None:
+        vs_off = results.child_tables.rate / results.end_to_end.rate
+        found.append(
+            Check(
+                "(5c) / (5) rows/s, child tables on vs off",
+                vs_off,
+                f">= {MIN_CHILD_TABLES_VS_OFF}",
+                vs_off >= MIN_CHILD_TABLES_VS_OFF,
+            )
+        )
     if smaller is not None:
         growth = results.end_to_end.peak_rss_kb / smaller.peak_rss_kb
         found.append(
@@ -749,6 +782,8 @@ def table(results: Results) -> str:
         ("6  incremental, nothing changed", results.no_change, "s"),
         ("6  incremental, 1% changed", results.one_percent, "s"),
     ]
+    if results.child_tables is not None:
+        rows.insert(7, ("5c end to end, child tables on", results.child_tables, "rows/s"))
     lines = [
         f"{results.docs:,} documents",
         f"{'measurement':<46} {'items':>10} {'seconds':>9} {'rate':>11} {'unit':<6} {'vs 1b':>6} "
@@ -801,6 +836,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--compare-rss", type=Path, help="a --save-rss file of a smaller run: check peak RSS growth")
     parser.add_argument("--save-rss", type=Path, help="write the docs and peak RSS of (5) to this JSON file")
     parser.add_argument("--baseline-seconds", type=float, default=180.0, help="stop the skip/take baseline after this")
+    parser.add_argument("--child-tables", help="also run (5) with this child_tables setting, e.g. Orders.Lines")
     parser.add_argument("--work-dir", type=Path, help="keep scratch files here (default: a temporary directory)")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "CONTEXT"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -826,7 +862,7 @@ def main(argv: list[str] | None = None) -> int:
         with test_server(work) as server:
             print(f"test server {server.url}; scratch {work}", flush=True)
             for docs in sizes if args.case != "collections" else []:
-                results = bench_size(server, docs, work / str(docs), args.baseline_seconds)
+                results = bench_size(server, docs, work / str(docs), args.baseline_seconds, args.child_tables)
                 all_passed &= report(results, checks(results, previous), enforce=not args.smoke)
                 previous = PeakRss(docs, results.end_to_end.peak_rss_kb)
                 if args.save_rss:

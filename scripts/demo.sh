@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up from nothing, start the RavenDB-compatible test server over HTTPS with the sample database, sync it
-# with `fivetran debug` into files/warehouse.db, and show the tables and row counts that landed.
+# with `fivetran debug` into files/warehouse.db (order lines as the child table orders_lines), and show the tables
+# and row counts that landed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -1,4 +1,5 @@
-"""Print a configuration.json for the demo: the test server's URL, its sample database and the client certificate."""
+"""Print a configuration.json for the demo: the test server's URL, its sample database, the client certificate,
+and order lines as a child table."""
 
 import base64
 import json
@@ -13,6 +14,7 @@ def main(url: str, tls_dir: str) -> int:
         "database_name": "demo",
         "certificate_base64": base64.b64encode((directory / "client.pem").read_bytes()).decode(),
         "server_ca_base64": base64.b64encode((directory / "ca.pem").read_bytes()).decode(),
+        "child_tables": "Orders.Lines",  # each order line as a row of orders_lines
     }
     print(json.dumps(configuration, indent=2))
     return 0

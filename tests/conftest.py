@@ -42,24 +42,29 @@ class RecordedOps:
     def error(self, message: str) -> None:
         self.calls.append(("error", None, message))
 
-    def rows(self, table: str) -> dict[str, dict]:
-        """The live rows of the table as the destination holds them after the calls (soft deletes left out)."""
-        rows: dict[str, dict] = {}
-        deleted: set[str] = set()
+    def rows(self, table: str, keys: tuple[str, ...] = ("Id",)) -> dict[Any, dict]:
+        """The live rows of the table as the destination holds them after the calls (soft deletes left out),
+        by primary key: the Id, or a tuple of the `keys` values for a table with a composite key."""
+
+        def key_of(data: dict) -> Any:
+            return data["Id"] if keys == ("Id",) else tuple(data[name] for name in keys)
+
+        rows: dict[Any, dict] = {}
+        deleted: set[Any] = set()
         for kind, name, data in self.calls:
             if name != table:
                 continue
             if kind == "upsert":
-                rows[data["Id"]] = data
-                deleted.discard(data["Id"])
+                rows[key_of(data)] = data
+                deleted.discard(key_of(data))
             elif kind == "update":
-                rows[data["Id"]] = {**rows.get(data["Id"], {}), **data}
-                deleted.discard(data["Id"])
+                rows[key_of(data)] = {**rows.get(key_of(data), {}), **data}
+                deleted.discard(key_of(data))
             elif kind == "delete":
-                deleted.add(data["Id"])
+                deleted.add(key_of(data))
             elif kind == "truncate":
                 deleted.update(rows)
-        return {doc_id: row for doc_id, row in rows.items() if doc_id not in deleted}
+        return {key: row for key, row in rows.items() if key not in deleted}
 
     @property
     def upserts(self) -> list[tuple[str, dict]]:
