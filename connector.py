@@ -305,8 +305,14 @@ def validate_configuration(configuration: dict) -> Settings:
         type_from_every_document=_parse_flag(
             "type_from_every_document", _optional(configuration, "type_from_every_document")
         ),
-        lookback=_parse_lookback_seconds(_optional(configuration, "lookback_seconds")),
-        progress_seconds=_parse_progress_seconds(_optional(configuration, "progress_log_seconds")),
+        lookback=timedelta(
+            seconds=_parse_seconds(
+                configuration, "lookback_seconds", _DEFAULT_LOOKBACK_SECONDS, 0, _MAX_LOOKBACK_SECONDS
+            )
+        ),
+        progress_seconds=_parse_seconds(
+            configuration, "progress_log_seconds", _DEFAULT_PROGRESS_SECONDS, 0.01, _MAX_PROGRESS_SECONDS
+        ),
     )
 
 
@@ -480,31 +486,17 @@ def _parse_reconcile_hours(text: str | None) -> timedelta | None:
     return timedelta(hours=hours) if hours else None
 
 
-def _parse_lookback_seconds(text: str | None) -> timedelta:
+def _parse_seconds(configuration: dict, key: str, default: float, low: float, high: float) -> float:
+    """A number of seconds from `low` to `high`; `default` when the setting is empty."""
+    text = _optional(configuration, key)
     if text is None:
-        return timedelta(seconds=_DEFAULT_LOOKBACK_SECONDS)
+        return default
     try:
         seconds = float(text)
     except ValueError:
-        raise ConfigurationError("lookback_seconds", f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(seconds) or not 0 <= seconds <= _MAX_LOOKBACK_SECONDS:
-        raise ConfigurationError(
-            "lookback_seconds", f"{text!r} is out of range (expected 0 to {_MAX_LOOKBACK_SECONDS} seconds)"
-        )
-    return timedelta(seconds=seconds)
-
-
-def _parse_progress_seconds(text: str | None) -> float:
-    if text is None:
-        return _DEFAULT_PROGRESS_SECONDS
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise ConfigurationError("progress_log_seconds", f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(seconds) or not 0.01 <= seconds <= _MAX_PROGRESS_SECONDS:
-        raise ConfigurationError(
-            "progress_log_seconds", f"{text!r} is out of range (expected 0.01 to {_MAX_PROGRESS_SECONDS:.0f})"
-        )
+        raise ConfigurationError(key, f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or not low <= seconds <= high:
+        raise ConfigurationError(key, f"{text!r} is out of range (expected {low:g} to {high:g} seconds)")
     return seconds
 
 
