@@ -393,7 +393,7 @@ def connection_test(configuration: dict) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Configuration parsing (pure)
+# Settings: parsing and checking the configuration (pure)
 
 
 def _required(configuration: dict, key: str) -> str:
@@ -528,6 +528,10 @@ def _parse_child_tables(text: str | None, collections: tuple[str, ...]) -> "Chil
     return ChildTableSelection(paths=tuple(sorted(set(paths))))
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Certificates: the client certificate and the server CA, as the configuration gives them (pure)
+
+
 def _decode_base64(key: str, text: str) -> bytes:
     """Line breaks and the `-----BEGIN/END CERTIFICATE-----` lines Windows' `certutil -encode` adds are ignored."""
     compact = "".join(line.strip() for line in text.splitlines() if not line.lstrip().startswith("-----"))
@@ -625,7 +629,7 @@ def _parse_server_ca(text: str) -> bytes:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Sync state and rows (pure)
+# Cursor and state: where each collection's next read starts, and what the state keeps (pure)
 
 
 class Metadata(NamedTuple):
@@ -869,6 +873,10 @@ def reconciliation_due(settings: Settings, state: SyncState, collection: str, no
         return False
     last = state.reconciled_at.get(collection)
     return last is None or now - datetime.fromisoformat(last) >= settings.reconcile_every
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rows and types: destination names, the one walk of a document, flatten and declared columns (pure)
 
 
 def table_name(collection: str) -> str:
@@ -1170,6 +1178,19 @@ def _declared_type(kinds: set[str]) -> str | None:
     return "STRING"
 
 
+def parse_last_modified(raw: str) -> datetime:
+    """RavenDB's `2024-05-01T10:11:12.1234567Z` as an aware UTC datetime, truncated to the microsecond."""
+    if len(raw) != 28 or raw[19] != "." or raw[27] != "Z":
+        raise SourceError(None, f"RavenDB returned @last-modified {raw!r}, expected yyyy-MM-ddTHH:mm:ss.fffffffZ")
+    return datetime.fromisoformat(raw[:26] + "+00:00")
+
+
+def format_last_modified(moment: datetime) -> str:
+    """An aware datetime as RavenDB's 7-digit UTC text, so that it compares with `@last-modified` values."""
+    moment = moment.astimezone(timezone.utc)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond:06d}0Z"
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Rows: arrays of objects as child tables (pure)
 
@@ -1408,17 +1429,8 @@ def _declare(
     return tables
 
 
-def parse_last_modified(raw: str) -> datetime:
-    """RavenDB's `2024-05-01T10:11:12.1234567Z` as an aware UTC datetime, truncated to the microsecond."""
-    if len(raw) != 28 or raw[19] != "." or raw[27] != "Z":
-        raise SourceError(None, f"RavenDB returned @last-modified {raw!r}, expected yyyy-MM-ddTHH:mm:ss.fffffffZ")
-    return datetime.fromisoformat(raw[:26] + "+00:00")
-
-
-def format_last_modified(moment: datetime) -> str:
-    """An aware datetime as RavenDB's 7-digit UTC text, so that it compares with `@last-modified` values."""
-    moment = moment.astimezone(timezone.utc)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond:06d}0Z"
+# ----------------------------------------------------------------------------------------------------------
+# Queries: the constant RQL texts, with the collection escaped and values as $parameters (pure)
 
 
 def collection_query(template: str, collection: str, page_size: int | None = None, **parameters: str) -> IndexQuery:
