@@ -19,6 +19,22 @@ def put(store: DocumentStore, documents: Iterable[tuple[str, str | None, dict[st
     _execute(store, commands)
 
 
+def put_archived_orders(store: DocumentStore) -> None:
+    """orders/1-A to orders/3-A, of which orders/2-A is archived (`@archived: true`, RavenDB 6.1+ data archival)."""
+    _execute(
+        store,
+        [
+            PutCommandDataWithJson(
+                f"orders/{n}-A",
+                None,
+                {"N": n, "@metadata": {"@collection": "Orders", "@archived": n == 2}},
+                ForceRevisionStrategy.NONE,
+            )
+            for n in (1, 2, 3)
+        ],
+    )
+
+
 def delete(store: DocumentStore, ids: Iterable[str]) -> None:
     _execute(store, [DeleteCommandData(doc_id, None) for doc_id in ids])
 

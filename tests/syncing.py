@@ -32,6 +32,19 @@ def sync(configuration: dict, ops, state: dict | None = None) -> dict:
     return ops.checkpoints[-1]
 
 
+def record_streams(monkeypatch) -> list:
+    """Every QueryStreamCommand the connector sends from now on, in order (each knows the response, so the node)."""
+    streams: list = []
+
+    class RecordedStreamCommand(connector.QueryStreamCommand):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            streams.append(self)
+
+    monkeypatch.setattr(connector, "QueryStreamCommand", RecordedStreamCommand)
+    return streams
+
+
 def database_documents(target, collection: str) -> list[dict]:
     """The collection's documents, read with a collection query (storage order, no index, never stale)."""
     settings = connector.validate_configuration(configuration_for(target))

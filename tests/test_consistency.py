@@ -12,14 +12,12 @@ import itertools
 
 import pytest
 from ravendb import DocumentStore
-from ravendb.documents.commands.batches import PutCommandDataWithJson, SingleNodeBatchCommand
-from ravendb.documents.session.misc import ForceRevisionStrategy
 
 import connector
 from connector import SourceError
 from tests import documents
 from tests.documents import orders
-from tests.syncing import configuration_for, database_rows, sync
+from tests.syncing import configuration_for, database_rows, record_streams, sync
 
 
 @pytest.fixture
@@ -159,13 +157,8 @@ def test_a_node_killed_mid_stream_with_writes_it_had_not_replicated_yet_loses_no
     standin_control.set_replication(ravendb_target.database, delay_ms=600_000)
     documents.put(on_node("B"), orders(6001, 1, Origin="B"))
     documents.put(on_node("A"), orders(6002, 30, Origin="A"))
-    streams, upserted, stopped = [], itertools.count(1), []
+    streams, upserted, stopped = record_streams(monkeypatch), itertools.count(1), []
     real_upsert = ops.upsert
-
-    class RecordedStreamCommand(connector.QueryStreamCommand):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            streams.append(self)
 
     def kill_the_serving_node(table, data):
         real_upsert(table, data)
@@ -176,7 +169,6 @@ def test_a_node_killed_mid_stream_with_writes_it_had_not_replicated_yet_loses_no
             standin_control.stop_node(stopped[-1])
             standin_control.release_stream(ravendb_target.database)
 
-    monkeypatch.setattr(connector, "QueryStreamCommand", RecordedStreamCommand)
     monkeypatch.setattr(ops, "upsert", kill_the_serving_node)
     standin_control.pause_stream(ravendb_target.database, after=1200)
     state = sync(configuration, ops)
@@ -260,14 +252,8 @@ def test_every_stream_of_a_sync_reads_one_node(ravendb_target, ravendb_store, op
     requests of one sync over every node (wire facts, pitfall 8)."""
     names = ["Alpha", "Beta", "Gamma", "Delta"]
     documents.put(ravendb_store, [(f"{name.lower()}/1", name, {"N": 1}) for name in names])
-    streams = []
+    streams = record_streams(monkeypatch)
 
-    class RecordedStreamCommand(connector.QueryStreamCommand):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            streams.append(self)
-
-    monkeypatch.setattr(connector, "QueryStreamCommand", RecordedStreamCommand)
     sync(configuration_for(ravendb_target, collection_name=",".join(names)), ops)
 
     assert len(streams) == len(names)
@@ -294,14 +280,7 @@ def test_archived_documents_sync_once_auto_indexes_include_them(
 ):
     """README, "Auto indexes and archived documents": left out by default, synced with IncludeArchived."""
     standin_control.set_indexing(ravendb_target.database, include_archived=include_archived)
-    commands = [
-        PutCommandDataWithJson(
-            f"orders/{n}-A", None, {"N": n, "@metadata": {"@collection": "Orders", "@archived": n == 2}},
-            ForceRevisionStrategy.NONE,
-        )
-        for n in (1, 2, 3)
-    ]  # fmt: skip
-    ravendb_store.get_request_executor().execute_command(SingleNodeBatchCommand(ravendb_store.conventions, commands))
+    documents.put_archived_orders(ravendb_store)
 
     sync(configuration, ops)
 

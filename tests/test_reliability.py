@@ -29,7 +29,15 @@ from connector import ConfigurationError, SourceError
 from tests import documents
 from tests.documents import orders
 from tests.standin.fixtures import open_store
-from tests.syncing import b64_file, certificate_dirs, configuration_for, database_documents, database_rows, sync
+from tests.syncing import (
+    b64_file,
+    certificate_dirs,
+    configuration_for,
+    database_documents,
+    database_rows,
+    record_streams,
+    sync,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONNECTOR_SOURCE = Path(connector.__file__).read_text(encoding="utf-8")
@@ -168,13 +176,8 @@ def test_a_node_dying_mid_sync_fails_over_or_fails_cleanly_and_the_next_sync_com
     ravendb_target, standin_control, configuration, ops, logs, monkeypatch, serving
 ):
     standin_control.generate_orders(ravendb_target.database, 20_000)  # enough that the stream is mid-flight
-    streams, upserted, stopped = [], itertools.count(1), []
+    streams, upserted, stopped = record_streams(monkeypatch), itertools.count(1), []
     real_upsert = ops.upsert
-
-    class RecordedStreamCommand(connector.QueryStreamCommand):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            streams.append(self)
 
     def stop_a_node_after_1200(table, data):
         real_upsert(table, data)
@@ -184,7 +187,6 @@ def test_a_node_dying_mid_sync_fails_over_or_fails_cleanly_and_the_next_sync_com
             stopped.append(next(node["Tag"] for node in nodes if url.startswith(node["Url"]) == serving))
             standin_control.stop_node(stopped[-1])
 
-    monkeypatch.setattr(connector, "QueryStreamCommand", RecordedStreamCommand)
     monkeypatch.setattr(ops, "upsert", stop_a_node_after_1200)
     failed = None
     try:

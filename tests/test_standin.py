@@ -23,6 +23,7 @@ from ravendb.exceptions.exceptions import AuthorizationException, DatabaseDoesNo
 from ravendb.exceptions.raven_exceptions import ConcurrencyException, RavenException
 from ravendb.serverwide.operations.common import GetDatabaseNamesOperation
 
+from tests import documents
 from tests.standin import rql, sample_data
 from tests.standin.control import StandInControl
 from tests.standin.errors import RavenError
@@ -861,14 +862,7 @@ def test_archived_documents_are_left_out_of_auto_indexes_by_default(
     ravendb_store: DocumentStore, ravendb_target: RavenTarget, standin_control: StandInControl, include_archived: bool
 ) -> None:
     standin_control.set_indexing(ravendb_target.database, include_archived=include_archived)
-    commands = [
-        PutCommandDataWithJson(
-            f"orders/{n}-A", None, {"N": n, "@metadata": {"@collection": "Orders", "@archived": n == 2}},
-            ForceRevisionStrategy.NONE,
-        )
-        for n in (1, 2, 3)
-    ]  # fmt: skip
-    ravendb_store.get_request_executor().execute_command(SingleNodeBatchCommand(ravendb_store.conventions, commands))
+    documents.put_archived_orders(ravendb_store)
     indexed, _ = _stream(ravendb_store, CHANGED_SINCE, since=BEGINNING)
     stored, _ = _raw(ravendb_store, "from Orders")
     assert [_meta(d)[0] for d in indexed] == ["orders/1-A", "orders/2-A", "orders/3-A"][:: 1 if include_archived else 2]
