@@ -8,6 +8,7 @@ import pytest
 
 import connector
 from tests.fakes import FakeDocumentStore
+from tests.syncing import configuration_for
 
 pytest_plugins = ["tests.standin.fixtures"]
 
@@ -16,6 +17,12 @@ pytest_plugins = ["tests.standin.fixtures"]
 def base_configuration() -> dict[str, str]:
     """A valid configuration for a plain-http local server, every value a string as Fivetran passes them."""
     return {"ravendb_urls": "http://127.0.0.1:8080", "database_name": "Northwind", "collection_name": "Orders"}
+
+
+@pytest.fixture
+def configuration(ravendb_target) -> dict[str, str]:
+    """The connector's configuration for the test server's fresh database, syncing Orders."""
+    return configuration_for(ravendb_target, collection_name="Orders")
 
 
 @dataclass

@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -18,7 +17,7 @@ from tests import documents
 from tests.standin.sample_data import order
 from tests.syncing import configuration_for, database_documents, sync
 from tests.test_fivetran_debug import debug, project, query  # noqa: F401  (project is a fixture)
-from tests.test_reliability import FIVETRAN, start_debug
+from tests.test_reliability import debug_process, start_debug
 
 EPOCH, MICROSECOND = datetime(1970, 1, 1, tzinfo=timezone.utc), timedelta(microseconds=1)
 LINE_COLUMNS = ("discount", "price_per_unit", "product", "product_name", "quantity")
@@ -206,10 +205,12 @@ def test_a_sync_killed_mid_way_and_resumed_after_lines_changed_leaves_no_orphan_
     ]
     documents.put(ravendb_store, changed)  # written after the kill: shrunk to one line, grown to six
 
-    resumed = run_fivetran_debug(project_dir, configuration_path, tmp_path / "tmp")
+    resume_log = tmp_path / "resume.log"
+    with resume_log.open("w") as output:
+        returncode = debug_process(project_dir, configuration_path, tmp_path / "tmp", output).wait(timeout=600)
 
     assert 0 < killed_at < count
-    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert returncode == 0, resume_log.read_text()[-3000:]
     assert lines_in_warehouse(project_dir) == lines_in_database(ravendb_target)
     assert query(project_dir, "select count(*) from tester.orders_lines where not _fivetran_deleted") == [
         (sum(1 + n % 4 for n in range(31, count + 1)) + 20 + 60,)
@@ -218,15 +219,3 @@ def test_a_sync_killed_mid_way_and_resumed_after_lines_changed_leaves_no_orphan_
 
 def body_of(document: dict) -> dict:
     return {key: value for key, value in document.items() if key != "@metadata"}
-
-
-def run_fivetran_debug(project_dir, configuration_path, tmpdir) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [FIVETRAN, "debug", "--configuration", str(configuration_path)],
-        cwd=project_dir,
-        env={**os.environ, "DO_NOT_TRACK": "1", "TMPDIR": str(tmpdir)},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )

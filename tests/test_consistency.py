@@ -21,11 +21,6 @@ from tests.syncing import configuration_for, database_rows, record_streams, sync
 
 
 @pytest.fixture
-def configuration(ravendb_target) -> dict[str, str]:
-    return configuration_for(ravendb_target, collection_name="Orders")
-
-
-@pytest.fixture
 def no_backoff(monkeypatch):
     """Retries resume at once: the tests count attempts, not seconds."""
     monkeypatch.setattr(connector, "_BACKOFF_FIRST_SECONDS", 0.0)

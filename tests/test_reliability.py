@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import IO
 
 import duckdb
 import pytest
@@ -58,11 +59,6 @@ def secret_fragments(target, configuration: dict) -> list[str]:
     value = configuration["certificate_base64"]
     first, last = -(-(header.end() + 64) // 3) * 4, footer.start() // 3 * 4  # base64 of the random key bytes
     return [*body[1:], *(value[i : i + 40] for i in range(first, last - 40, 40))]
-
-
-@pytest.fixture
-def configuration(ravendb_target) -> dict[str, str]:
-    return configuration_for(ravendb_target, collection_name="Orders")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -511,14 +507,19 @@ def start_debug(project: Path, configuration_path: Path, tmpdir: Path, log_name:
     for name in ("connector.py", "requirements.txt"):
         shutil.copy(REPO_ROOT / name, project / name)
     with (project.parent / log_name).open("w") as output:
-        return subprocess.Popen(
-            [FIVETRAN, "debug", "--configuration", str(configuration_path)],
-            cwd=project,
-            env={**os.environ, "DO_NOT_TRACK": "1", "TMPDIR": str(tmpdir)},
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+        return debug_process(project, configuration_path, tmpdir, output)
+
+
+def debug_process(project: Path, configuration_path: Path, tmpdir: Path, output: IO) -> subprocess.Popen:
+    """`fivetran debug` in `project`, its temporary files in `tmpdir`, everything it prints into `output`."""
+    return subprocess.Popen(
+        [FIVETRAN, "debug", "--configuration", str(configuration_path)],
+        cwd=project,
+        env={**os.environ, "DO_NOT_TRACK": "1", "TMPDIR": str(tmpdir)},
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def warehouse(project: Path) -> tuple[list[str], int, int]:
@@ -585,13 +586,8 @@ def crash_runs(raven_server, tmp_path_factory):
         for seed in CRASH_SEEDS:
             shutil.rmtree(root / f"tmp-{seed}-resume", ignore_errors=True)
         resumed = {
-            seed: subprocess.Popen(
-                [FIVETRAN, "debug", "--configuration", str(configuration_path)],
-                cwd=root / f"seed-{seed}",
-                env={**os.environ, "DO_NOT_TRACK": "1", "TMPDIR": str(root / f"tmp-{seed}")},
-                stdin=subprocess.DEVNULL,
-                stdout=(root / f"resume-{seed}.log").open("w"),
-                stderr=subprocess.STDOUT,
+            seed: debug_process(
+                root / f"seed-{seed}", configuration_path, root / f"tmp-{seed}", (root / f"resume-{seed}.log").open("w")
             )
             for seed in CRASH_SEEDS
         }

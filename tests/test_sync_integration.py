@@ -16,11 +16,6 @@ from tests.syncing import b64_file, certificate_dirs, configuration_for, databas
 
 
 @pytest.fixture
-def configuration(ravendb_target) -> dict[str, str]:
-    return configuration_for(ravendb_target, collection_name="Orders")
-
-
-@pytest.fixture
 def quick_index_wait(monkeypatch):
     """Tests that keep an index stale on purpose should not wait the production 120 s for it."""
     monkeypatch.setattr(connector, "_INDEX_WAIT_SECONDS", 0.3)
