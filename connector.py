@@ -37,7 +37,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from cryptography import x509
@@ -50,7 +50,7 @@ from fivetran_connector_sdk import Operations as op
 from ravendb import DocumentStore
 from ravendb.documents.commands.query import QueryCommand
 from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
-from ravendb.documents.commands.stream import QueryStreamCommand
+from ravendb.documents.commands.stream import QueryStreamCommand, StreamCommand
 from ravendb.documents.operations.statistics import GetCollectionStatisticsOperation, GetStatisticsOperation
 from ravendb.documents.queries.index_query import IndexQuery
 from ravendb.exceptions.exceptions import (
@@ -60,6 +60,7 @@ from ravendb.exceptions.exceptions import (
     RequestedNodeUnavailableException,
 )
 from ravendb.exceptions.raven_exceptions import RavenException
+from ravendb.http.raven_command import RavenCommand
 from ravendb.tools.parsers import JSONLRavenStreamParser
 from ravendb.tools.utils import Utils
 
@@ -75,6 +76,8 @@ _INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for a stale auto index to c
 _MAX_ATTEMPTS = 5
 _BACKOFF_FIRST_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 30.0
+_SMALL_COLLECTION = 1_000  # documents: new collections this small are read together, in one read of the database
+_ALL_DOCUMENTS_STREAM = "streams/docs?format=jsonl"  # every document of the database, newest etag first
 _SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
 _MAX_CHILD_TABLE_DEPTH = 2  # array levels that become tables (child, grandchild); deeper arrays stay JSON
@@ -115,7 +118,6 @@ _LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
 _CHANGED_SINCE_RQL = (
     "from '{collection}' where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
 )
-_NEWEST_RQL = "from '{collection}' order by @metadata.'@last-modified' desc"
 _ALL_DOCUMENTS_RQL = "from '{collection}'"  # a collection query: read from storage, no index, never stale
 _CONNECTION_STEP_BY_SETTING = {"database_name": "database", "collection_name": "read access to the collections"}
 _RAVEN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?")
@@ -323,7 +325,7 @@ def schema(configuration: dict) -> list[dict]:
     settings = validate_configuration(configuration)
     tables = []
     with open_store(settings) as store:
-        collections = resolve_collections(store, settings, known=())
+        collections = resolve_collections(store, settings, known=()).counts
         for name in collections:
             newest = newest_documents(store, settings, name) if settings.child_tables.every else []
             paths = settings.child_tables.paths_of(name, newest, collections)
@@ -342,12 +344,17 @@ def update(configuration: dict, state: dict) -> None:
     settings = validate_configuration(configuration)
     sync_state = SyncState.load(state)
     with open_store(settings) as store:
-        collections = resolve_collections(store, settings, known=tuple(sync_state.cursors))
+        selection = resolve_collections(store, settings, known=tuple(sync_state.cursors))
+        collections = selection.counts
         select_child_tables(store, settings, list(collections), sync_state)
         progress = Progress(settings.progress_seconds, collections)
         deletes = sync_deletes(store, settings, list(collections), sync_state)
+        together = read_together(selection, sync_state)
+        if together:
+            sync_new_collections(store, settings, together, selection.documents, sync_state, progress)
         for collection in collections:
-            sync_collection(store, settings, collection, sync_state, progress)
+            if collection not in together:
+                sync_collection(store, settings, collection, sync_state, progress)
             if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
                 reconcile_deletes(store, settings, collection, sync_state)
     if sync_state.changed_since_saved():
@@ -382,7 +389,7 @@ def connection_test(configuration: dict) -> Any:
         _check_reachable(settings.urls)
         with open_store(settings) as store:
             step = "TLS and client certificate"
-            collections = resolve_collections(store, settings, known=())
+            collections = resolve_collections(store, settings, known=()).counts
             step = "read access to the collections"
             for collection in collections:
                 _read_one(store, settings, collection)
@@ -659,11 +666,27 @@ class CollectionCursor:
     (`@last-modified`, change vector) of each document landed at or after `since`, which the next read skips
     instead of landing again; a document written again has a new change vector and lands again. Past
     `_MAX_SYNCED_VERSIONS` documents, further ones are not remembered and land again (idempotent upserts).
+
+    A read in another order (the first read of new collections, newest etag first) holds the cursor: `since` still
+    moves as documents arrive, but the state saves the held value, and the version of every document read, until
+    the read has ended, as a document not yet read may be older than every one read so far.
     """
 
     since: str = _BEGINNING_OF_TIME
     synced: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (@last-modified, @change-vector)
     _pruned_at: str = field(default=_BEGINNING_OF_TIME, repr=False)
+    held: str | None = None  # while a read not in `@last-modified` order runs: the `since` the state saves
+
+    @property
+    def saved_since(self) -> str:
+        return self.since if self.held is None else self.held
+
+    def hold(self) -> None:
+        self.held = self.saved_since
+
+    def release(self) -> None:
+        """The held read has ended: every document it covers has been read, and `since` may be saved."""
+        self.held = None
 
     def already_synced(self, meta: Metadata) -> bool:
         return self.synced.get(meta.id) == (meta.last_modified, meta.change_vector or "")
@@ -672,7 +695,7 @@ class CollectionCursor:
         """`meta`'s version is in the destination; move `since` to it if the read's `bound` allows (None: never)."""
         if bound is not None and self.since < meta.last_modified <= bound:
             self.since = meta.last_modified
-        if meta.last_modified < self.since:
+        if meta.last_modified < self.saved_since:
             return
         if len(self.synced) >= _MAX_SYNCED_VERSIONS and meta.id not in self.synced:
             self._prune()
@@ -686,9 +709,10 @@ class CollectionCursor:
         return {doc_id: [last_modified, vector] for doc_id, (last_modified, vector) in self.synced.items()}
 
     def _prune(self) -> None:
-        if self._pruned_at != self.since:
-            self.synced = {doc_id: seen for doc_id, seen in self.synced.items() if seen[0] >= self.since}
-            self._pruned_at = self.since
+        keep_from = self.saved_since
+        if self._pruned_at != keep_from:
+            self.synced = {doc_id: seen for doc_id, seen in self.synced.items() if seen[0] >= keep_from}
+            self._pruned_at = keep_from
 
 
 @dataclass
@@ -778,6 +802,11 @@ class SyncState:
     def cursor(self, collection: str) -> CollectionCursor:
         return self.cursors.setdefault(collection, CollectionCursor())
 
+    def starts_over(self, collection: str) -> bool:
+        """Whether the collection's next read is from the beginning (never synced, or to be read again)."""
+        cursor = self.cursors.get(collection)
+        return cursor is None or cursor.saved_since == _BEGINNING_OF_TIME
+
     def deletes_reached(self, meta: Metadata) -> bool:
         """Whether a bin entry (read newest first) is the newest one handled before, or was deleted before it:
         where a walk of the bin stops."""
@@ -802,7 +831,7 @@ class SyncState:
     def to_dict(self) -> dict:
         state: dict[str, Any] = {
             "version": _STATE_VERSION,
-            "cursors": {name: cursor.since for name, cursor in self.cursors.items()},
+            "cursors": {name: cursor.saved_since for name, cursor in self.cursors.items()},
             "synced_versions": {
                 name: versions for name, cursor in self.cursors.items() if (versions := cursor.versions())
             },
@@ -1458,41 +1487,45 @@ def checkpoint(state: SyncState) -> None:
 
 
 class Progress:
-    """While a collection streams, at most one line every `every_seconds`: documents done, the collection's document
-    count from RavenDB's collection statistics (read once at the start of the sync), percent, rate and time left.
-    At the end, one summary line for the sync: collections, documents, deletes, seconds.
+    """While a read streams, at most one line every `every_seconds`: documents read, how many it will read from
+    RavenDB's collection statistics (read once at the start of the sync), percent, rate and time left. At the end,
+    one summary line for the sync: collections, documents upserted, deletes, seconds.
 
-    The count is of the whole collection: for an incremental sync, which reads only what changed, the percent is
-    low and the time left an upper bound; documents written during the sync can take it past 100%.
+    A collection's count is of the whole collection: for an incremental sync, which reads only what changed, the
+    percent is low and the time left an upper bound; documents written during the sync can take it past 100%. The
+    first read of new collections together reads the whole database and counts every document it reads.
     """
 
     def __init__(self, every_seconds: float, counts: dict[str, int]):
         self.every_seconds, self.counts = every_seconds, counts
         self.started = time.monotonic()
         self.collections = self.documents = 0
-        self.collection, self.done, self.collection_started, self.next_line = "", 0, self.started, math.inf
+        self.label, self.total, self.done = "", 0, 0
+        self.read_started, self.next_line = self.started, math.inf
 
     def start_collection(self, collection: str) -> None:
-        self.collections += 1
-        self.collection, self.done = collection, 0
-        self.collection_started = time.monotonic()
-        self.next_line = self.collection_started + self.every_seconds
+        self.start_read(collection, self.counts.get(collection, 0), collections=1)
 
-    def document_done(self) -> None:
+    def start_read(self, label: str, total: int, collections: int) -> None:
+        self.collections += collections
+        self.label, self.total, self.done = label, total, 0
+        self.read_started = time.monotonic()
+        self.next_line = self.read_started + self.every_seconds
+
+    def document_read(self, upserted: bool) -> None:
         self.done += 1
-        self.documents += 1
+        self.documents += upserted
         now = time.monotonic()
         if now >= self.next_line:
             self.next_line = now + self.every_seconds
             log.info(self._progress_line(now))
 
     def _progress_line(self, now: float) -> str:
-        total = self.counts.get(self.collection, 0)
-        rate = self.done / max(now - self.collection_started, 1e-6)
-        percent = 100 * self.done / total if total else 100.0
-        left = max(total - self.done, 0) / rate
+        rate = self.done / max(now - self.read_started, 1e-6)
+        percent = 100 * self.done / self.total if self.total else 100.0
+        left = max(self.total - self.done, 0) / rate
         return (
-            f"{self.collection}: {self.done:,} of {total:,} documents ({percent:.0f}%), {rate:,.0f} docs/s, "
+            f"{self.label}: {self.done:,} of {self.total:,} documents ({percent:.0f}%), {rate:,.0f} docs/s, "
             f"about {_duration(left)} left"
         )
 
@@ -1591,16 +1624,25 @@ def _check_reachable(urls: tuple[str, ...]) -> None:
         log.warning(f"ravendb_urls: unreachable, failing over to the other nodes: {'; '.join(failures)}")
 
 
-def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[str, ...]) -> dict[str, int]:
+class Selection(NamedTuple):
+    """The collections a sync reads, each with its document count, and the count of every document in the database
+    (other collections, `@hilo` and documents without a collection among them), from one read of the statistics."""
+
+    counts: dict[str, int]
+    documents: int
+
+
+def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[str, ...]) -> Selection:
     """The configured collections, or every user collection, each with its document count from RavenDB's collection
     statistics (one request); a vanished collection is logged, not an error."""
     with _translated_errors(settings):
         statistics = store.maintenance.send(GetCollectionStatisticsOperation())
+    documents = max(statistics.count_of_documents or 0, sum(statistics.collections.values()))
     present = {name: count for name, count in statistics.collections.items() if not name.startswith("@")}
     if not settings.collections:
         for gone in sorted(set(known) - set(present)):
             log.warning(f"{gone}: collection no longer exists in {settings.database}; its table is kept")
-        return {name: present[name] for name in sorted(present)}
+        return Selection({name: present[name] for name in sorted(present)}, documents)
     by_lower = {name.lower(): name for name in present}
     selected = {}
     for name in settings.collections:
@@ -1614,25 +1656,31 @@ def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[s
             raise SourceError(
                 "collection_name", f"{name!r} does not exist in database {settings.database!r} (has: {available})"
             )
-    return selected
+    return Selection(selected, documents)
 
 
-def newest_documents(store: DocumentStore, settings: Settings, collection: str) -> list[dict]:
-    """The 500 most recently modified documents: where `*` looks for arrays of objects."""
-    return list(QueryStream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=_SAMPLE_DOCUMENTS)))
+def newest_documents(
+    store: DocumentStore, settings: Settings, collection: str, count: int = _SAMPLE_DOCUMENTS
+) -> list[dict]:
+    """The collection's `count` most recently written documents (GET /collections/docs: from storage, newest etag
+    first, no index; on one node that is the order of writes): the sample schema() types fields from, and where
+    the child table `*` looks for arrays of objects."""
+    command = _CollectionDocumentsCommand(collection, count)
+    with _translated_errors(settings):
+        _execute(store, command)
+    return command.result
 
 
-def type_sample(store: DocumentStore, settings: Settings, collection: str) -> "QueryStream":
-    """The documents schema() types the collection's fields from: the 500 most recently modified, or with
+def type_sample(store: DocumentStore, settings: Settings, collection: str) -> Iterable[dict]:
+    """The documents schema() types the collection's fields from: the 500 most recently written, or with
     type_from_every_document all of them, streamed (a collection query: from storage, no index)."""
     if settings.type_from_every_document:
         return QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection))
-    return QueryStream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=_SAMPLE_DOCUMENTS))
+    return newest_documents(store, settings, collection)
 
 
 def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None:
-    for _ in QueryStream(store, settings, collection_query(_NEWEST_RQL, collection, page_size=1)):
-        pass
+    newest_documents(store, settings, collection, count=1)
 
 
 def sync_collection(
@@ -1697,7 +1745,7 @@ def _stream_into_destination(
     bound = None if covered_from is None else stream_bound(stream, covered_from, settings.lookback)
     if bound is None and covered_from is not None:
         log.warning(f"{collection}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
-    return _upsert_changes(stream, collection, state, bound, progress)
+    return _upsert_changes(stream, lambda meta: collection, state, bound, progress)
 
 
 def stream_bound(stream: "QueryStream", covered_from: float, lookback: timedelta) -> str | None:
@@ -1709,21 +1757,98 @@ def stream_bound(stream: "QueryStream", covered_from: float, lookback: timedelta
 
 
 def _upsert_changes(
-    stream: "QueryStream", collection: str, state: SyncState, bound: str | None, progress: Progress
+    stream: "QueryStream",
+    collection_of: Callable[[Metadata], str | None],
+    state: SyncState,
+    bound: str | None,
+    progress: Progress,
 ) -> int:
-    cursor = state.cursor(collection)
+    """Upsert what the stream returns into the table of the collection `collection_of` names (None: a document
+    no table takes), unless it landed already; each document read may move its collection's cursor."""
     upserted = 0
     for document in stream:
         meta = Metadata.of(document)
+        collection = collection_of(meta)
+        if collection is None:
+            progress.document_read(upserted=False)
+            continue
+        cursor = state.cursor(collection)
         if cursor.already_synced(meta):  # landed before: it may still move the cursor
             cursor.record(meta, bound)
+            progress.document_read(upserted=False)
             continue
         upsert_document(collection, document, state)
         cursor.record(meta, bound)
         upserted += 1
-        progress.document_done()
+        progress.document_read(upserted=True)
         if state.count_record():
             checkpoint(state)
+    return upserted
+
+
+def read_together(selection: Selection, state: SyncState) -> list[str]:
+    """The new collections whose first sync is one read of the whole database (`sync_new_collections`).
+
+    They are the collections read from the beginning (never synced, or starting over) that hold at most
+    `_SMALL_COLLECTION` documents each, when there are at least two of them and together they hold at least half
+    of the database's documents: one request then replaces a query and an auto index per collection, and reads
+    little besides them. Larger collections, and a few small ones in a large database, are read one by one in
+    `@last-modified` order, where the cursor advances, and checkpoints save it, as the documents stream.
+    """
+    small = [name for name, count in selection.counts.items() if count <= _SMALL_COLLECTION and state.starts_over(name)]
+    if len(small) < 2 or 2 * sum(selection.counts[name] for name in small) < selection.documents:
+        return []
+    return small
+
+
+def sync_new_collections(
+    store: DocumentStore,
+    settings: Settings,
+    collections: list[str],
+    documents: int,
+    state: SyncState,
+    progress: Progress,
+) -> int:
+    """Upsert every document of `collections`, all read from the beginning, from one stream of every document of
+    the database (its `documents`), newest etag first, retrying transient failures.
+
+    The stream reads storage, not an index: nothing to build or wait for. RavenDB renews the read transaction of a
+    long stream and resumes it after the last etag sent, so every document not written during the stream is read;
+    one written during it has a `@last-modified` past the moment the stream began, which bounds each cursor as it
+    bounds a collection's read (`stream_bound`). The order is not `@last-modified` order, so each cursor is held
+    (checkpoints save it where it was) until the stream has ended; a sync that fails before then reads them again,
+    skipping the documents its checkpoints recorded as landed.
+    """
+    names = {name.lower(): name for name in collections}
+    log.info(
+        f"{len(collections):,} new collections: sync started, in one read of the database ({documents:,} documents)"
+    )
+    started = time.monotonic()
+    progress.start_read(f"{len(collections):,} new collections (one read of the database)", documents, len(collections))
+    cursors = [state.cursor(name) for name in collections]
+    for cursor in cursors:
+        cursor.hold()
+    upserted = 0
+
+    def attempt() -> None:
+        nonlocal upserted
+        covered_from = time.monotonic()
+        stream = QueryStream.of_database(store, settings).open()
+        bound = stream_bound(stream, covered_from, settings.lookback)
+        if bound is None:
+            log.warning("new collections: RavenDB sent no Date header; their cursors stay and they are read again")
+        upserted += _upsert_changes(
+            stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress
+        )
+
+    _retrying("new collections", "reading the database again", attempt)
+    for cursor in cursors:
+        cursor.release()
+    seconds = time.monotonic() - started
+    log.info(
+        f"{len(collections):,} new collections: synced {upserted} documents in {seconds:.1f} s "
+        f"({upserted / max(seconds, 1e-6):,.0f} docs/s)"
+    )
     return upserted
 
 
@@ -1986,15 +2111,42 @@ class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
         self.result = body["Results"]
 
 
+class _CollectionDocumentsCommand(RavenCommand):
+    """GET /collections/docs?name=&start=0&pageSize=: a page of the collection's documents, newest etag first, from
+    storage (RavenDB's CollectionsHandler, in one read transaction). `result`: the documents. Not kept in the
+    client's HTTP cache."""
+
+    def __init__(self, collection: str, page_size: int):
+        super().__init__(list)
+        self.collection, self.page_size = collection, page_size
+        self._can_cache = False
+
+    def create_request(self, node: Any) -> requests.Request:
+        name = quote(self.collection, safe="")
+        return requests.Request(
+            "GET",
+            f"{node.url}/databases/{node.database}/collections/docs?name={name}&start=0&pageSize={self.page_size}",
+        )
+
+    def set_response(self, response: str | None, from_cache: bool) -> None:
+        if response is None:
+            self._throw_invalid_response()
+        self.result = json.loads(response)["Results"]
+
+    def is_read_request(self) -> bool:
+        return True
+
+
 class QueryStream:
-    """The documents of a query, streamed as JSON lines and parsed by the client's own JSONL parser.
+    """The documents of a query (or, `of_database`, of the whole database), streamed as JSON lines and parsed by the
+    client's own JSONL parser.
 
     Not the session's stream(): that deep-copies every document and may import the Python class a document
     names in its metadata. A broken stream (connection lost, or an `{"Error": ...}` line the server writes when
     the query fails mid-way) is a TransientSourceError.
     """
 
-    def __init__(self, store: DocumentStore, settings: Settings, query: IndexQuery):
+    def __init__(self, store: DocumentStore, settings: Settings, query: IndexQuery | None):
         self.store, self.settings, self.query = store, settings, query
         self.is_stale = False  # known once open
         self._response: Any = None
@@ -2002,9 +2154,17 @@ class QueryStream:
         self._server_date: datetime | None = None  # its Date header: whole seconds, never later than the server
         self._last_line = b""
 
+    @classmethod
+    def of_database(cls, store: DocumentStore, settings: Settings) -> "QueryStream":
+        """Every document of the database, newest etag first, read from storage (GET /streams/docs: no index)."""
+        return cls(store, settings, None)
+
     def open(self) -> "QueryStream":
-        """Send the query and read its statistics line; the documents follow on iteration."""
-        command = QueryStreamCommand(self.store.conventions, self.query)
+        """Send the request and read a query's statistics line; the documents follow on iteration."""
+        if self.query is None:
+            command: Any = StreamCommand(_ALL_DOCUMENTS_STREAM)
+        else:
+            command = QueryStreamCommand(self.store.conventions, self.query)
         with _translated_errors(self.settings):
             _execute(self.store, command)
         self._received_at = time.monotonic()
@@ -2012,8 +2172,9 @@ class QueryStream:
         self._server_date = _http_date(self._response.headers.get("Date"))
         try:
             self._parser = JSONLRavenStreamParser(self._lines())
-            with self._broken_stream_errors():
-                self.is_stale = bool(self._parser.next_query_statistics().get("IsStale"))
+            if self.query is not None:
+                with self._broken_stream_errors():
+                    self.is_stale = bool(self._parser.next_query_statistics().get("IsStale"))
         except BaseException:
             self.close()
             raise

@@ -2,10 +2,10 @@
 
 It implements only the calls connector.py makes, and answers them as the real client would: collection
 statistics, database statistics, the wait-for-index query, revisions-bin pages as RavenDB 6.x/7.x pages them (raw
-records, then the filter), and the JSONL stream of `from '<c>' where @metadata.'@last-modified' >= $since` with the
-server's Date header. Like a real index, a stream may return documents at an indexed position older than their
-current @last-modified (`indexed_at`), report itself stale (`stale_streams`) or break off with an Error line
-(`error_after`).
+records, then the filter), the newest documents of a collection (`GET /collections/docs`), the JSONL stream of `from '<c>' where @metadata.'@last-modified' >= $since` with the
+server's Date header, and every document of the database newest first (`GET /streams/docs`). Like a real index, a
+stream may return documents at an indexed position older than their current @last-modified (`indexed_at`), report
+itself stale (`stale_streams`) or break off with an Error line (`error_after`).
 """
 
 import json
@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ravendb.documents.commands.query import QueryCommand
 from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
+from ravendb.documents.commands.stream import StreamCommand
 from ravendb.documents.conventions import DocumentConventions
 from ravendb.documents.operations.statistics import GetStatisticsOperation
 
@@ -67,6 +68,22 @@ class FakeRequestExecutor:
             type(self.store).stale_waits -= 1
             command.result = SimpleNamespace(is_stale=stale, index_name="Auto/Orders/By@metadata.@last-modified")
             return
+        request = command.create_request(SimpleNamespace(url="http://fake", database="Northwind"))
+        if "/collections/docs?" in (request.url or ""):  # a page of one collection, newest etag first
+            query = parse_qs(urlsplit(request.url).query)
+            name, size = query["name"][0].lower(), int(query["pageSize"][0])
+            newest = [
+                document
+                for document in reversed(self.store.documents.values())
+                if document["@metadata"].get("@collection", "").lower() == name
+            ]
+            self.store.samples.append(query["name"][0])
+            command.set_response(json.dumps({"Results": newest[:size]}), False)
+            return
+        if isinstance(command, StreamCommand):  # GET /streams/docs: every document, newest etag first
+            self.store.queries.append(("GET /streams/docs", {}))
+            self.stream(command, [], list(self.store.documents.values())[::-1])
+            return
         query = command._index_query
         if not query.query.endswith(" desc"):
             self.store.queries.append((query.query, dict(query.query_parameters or {})))
@@ -85,9 +102,15 @@ class FakeRequestExecutor:
                 "IndexTimestamp": "2024-01-01T00:00:00.0000000",
             }
         }
-        lines = [json.dumps(stats).encode()] + [json.dumps({"Item": doc}).encode() for doc in documents]
-        if self.store.error_after is not None and len(lines) > self.store.error_after + 1:
-            lines[self.store.error_after + 1 :] = [
+        self.stream(command, [json.dumps(stats).encode()], documents)
+
+    def stream(self, command, lines: list[bytes], documents: list[dict]) -> None:
+        """The JSONL response: `lines` (a query's Stats line), then one {"Item"} line per document, broken off with
+        an Error line after `error_after` documents if the test asked."""
+        head = len(lines)
+        lines = lines + [json.dumps({"Item": doc}).encode() for doc in documents]
+        if self.store.error_after is not None and len(lines) > self.store.error_after + head:
+            lines[self.store.error_after + head :] = [
                 json.dumps({"Error": "System.OperationCanceledException: gone"}).encode()
             ]
             type(self.store).error_after = None
@@ -134,6 +157,7 @@ class FakeDocumentStore:
         self.queries: list[tuple[str, dict]] = []
         self.index_waits: list[str] = []
         self.bin_requests: list[str] = []
+        self.samples: list[str] = []  # the collections whose newest documents were asked for (GET /collections/docs)
         self.initialized = self.closed = False
         self.maintenance = SimpleNamespace(send=self._send)
         if self.server_date is None:

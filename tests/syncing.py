@@ -33,15 +33,20 @@ def sync(configuration: dict, ops, state: dict | None = None) -> dict:
 
 
 def record_streams(monkeypatch) -> list:
-    """Every QueryStreamCommand the connector sends from now on, in order (each knows the response, so the node)."""
+    """Every stream the connector opens from now on (query streams, and reads of the whole database), in order;
+    each command knows its response, so the node that answered."""
     streams: list = []
 
-    class RecordedStreamCommand(connector.QueryStreamCommand):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            streams.append(self)
+    def recorded(command_class: type) -> type:
+        class Recorded(command_class):  # type: ignore[misc, valid-type]
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                streams.append(self)
 
-    monkeypatch.setattr(connector, "QueryStreamCommand", RecordedStreamCommand)
+        return Recorded
+
+    monkeypatch.setattr(connector, "QueryStreamCommand", recorded(connector.QueryStreamCommand))
+    monkeypatch.setattr(connector, "StreamCommand", recorded(connector.StreamCommand))
     return streams
 
 

@@ -1,0 +1,73 @@
+"""A first sync of many small collections, through update() and the real ravendb client over HTTPS: one read of the
+whole database instead of one query per collection, exact even while the database is written to.
+
+Against a real server (RAVENDB_TEST_URLS) the tests that need the test server's control API skip.
+"""
+
+import itertools
+
+import pytest
+
+import connector
+from tests import documents
+from tests.syncing import configuration_for, database_rows, record_streams, sync
+
+NAMES = [f"Shelf{number:02d}" for number in range(12)]
+
+
+def shelves(first: int, last: int, **fields) -> list[tuple[str, str, dict]]:
+    """Documents `first`..`last` of every collection in NAMES (ids `shelfNN/<n>`)."""
+    return [
+        (f"{name.lower()}/{number}", name, {"Name": f"{name} item {number}", "Count": number, **fields})
+        for name in NAMES
+        for number in range(first, last + 1)
+    ]
+
+
+def landed_as_in_the_database(target, ops) -> None:
+    for name in NAMES:
+        assert ops.rows(connector.table_name(name)) == database_rows(target, name), name
+
+
+@pytest.fixture
+def every_shelf(ravendb_target):
+    return configuration_for(ravendb_target, collection_name=",".join(NAMES))
+
+
+def test_new_small_collections_land_whole_from_one_read_of_the_database(
+    ravendb_target, ravendb_store, every_shelf, ops, monkeypatch
+):
+    documents.put(ravendb_store, shelves(1, 30))
+    streams = record_streams(monkeypatch)
+
+    sync(every_shelf, ops)
+
+    assert [stream.result.response.url.split("/databases/")[1].split("/", 1)[1] for stream in streams] == [
+        "streams/docs?format=jsonl"
+    ]
+    landed_as_in_the_database(ravendb_target, ops)
+
+
+def test_writes_during_the_read_of_new_collections_land_by_the_next_sync(
+    ravendb_target, ravendb_store, standin_control, every_shelf, ops, monkeypatch
+):
+    """Written while the read is paused after 150 of 360 documents, on a server that renews its read transaction
+    every 50 documents: updates of documents already read and not yet reached, and inserts."""
+    documents.put(ravendb_store, shelves(1, 30))
+    standin_control.set_read_pulse(ravendb_target.database, every_docs=50)
+    standin_control.pause_stream(ravendb_target.database, after=150)
+    upserted, real_upsert = itertools.count(1), ops.upsert
+
+    def write_while_paused(table, data):
+        real_upsert(table, data)
+        if next(upserted) == 150:
+            standin_control.wait_stream_paused(ravendb_target.database)
+            documents.put(ravendb_store, shelves(1, 3, Count=-1) + shelves(28, 30, Count=-2) + shelves(31, 32))
+            standin_control.release_stream(ravendb_target.database)
+
+    monkeypatch.setattr(ops, "upsert", write_while_paused)
+    state = sync(every_shelf, ops)
+    monkeypatch.setattr(ops, "upsert", real_upsert)
+    sync(every_shelf, ops, state)
+
+    landed_as_in_the_database(ravendb_target, ops)

@@ -1,0 +1,177 @@
+"""First syncs of many collections against a mocked DocumentStore: new small collections are read together, in one
+read of the whole database; the rest, and every later sync, one collection at a time."""
+
+import re
+
+import pytest
+
+import connector
+
+DATABASE_READ = ("GET /streams/docs", {})
+
+
+def store(fake_store, *documents):
+    for document in documents:
+        fake_store.documents[document["@metadata"]["@id"]] = document
+
+
+def collections(fake_store, make_document, count: int, documents: int, prefix: str = "C") -> list[str]:
+    names = [f"{prefix}{number:03d}" for number in range(count)]
+    for name in names:
+        store(fake_store, *(make_document(name) for _ in range(documents)))
+    return names
+
+
+@pytest.fixture
+def every_collection(base_configuration):
+    del base_configuration["collection_name"]
+    return base_configuration
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    monkeypatch.setattr(connector, "_BACKOFF_FIRST_SECONDS", 0.0)
+
+
+def test_new_small_collections_are_read_in_one_request(fake_store, make_document, every_collection, ops):
+    names = collections(fake_store, make_document, 30, 10)
+
+    connector.update(every_collection, {})
+
+    (instance,) = fake_store.instances
+    assert instance.queries == [DATABASE_READ]
+    assert all(len(ops.rows(connector.table_name(name))) == 10 for name in names)
+    assert sorted(ops.checkpoints[-1]["cursors"]) == names
+
+
+def test_each_cursor_moves_to_the_newest_document_of_its_collection(fake_store, make_document, every_collection, ops):
+    names = collections(fake_store, make_document, 3, 4)
+
+    connector.update(every_collection, {})
+
+    newest = {
+        name: max(
+            document["@metadata"]["@last-modified"]
+            for document in fake_store.documents.values()
+            if document["@metadata"]["@collection"] == name
+        )
+        for name in names
+    }
+    assert ops.checkpoints[-1]["cursors"] == newest
+
+
+def test_the_next_sync_reads_each_collection_from_its_cursor(fake_store, make_document, every_collection, ops):
+    names = collections(fake_store, make_document, 3, 4)
+    connector.update(every_collection, {})
+    state = ops.checkpoints[-1]
+
+    connector.update(every_collection, state)
+
+    later = fake_store.instances[-1].queries
+    assert [parameters["since"] for _, parameters in later] == [state["cursors"][name] for name in names]
+    assert ops.calls[-1] == ("checkpoint", None, state)  # nothing landed twice
+
+
+def test_checkpoints_during_the_read_keep_the_cursors_where_they_were(fake_store, make_document, every_collection, ops):
+    collections(fake_store, make_document, 25, 100)
+
+    connector.update(every_collection, {})
+
+    *during, final = ops.checkpoints
+    assert len(during) == 2  # every 1,000 records
+    assert all(set(saved["cursors"].values()) == {connector._BEGINNING_OF_TIME} for saved in during)
+    assert connector._BEGINNING_OF_TIME not in final["cursors"].values()
+
+
+def test_a_read_broken_off_is_read_again_without_landing_a_document_twice(
+    fake_store, make_document, every_collection, ops, no_backoff
+):
+    names = collections(fake_store, make_document, 25, 100)
+    fake_store.error_after = 1500
+
+    connector.update(every_collection, {})
+
+    upserted = [data["Id"] for kind, _, data in ops.calls if kind == "upsert"]
+    assert len(upserted) == len(set(upserted)) == 2500
+    assert fake_store.instances[0].queries == [DATABASE_READ, DATABASE_READ]
+    assert sorted(ops.checkpoints[-1]["cursors"]) == names
+
+
+def test_a_sync_that_failed_during_the_read_starts_it_again_and_skips_what_its_checkpoints_saved(
+    fake_store, make_document, every_collection, ops
+):
+    collections(fake_store, make_document, 25, 100)
+    fake_store.error_after = 1500
+    connector._MAX_ATTEMPTS, attempts = 1, connector._MAX_ATTEMPTS
+    try:
+        with pytest.raises(connector.SourceError):
+            connector.update(every_collection, {})
+    finally:
+        connector._MAX_ATTEMPTS = attempts
+    landed = {data["Id"] for _, data in ops.upserts}
+    saved, ops.calls[:] = ops.checkpoints[-1], []
+
+    connector.update(every_collection, saved)
+
+    again = {data["Id"] for _, data in ops.upserts}
+    assert len(landed) == 1500 and len(landed | again) == 2500
+    assert len(landed & again) == 500  # landed after the last checkpoint (at 1,000), before the failure
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param({"small": 1, "large": 0}, id="one-new-collection"),
+        pytest.param({"small": 0, "large": 2}, id="collections-past-the-small-size"),
+        pytest.param({"small": 3, "large": 1}, id="small-ones-hold-under-half-the-database"),
+    ],
+)
+def test_otherwise_each_collection_is_read_on_its_own(fake_store, make_document, every_collection, shape):
+    collections(fake_store, make_document, shape["small"], 10, prefix="S")
+    collections(fake_store, make_document, shape["large"], connector._SMALL_COLLECTION + 1, prefix="L")
+
+    connector.update(every_collection, {})
+
+    queries = fake_store.instances[0].queries
+    assert DATABASE_READ not in queries
+    assert len(queries) == shape["small"] + shape["large"]
+
+
+def test_only_the_new_collections_are_read_together(fake_store, make_document, every_collection, ops):
+    old = collections(fake_store, make_document, 2, 10, prefix="Old")
+    connector.update(every_collection, {})
+    state = ops.checkpoints[-1]
+    new = collections(fake_store, make_document, 5, 10, prefix="New")
+
+    connector.update(every_collection, state)
+
+    queries = fake_store.instances[-1].queries
+    assert queries[0] == DATABASE_READ
+    assert [parameters["since"] for _, parameters in queries[1:]] == [state["cursors"][name] for name in old]
+    assert all(len(ops.rows(connector.table_name(name))) == 10 for name in new)
+
+
+def test_documents_of_collections_not_selected_are_skipped(fake_store, make_document, base_configuration, ops):
+    base_configuration["collection_name"] = "C000, C001"
+    collections(fake_store, make_document, 3, 10)
+
+    connector.update(base_configuration, {})
+
+    assert fake_store.instances[0].queries == [DATABASE_READ]
+    assert {table for table, _ in ops.upserts} == {connector.table_name("C000"), connector.table_name("C001")}
+
+
+def test_a_slow_read_of_the_database_logs_progress_over_every_document_it_reads(
+    fake_store, make_document, every_collection, logs
+):
+    collections(fake_store, make_document, 4, 5)
+    fake_store.seconds_per_document = 0.02  # the stream takes at least 0.4 s
+    every_collection["progress_log_seconds"] = "0.1"
+
+    connector.update(every_collection, {})
+
+    line = re.compile(r"4 new collections \(one read of the database\): (\d+) of 20 documents \((\d+)%\), .* left")
+    progress = [match for match in map(line.fullmatch, logs.messages("INFO")) if match]
+    assert progress
+    assert all(int(match.group(2)) == int(match.group(1)) * 100 // 20 for match in progress)
+    assert "sync finished: 4 collections, 20 documents upserted" in logs.messages("INFO")[-1]
