@@ -170,6 +170,13 @@ def test_collection_query_reads_storage_in_etag_order(ravendb_store: DocumentSto
     assert stats.total_results == 12
 
 
+def test_an_all_docs_collection_query_is_named_all_docs(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 2)
+    docs, stats = _raw(ravendb_store, "from @all_docs")
+    assert stats.index_name == "AllDocs"
+    assert [d["@metadata"]["@id"] for d in docs] == ["orders/1-A", "orders/2-A"]
+
+
 def test_id_equality_is_a_collection_query(ravendb_store: DocumentStore) -> None:
     _store_orders(ravendb_store, 3)
     docs, stats = _raw(ravendb_store, "from Orders where id() = $id", id="orders/2-A")
@@ -1071,3 +1078,14 @@ def test_a_renewed_docs_stream_skips_one_document_when_everything_it_read_was_de
 
     ids = _stream_across_a_write(ravendb_target, standin_control, _docs_stream_ids, 3, delete_the_sent_ones)
     assert ids == _orders(10, 9, 8, 6, 5, 4, 3, 2, 1)  # the seek to orders/8-A's etag fails: orders/7-A skipped
+
+
+def test_request_counters_name_the_two_storage_reads(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    _get(ravendb_target, "collections/docs?name=Orders")
+    _get(ravendb_target, "collections/docs?name=Companies")
+    _get(ravendb_target, "streams/docs?format=jsonl")
+    base = f"/databases/{ravendb_target.database}"
+    assert standin_control.requests("GET", f"{base}/collections/docs") == {"A": 2}
+    assert standin_control.requests("GET", f"{base}/streams/docs") == {"A": 1}

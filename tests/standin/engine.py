@@ -129,8 +129,8 @@ def run_collection_query(db: Database, req: QueryRequest) -> Outcome:
         docs: list[Doc] = by_id if by_id is not None else list(db.collection_docs(q.collection).values())
         etag = db.last_etag
     start, page = _paging(req)
-    name = "AllDocs" if q.collection == ALL_DOCS else q.collection
-    outcome = Outcome(docs[start : start + page], len(docs), 0, COLLECTION_INDEX_PREFIX + name, False, etag, 0)
+    name = "AllDocs" if q.collection == ALL_DOCS else COLLECTION_INDEX_PREFIX + q.collection  # GetCollectionName
+    outcome = Outcome(docs[start : start + page], len(docs), 0, name, False, etag, 0)
     if by_id is None:
         outcome.renew = lambda read, _last: _collection_resumed(db, q.collection, start + read, start + page)
     return outcome

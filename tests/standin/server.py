@@ -528,20 +528,20 @@ def _paced(
         cuts = streams.cuts()
         chunk, delay_s = streams.throttle_docs or STREAM_CHUNK_DOCS, streams.throttle_ms / 1000
         pulse = streams.read_pulse_docs if renew is not None else None
-    pending, sent, last = list(hits), 0, None
+    pending, at, sent, last = hits, 0, 0, None  # pending[at:]: what the current snapshot has left to send
     while True:
         if pulse and sent and sent % pulse == 0 and renew is not None and last is not None:
             with db.lock:
-                pending = renew(sent, last)
-        if not pending:
+                pending, at = renew(sent, last), 0
+        if at >= len(pending):
             return
         if sent and delay_s:
             time.sleep(delay_s)
         stops = [sent + chunk, *(cut for cut in cuts if cut > sent)]
         if pulse:
             stops.append((sent // pulse + 1) * pulse)
-        taken = min(stops) - sent
-        batch, pending = pending[:taken], pending[taken:]
+        batch = pending[at : at + min(stops) - sent]
+        at += len(batch)
         sent += len(batch)
         last = batch[-1]
         if reload:
