@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -166,6 +168,13 @@ def test_collection_query_reads_storage_in_etag_order(ravendb_store: DocumentSto
     assert stats.index_name == "collection/Orders"
     assert stats.is_stale is False
     assert stats.total_results == 12
+
+
+def test_an_all_docs_collection_query_is_named_all_docs(ravendb_store: DocumentStore) -> None:
+    _store_orders(ravendb_store, 2)
+    docs, stats = _raw(ravendb_store, "from @all_docs")
+    assert stats.index_name == "AllDocs"
+    assert [d["@metadata"]["@id"] for d in docs] == ["orders/1-A", "orders/2-A"]
 
 
 def test_id_equality_is_a_collection_query(ravendb_store: DocumentStore) -> None:
@@ -878,3 +887,205 @@ def test_collection_statistics_keep_an_emptied_collection_with_count_zero(ravend
     stats = ravendb_store.maintenance.send(GetCollectionStatisticsOperation())
     assert stats.collections == {"Orders": 0}
     assert stats.count_of_documents == 0
+
+
+# ---- reading storage: collections/docs, streams/docs, pulsed read transactions ---------------------------------
+
+
+class Company:
+    """A second collection for the whole-database reads."""
+
+    def __init__(self, Name: str | None = None) -> None:
+        self.Name = Name
+
+
+def _store_companies(store: DocumentStore, count: int) -> None:
+    with store.open_session() as session:
+        for n in range(1, count + 1):
+            session.store(Company(f"Company {n}"), f"companies/{n}-A")
+        session.save_changes()
+
+
+def _get(target: RavenTarget, path: str) -> requests.Response:
+    """GET a path of the test database on node A with plain requests, the client certificate and the CA."""
+    url = f"{target.urls[0]}/databases/{target.database}/{path}"
+    return requests.get(url, cert=target.client_pem, verify=target.ca_pem or True, timeout=30)
+
+
+def _ids(docs: list[dict]) -> list[str]:
+    return [doc["@metadata"]["@id"] for doc in docs]
+
+
+def _orders(*numbers: int) -> list[str]:
+    return [f"orders/{n}-A" for n in numbers]
+
+
+@pytest.mark.parametrize("name", ["Orders", "orders", "ORDERS"], ids=["as-written", "lower", "upper"])
+def test_collection_documents_come_newest_first_paged_and_by_a_case_insensitive_name(
+    ravendb_target: RavenTarget, name: str
+) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 6)
+        _store_companies(store, 2)
+        _store_orders(store, 1, start=2)  # orders/2-A again: now the collection's newest
+    finally:
+        store.close()
+    everything = _get(ravendb_target, f"collections/docs?name={name}").json()
+    page = _get(ravendb_target, f"collections/docs?name={name}&start=1&pageSize=3").json()
+    assert list(everything) == ["Results"]
+    assert _ids(everything["Results"]) == _orders(2, 6, 5, 4, 3, 1)
+    assert _ids(page["Results"]) == _orders(6, 5, 4)
+
+
+def test_collection_documents_of_an_unknown_collection_are_none(ravendb_target: RavenTarget) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 2)
+    finally:
+        store.close()
+    assert _get(ravendb_target, "collections/docs?name=Invoices").json() == {"Results": []}
+
+
+def _docs_stream_ids(target: RavenTarget, _session: Any) -> Iterator[str]:
+    """GET /streams/docs?format=jsonl on node A (the client's stream_starting_with("") sends startsWith="" and
+    gets nothing), read as it arrives: the ids in the order sent."""
+    url = f"{target.urls[0]}/databases/{target.database}/streams/docs?format=jsonl"
+    response = requests.get(url, cert=target.client_pem, verify=target.ca_pem or True, timeout=60, stream=True)
+    response.raise_for_status()
+    return (json.loads(line)["@metadata"]["@id"] for line in response.iter_lines() if line)
+
+
+def _collection_stream_ids(_target: RavenTarget, session: Any) -> Iterator[str]:
+    """`from 'Orders'` streamed through the client: the ids in the order sent."""
+    return (result.key for result in session.advanced.stream(session.advanced.raw_query("from 'Orders'", dict)))
+
+
+def test_a_docs_stream_reads_every_document_newest_etag_first(ravendb_target: RavenTarget) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 3)
+        _store_companies(store, 2)
+        _store_orders(store, 1, start=1)
+    finally:
+        store.close()
+    ids = list(_docs_stream_ids(ravendb_target, None))
+    assert ids == ["orders/1-A", "companies/2-A", "companies/1-A", "orders/3-A", "orders/2-A"]
+
+
+def test_a_docs_stream_is_one_document_per_line_with_the_database_change_vector_as_etag(
+    ravendb_target: RavenTarget,
+) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 2)
+        vector = store.maintenance.send(GetStatisticsOperation()).database_change_vector
+    finally:
+        store.close()
+    response = _get(ravendb_target, "streams/docs?format=jsonl")
+    lines = [json.loads(line) for line in response.text.splitlines() if line]
+    assert response.headers["ETag"] == f'"{vector}"'
+    assert "Date" in response.headers
+    assert _ids(lines) == _orders(2, 1)  # the documents themselves: no Item wrapper, no Stats line
+
+
+def _stream_across_a_write(
+    target: RavenTarget, control: StandInControl, stream: Any, sent_before: int, write: Any
+) -> list[str]:
+    """Start a stream on node A, let it send `sent_before` documents and pause, make the write, let it finish;
+    the ids it sent, in order."""
+    store = _node_store(target, "A")
+    try:
+        control.pause_stream(target.database, after=sent_before)
+        with store.open_session() as session:
+            ids = stream(target, session)
+            first = next(ids)
+            assert control.wait_stream_paused(target.database) == sent_before
+            write(store)
+            control.release_stream(target.database)
+            return [first, *ids]
+    finally:
+        store.close()
+
+
+def _move_and_delete(store: DocumentStore) -> None:
+    _store_orders(store, 1, start=9)  # sent already: moves to the newest etag
+    _store_orders(store, 1, start=5)  # not sent yet: moves to the newest etag
+    _delete(store, 2)  # not sent yet
+
+
+@pytest.mark.parametrize(
+    ("stream", "expected"),
+    [
+        (_docs_stream_ids, _orders(10, 9, 8, 7, 6, 5, 4, 3, 2, 1)),
+        (_collection_stream_ids, _orders(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)),
+    ],
+    ids=["docs-stream", "collection-query"],
+)
+def test_without_renewals_a_stream_reads_the_snapshot_it_started_with(
+    ravendb_target: RavenTarget, standin_control: StandInControl, stream: Any, expected: list[str]
+) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 10)
+    finally:
+        store.close()
+    assert _stream_across_a_write(ravendb_target, standin_control, stream, 3, _move_and_delete) == expected
+
+
+def test_a_renewed_docs_stream_reads_every_unchanged_document_but_not_one_moved_after_the_renewal(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 10)
+    finally:
+        store.close()
+    standin_control.set_read_pulse(ravendb_target.database, every_docs=3)
+    ids = _stream_across_a_write(ravendb_target, standin_control, _docs_stream_ids, 3, _move_and_delete)
+    assert ids == _orders(10, 9, 8, 7, 6, 4, 3, 1)  # orders/5-A moved above the stream, orders/2-A deleted
+
+
+def test_a_renewed_collection_query_stream_skips_an_unchanged_document_when_a_sent_one_moves(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 10)
+    finally:
+        store.close()
+    standin_control.set_read_pulse(ravendb_target.database, every_docs=3)
+
+    def move_a_sent_one(writer: DocumentStore) -> None:
+        _store_orders(writer, 1, start=2)
+
+    ids = _stream_across_a_write(ravendb_target, standin_control, _collection_stream_ids, 3, move_a_sent_one)
+    assert ids == _orders(1, 2, 3, 5, 6, 7, 8, 9, 10, 2)  # resumed at position 3: orders/4-A never sent
+
+
+def test_a_renewed_docs_stream_skips_one_document_when_everything_it_read_was_deleted_and_nothing_written(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 10)
+    finally:
+        store.close()
+    standin_control.set_read_pulse(ravendb_target.database, every_docs=3)
+
+    def delete_the_sent_ones(writer: DocumentStore) -> None:
+        _delete(writer, 10, 9, 8)
+
+    ids = _stream_across_a_write(ravendb_target, standin_control, _docs_stream_ids, 3, delete_the_sent_ones)
+    assert ids == _orders(10, 9, 8, 6, 5, 4, 3, 2, 1)  # the seek to orders/8-A's etag fails: orders/7-A skipped
+
+
+def test_request_counters_name_the_two_storage_reads(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    _get(ravendb_target, "collections/docs?name=Orders")
+    _get(ravendb_target, "collections/docs?name=Companies")
+    _get(ravendb_target, "streams/docs?format=jsonl")
+    base = f"/databases/{ravendb_target.database}"
+    assert standin_control.requests("GET", f"{base}/collections/docs") == {"A": 2}
+    assert standin_control.requests("GET", f"{base}/streams/docs") == {"A": 1}

@@ -114,8 +114,8 @@ class StandInControl:
         return self.set_replication(database, flush=True)
 
     def pause_stream(self, database: str, after: int) -> dict[str, Any]:
-        """The next query stream of the database that reaches `after` results sends them, then waits for
-        release_stream (at most 60 s)."""
+        """The next stream of the database (query stream or GET /streams/docs) that reaches `after` results sends
+        them, then waits for release_stream (at most 60 s)."""
         return self._call("POST", f"/standin/databases/{database}/streams", {"pause_after": after})
 
     def wait_stream_paused(self, database: str, timeout: float = 30.0) -> int:
@@ -134,15 +134,24 @@ class StandInControl:
         return self._call("POST", f"/standin/databases/{database}/streams", {"release": True})
 
     def throttle_streams(self, database: str, docs: int, every_ms: int) -> dict[str, Any]:
-        """Every query stream of the database sends `docs` results every `every_ms` (docs=0: full speed again), so
-        that a stream of N documents lasts about N / docs * every_ms and writes can happen during it."""
+        """Every stream of the database (query streams and GET /streams/docs) sends `docs` results every
+        `every_ms` (docs=0: full speed again), so that a stream of N documents lasts about N / docs * every_ms and
+        writes can happen during it."""
         body = {"throttle_docs": docs, "throttle_ms": every_ms}
         return self._call("POST", f"/standin/databases/{database}/streams", body)
 
     def fail_streams(self, database: str, after: int, times: int = 1, error: str | None = None) -> dict[str, Any]:
-        """The next `times` query streams (-1: every one; 0: none) that reach `after` results end with an
-        `{"Error": ...}` line instead of the rest."""
+        """The next `times` streams (-1: every one; 0: none) that reach `after` results end instead of sending the
+        rest: a query stream with an `{"Error": ...}` line, GET /streams/docs with the server's error object."""
         body = {"error_after": after, "error_times": times, "error": error}
+        return self._call("POST", f"/standin/databases/{database}/streams", body)
+
+    def set_read_pulse(self, database: str, every_docs: int | None) -> dict[str, Any]:
+        """Streams that read storage (GET /streams/docs without startsWith, streamed collection queries) renew their
+        read transaction every `every_docs` documents and go on from the new snapshot, as RavenDB does once
+        Databases.PulseReadTransactionLimitInMb is exceeded (in practice on encrypted databases; the server checks
+        every 1,024 documents). None (the default): never, every stream reads one snapshot."""
+        body = {"read_pulse_docs": every_docs}
         return self._call("POST", f"/standin/databases/{database}/streams", body)
 
     def nodes(self) -> list[dict[str, Any]]:

@@ -43,7 +43,9 @@ class QueryRequest:
 class Outcome:
     """Documents of the requested page plus the statistics of the whole result. For an index query `docs` are the
     hits in index order as loaded when the query started; `reload` says a stream loads each hit's current version
-    again when it emits it (MapQueryResultRetriever.DirectGet → DocumentsStorage.Get)."""
+    again when it emits it (MapQueryResultRetriever.DirectGet → DocumentsStorage.Get). `renew(read, last)`, for a
+    stream that reads storage, gives the rest of the results after its read transaction is renewed (with the
+    database lock held), `read` results after the start, the last of them `last`."""
 
     docs: list[Doc]
     total: int
@@ -53,6 +55,7 @@ class Outcome:
     result_etag: int
     index_ticks: int
     reload: bool = False
+    renew: Callable[[int, Doc], list[Doc]] | None = None
 
 
 def parse_timespan(value: Any) -> float:
@@ -126,8 +129,21 @@ def run_collection_query(db: Database, req: QueryRequest) -> Outcome:
         docs: list[Doc] = by_id if by_id is not None else list(db.collection_docs(q.collection).values())
         etag = db.last_etag
     start, page = _paging(req)
-    name = "AllDocs" if q.collection == ALL_DOCS else q.collection
-    return Outcome(docs[start : start + page], len(docs), 0, COLLECTION_INDEX_PREFIX + name, False, etag, 0)
+    name = "AllDocs" if q.collection == ALL_DOCS else COLLECTION_INDEX_PREFIX + q.collection  # GetCollectionName
+    outcome = Outcome(docs[start : start + page], len(docs), 0, name, False, etag, 0)
+    if by_id is None:
+        outcome.renew = lambda read, _last: _collection_resumed(db, q.collection, start + read, start + page)
+    return outcome
+
+
+def _collection_resumed(db: Database, collection: str, position: int, end: int) -> list[Doc]:
+    """Where a streamed collection query goes on after a read-transaction renewal: by POSITION, not by etag. The
+    PulsedTransactionEnumerator's CollectionQueryResultsIterationState counts the results read into `Start`, and the
+    new CollectionQueryEnumerable skips that many documents of the new snapshot in etag order
+    (src/Raven.Server/Documents/Queries/Dynamic/CollectionQueryRunner.cs). A document already sent that was modified
+    (now at the collection's end) or deleted since shifts the unsent ones down: one unsent document is skipped, and a
+    modified one comes again at the end."""
+    return list(db.collection_docs(collection).values())[position:end]
 
 
 def _getter(index: AutoIndex, entry: Any) -> Callable[[str], list[Any]]:

@@ -22,7 +22,7 @@ from tests.standin.engine import MAX_PAGE, Outcome, QueryRequest, parse_timespan
 from tests.standin.errors import RavenError, database_missing
 from tests.standin.httpcore import Listener, Request, Response, server_context
 from tests.standin.rql import parse
-from tests.standin.storage import Database, Doc, Storage, dumps
+from tests.standin.storage import Database, Doc, Storage, dumps, format_change_vector
 from tests.standin.tls import thumbprint, thumbprint_sha256
 
 JSON = {"Content-Type": "application/json; charset=utf-8"}
@@ -498,39 +498,64 @@ def stream_query(node: Node, request: Request, m: re.Match) -> Response:
     req.stream = True
     outcome = run_query(db, req)
     first = dumps({"Stats": _stats(outcome, db)}) + b"\n"
-    return Response(200, _stream_lines(first, db, outcome), {"Content-Type": "application/jsonl; charset=utf-8"})
+    return Response(200, _query_lines(first, db, outcome), {"Content-Type": "application/jsonl; charset=utf-8"})
 
 
-def _stream_lines(first: bytes, db: Database, outcome: Outcome) -> Iterator[bytes]:
-    """The Stats line, then the items, produced in chunks as the socket takes them. Index hits are loaded again as
-    each chunk is produced, so a write made during the stream shows in the hits not yet sent (a deleted one is
-    skipped). The test knobs: a stream pauses after N hits until released; an error ends it with the
-    `{"Error": ...}` line StreamJsonlDocumentQueryResultWriter.WriteErrorAsync writes; a throttle sends
-    `throttle_docs` hits every `throttle_ms`."""
+def _query_lines(first: bytes, db: Database, outcome: Outcome) -> Iterator[bytes]:
+    """The Stats line, then `{"Item": doc}` lines (StreamJsonlDocumentQueryResultWriter.AddResultAsync); a failure
+    ends it with the `{"Error": ...}` line its WriteErrorAsync writes."""
     yield first
+    for part in _paced(db, outcome.docs, outcome.reload, outcome.renew):
+        if isinstance(part, str):
+            yield dumps({"Error": part}) + b"\n"
+            return
+        yield b'{"Item":' + b'}\n{"Item":'.join(d.raw for d in part) + b"}\n"
+
+
+def _paced(
+    db: Database, hits: list[Doc], reload: bool, renew: Callable[[int, Doc], list[Doc]] | None
+) -> Iterator[list[Doc] | str]:
+    """A stream's documents in batches, produced as the socket takes them, or the error message that ends it.
+
+    Index hits (`reload`) are loaded again as each batch is produced, so a write made during the stream shows in the
+    hits not yet sent (a deleted one is skipped). A stream that reads storage (`renew`) reads one snapshot, unless
+    the test set `read_pulse_docs`: then, like PulsedTransactionEnumerator.MoveNext, before reading on after every
+    multiple of that many documents it renews its read transaction and takes the rest from `renew`. The test knobs:
+    a stream pauses after N hits until released; an error ends it; a throttle sends `throttle_docs` hits every
+    `throttle_ms`."""
     streams = db.group.streams
     with db.lock:
         cuts = streams.cuts()
         chunk, delay_s = streams.throttle_docs or STREAM_CHUNK_DOCS, streams.throttle_ms / 1000
-    hits, sent = outcome.docs, 0
-    while sent < len(hits):
+        pulse = streams.read_pulse_docs if renew is not None else None
+    pending, at, sent, last = hits, 0, 0, None  # pending[at:]: what the current snapshot has left to send
+    while True:
+        if pulse and sent and sent % pulse == 0 and renew is not None and last is not None:
+            with db.lock:
+                pending, at = renew(sent, last), 0
+        if at >= len(pending):
+            return
         if sent and delay_s:
             time.sleep(delay_s)
-        end = min([len(hits), sent + chunk, *(cut for cut in cuts if cut > sent)])
-        batch = hits[sent:end]
-        if outcome.reload:
+        stops = [sent + chunk, *(cut for cut in cuts if cut > sent)]
+        if pulse:
+            stops.append((sent // pulse + 1) * pulse)
+        batch = pending[at : at + min(stops) - sent]
+        at += len(batch)
+        sent += len(batch)
+        last = batch[-1]
+        if reload:
             with db.lock:
                 batch = [doc for doc in (db.docs.get(hit.key) for hit in batch) if doc is not None]
         if batch:
-            yield b'{"Item":' + b'}\n{"Item":'.join(d.raw for d in batch) + b"}\n"
-        sent = end
+            yield batch
         if sent not in cuts:
             continue
         with db.lock:
             error, pause = streams.fire_error(sent), streams.fire_pause(sent)
             db.changed.notify_all()
         if error is not None:
-            yield dumps({"Error": error}) + b"\n"
+            yield error
             return
         if pause:
             streams.release.wait(60)
@@ -538,23 +563,82 @@ def _stream_lines(first: bytes, db: Database, outcome: Outcome) -> Iterator[byte
                 streams.paused_at = None
 
 
-def _jsonl_chunks(first: bytes, docs: list[Doc]) -> Iterator[bytes]:
-    yield first
-    for i in range(0, len(docs), STREAM_CHUNK_DOCS):
-        batch = docs[i : i + STREAM_CHUNK_DOCS]
-        yield b'{"Item":' + b'}\n{"Item":'.join(d.raw for d in batch) + b"}\n"
+def _page_args(request: Request) -> tuple[int, int]:
+    """`start` (default 0) and `pageSize` (default int.MaxValue: everything), as RequestHandler.GetStart /
+    GetPageSize read them."""
+    start = int(request.arg("start", "0") or 0)
+    size = request.arg("pageSize")
+    return max(start, 0), MAX_PAGE if not size else max(int(size), 0)
 
 
 def stream_docs(node: Node, request: Request, m: re.Match) -> Response:
-    """GET /databases/{db}/streams/docs: all documents by etag, or by id for startsWith; one {"Item"} per line."""
+    """GET /databases/{db}/streams/docs, as StreamingHandlerProcessorForGetDocs serves it: without `startsWith`,
+    every document newest etag first (GetDocumentsInReverseEtagOrder), resumed after a read-transaction renewal
+    from the last etag read (GetDocumentsInReverseEtagOrderFrom, see Database.older_than_resumed); with `startsWith`,
+    by id, one snapshot (its renewals are not modelled). `ETag` = the database change vector. With format=jsonl
+    each document is a line of its own (StreamJsonlResultsWriter: no `Item` wrapper, no Stats line), otherwise one
+    `{"Results": [...]}` object (StreamResultsWriter)."""
     db = node.database(m["db"])
     prefix = (request.arg("startsWith") or "").lower()
+    start, size = _page_args(request)
+    renew: Callable[[int, Doc], list[Doc]] | None = None
     with db.lock:
         if prefix:
             docs = sorted((d for k, d in db.docs.items() if k.startswith(prefix)), key=lambda d: d.key)
         else:
-            docs = list(db.all_docs.values())
-    return Response(200, _jsonl_chunks(b"", docs), {"Content-Type": "application/jsonl; charset=utf-8"})
+            docs = db.newest_first()
+
+            def renew(read: int, last: Doc) -> list[Doc]:
+                return db.older_than_resumed(last.etag)[: max(size - read, 0)]
+
+        etag = format_change_vector(db.vector)
+    parts = _paced(db, docs[start : start + size], False, renew)
+    if (request.arg("format") or "").lower() == "jsonl":
+        jsonl = {"Content-Type": "application/jsonl; charset=utf-8", "ETag": f'"{etag}"'}
+        return Response(200, _docs_lines(node, request, parts), jsonl)
+    return Response(200, _docs_results(node, request, parts), {**JSON, "ETag": f'"{etag}"'})
+
+
+def _docs_lines(node: Node, request: Request, parts: Iterator[list[Doc] | str]) -> Iterator[bytes]:
+    for part in parts:
+        if isinstance(part, str):
+            yield _stream_error(node, request, part) + b"\n"
+            return
+        yield b"\n".join(d.raw for d in part) + b"\n"
+
+
+def _docs_results(node: Node, request: Request, parts: Iterator[list[Doc] | str]) -> Iterator[bytes]:
+    yield b'{"Results":['
+    first = True
+    for part in parts:
+        if isinstance(part, str):
+            yield b"]}" + _stream_error(node, request, part)
+            return
+        yield (b"" if first else b",") + b",".join(d.raw for d in part)
+        first = False
+    yield b"]}"
+
+
+def _stream_error(node: Node, request: Request, message: str) -> bytes:
+    """What a docs stream that fails midway appends: the server's error object (the docs writers have no error
+    line of their own). UNSURE: how RavenDB ends a response that has started when the handler throws."""
+    error = RavenError(500, "System.OperationCanceledException", message.splitlines()[0] if message else "")
+    return dumps(error.body(node.url + request.target))
+
+
+def collection_docs(node: Node, request: Request, m: re.Match) -> Response:
+    """GET /databases/{db}/collections/docs?name=&start=&pageSize=, as CollectionsHandlerProcessorForGetCollection
+    Documents serves it: one read transaction, the collection's documents newest etag first
+    (GetDocumentsInReverseEtagOrder(context, name, start, pageSize)), the name case-insensitive, an unknown
+    collection empty; `{"Results": [...]}` and nothing else."""
+    db = node.database(m["db"])
+    name = request.arg("name")
+    if not name or not name.strip():
+        raise RavenError(400, "System.ArgumentException", "Query string name is mandatory, but wasn't specified.")
+    start, size = _page_args(request)
+    with db.lock:
+        docs = db.newest_first(name)[start : start + size]
+    return Response(200, b'{"Results":[' + b",".join(d.raw for d in docs) + b"]}", dict(JSON))
 
 
 # ---- stats / revisions ---------------------------------------------------------------------------------------
@@ -686,9 +770,10 @@ def control_replication(node: Node, request: Request, m: re.Match) -> Response:
 
 def control_streams(node: Node, request: Request, m: re.Match) -> Response:
     """POST /standin/databases/{db}/streams {"pause_after"?, "release"?, "error_after"?, "error_times"?, "error"?,
-    "throttle_docs"?, "throttle_ms"?}: arm a pause of the next stream that reaches N results, release a paused
-    stream, end streams that reach N results with an Error line (error_times: how many streams; -1 = every one;
-    0 disarms), or slow every stream down (throttle_docs 0 = full speed)."""
+    "throttle_docs"?, "throttle_ms"?, "read_pulse_docs"?}: arm a pause of the next stream that reaches N results,
+    release a paused stream, end streams that reach N results with an error (error_times: how many streams; -1 =
+    every one; 0 disarms), slow every stream down (throttle_docs 0 = full speed), or make document streams renew
+    their read transaction every N documents (null or 0: never). Query streams and GET /streams/docs alike."""
     group = node.database(m["db"]).group
     body = body_json(request) or {}
     streams = group.streams
@@ -700,6 +785,9 @@ def control_streams(node: Node, request: Request, m: re.Match) -> Response:
         if "throttle_docs" in body:
             streams.throttle_docs = int(body["throttle_docs"] or 0)
             streams.throttle_ms = int(body.get("throttle_ms") or 0)
+        if "read_pulse_docs" in body:
+            every = body["read_pulse_docs"]
+            streams.read_pulse_docs = None if not every else int(every)
         if "error_after" in body:
             streams.error_after = None if body["error_after"] is None else int(body["error_after"])
             streams.error_times = int(body.get("error_times", 1))
@@ -712,6 +800,7 @@ def control_streams(node: Node, request: Request, m: re.Match) -> Response:
                 "ErrorTimes": streams.error_times,
                 "ThrottleDocs": streams.throttle_docs,
                 "ThrottleMs": streams.throttle_ms,
+                "ReadPulseDocs": streams.read_pulse_docs,
             }
         )
 
@@ -814,6 +903,7 @@ def build_routes() -> list[tuple[str, re.Pattern, Route]]:
         ("GET", DB + r"/streams/docs", stream_docs),
         ("GET", DB + r"/stats", stats),
         ("GET", DB + r"/collections/stats", collection_stats),
+        ("GET", DB + r"/collections/docs", collection_docs),
         ("POST", DB + r"/admin/revisions/config", revisions_config),
         ("GET", DB + r"/revisions/bin", revisions_bin),
         ("POST", r"/standin/clock", control_clock),

@@ -212,9 +212,11 @@ class Replicated:
 
 @dataclass
 class StreamControl:
-    """Test knobs for query streams: pause the next stream after N results until released; end streams with an
-    `{"Error": ...}` line after N results (a given number of times, or always when times < 0); slow every stream
-    down to `throttle_docs` results per `throttle_ms`."""
+    """Test knobs for streams (query streams and GET /streams/docs): pause the next stream after N results until
+    released; end streams with an error line after N results (a given number of times, or always when times < 0);
+    slow every stream down to `throttle_docs` results per `throttle_ms`; renew the read transaction of document
+    streams every `read_pulse_docs` documents, as RavenDB does past Databases.PulseReadTransactionLimitInMb (None:
+    never, one snapshot per stream)."""
 
     pause_after: int | None = None
     paused_at: int | None = None
@@ -224,6 +226,7 @@ class StreamControl:
     error: str = ""
     throttle_docs: int = 0
     throttle_ms: int = 0
+    read_pulse_docs: int | None = None
 
     def cuts(self) -> list[int]:
         """Positions where a stream starting now must stop to check for a pause or an error."""
@@ -659,6 +662,26 @@ class Database:
             if name.lower() == collection.lower():
                 return docs
         return {}
+
+    def newest_first(self, collection: str | None = None) -> list[Doc]:
+        """Documents in reverse etag order (GetDocumentsInReverseEtagOrder): every document, or one collection's
+        (case-insensitive name; an unknown one has none)."""
+        docs = self.all_docs if collection is None else self.collection_docs(collection)
+        return list(docs.values())[::-1]
+
+    def older_than_resumed(self, last_etag: int) -> list[Doc]:
+        """Where a reverse-etag stream goes on after a read-transaction renewal: GetDocumentsInReverseEtagOrderFrom
+        (last_etag, skip: 1), i.e. Table.SeekBackwardFrom over the all-docs etag index in the new snapshot. The
+        iterator seeks to the first etag >= last_etag and steps one back, which lands on the newest etag below
+        last_etag whether that document still has it or moved (a write gives it a new, higher etag). When no etag
+        >= last_etag is left (everything read so far was deleted and nothing written), the seek fails, the iterator
+        starts at the last etag instead, and the step back skips the newest unread document."""
+        ascending = list(self.all_docs.values())
+        cut = bisect.bisect_left([doc.etag for doc in ascending], last_etag)
+        below = ascending[:cut]
+        if cut == len(ascending) and below:
+            below = below[:-1]
+        return below[::-1]
 
     def collection_stats(self) -> dict[str, Any]:
         """Body of GET /collections/stats: every collection this node ever had, with 0 once emptied."""
