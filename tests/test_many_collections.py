@@ -5,6 +5,7 @@ Against a real server (RAVENDB_TEST_URLS) the tests that need the test server's 
 """
 
 import itertools
+import time
 
 import pytest
 
@@ -52,8 +53,12 @@ def test_writes_during_the_read_of_new_collections_land_by_the_next_sync(
     ravendb_target, ravendb_store, standin_control, every_shelf, ops, monkeypatch
 ):
     """Written while the read is paused after 150 of 360 documents, on a server that renews its read transaction
-    every 50 documents: updates of documents already read and not yet reached, and inserts."""
+    every 50 documents: updates of documents already read and not yet reached, and inserts. No lookback, and the
+    documents older than the read, so that the cursors move past every document the read could have missed
+    (a collection query, resumed by position, skips one unchanged document per update of one already read)."""
+    every_shelf["lookback_seconds"] = "0"
     documents.put(ravendb_store, shelves(1, 30))
+    time.sleep(1.1)  # the server's Date header has whole seconds
     standin_control.set_read_pulse(ravendb_target.database, every_docs=50)
     standin_control.pause_stream(ravendb_target.database, after=150)
     upserted, real_upsert = itertools.count(1), ops.upsert
