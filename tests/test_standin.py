@@ -1089,3 +1089,17 @@ def test_request_counters_name_the_two_storage_reads(
     base = f"/databases/{ravendb_target.database}"
     assert standin_control.requests("GET", f"{base}/collections/docs") == {"A": 2}
     assert standin_control.requests("GET", f"{base}/streams/docs") == {"A": 1}
+
+
+def test_a_docs_stream_can_fail_midway_with_the_server_error_object(
+    ravendb_target: RavenTarget, standin_control: StandInControl
+) -> None:
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 5)
+    finally:
+        store.close()
+    standin_control.fail_streams(ravendb_target.database, after=2)
+    lines = [json.loads(line) for line in _get(ravendb_target, "streams/docs?format=jsonl").text.splitlines() if line]
+    assert _ids(lines[:2]) == _orders(5, 4)
+    assert len(lines) == 3 and {"Type", "Message", "Error"} <= set(lines[2])
