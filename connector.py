@@ -2195,6 +2195,9 @@ class QueryStream:
             self.open()
         try:
             with self._broken_stream_errors():
+                if self.query is None:
+                    yield from self._bare_documents()
+                    return
                 while True:
                     try:
                         yield self._parser.next_item()
@@ -2202,6 +2205,19 @@ class QueryStream:
                         return
         finally:
             self.close()
+
+    def _bare_documents(self) -> Iterator[dict]:
+        """The lines of GET /streams/docs: each a bare document (RavenDB's StreamJsonlResultsWriter), which the
+        client's parser would take for an `{"Item": ...}` wrapper when the document has a field named `Item`."""
+        for line in self._lines():
+            if line.strip():
+                try:
+                    document = json.loads(line)
+                except ValueError:
+                    raise RuntimeError("a line that is not JSON") from None
+                if not isinstance(document, dict) or "@metadata" not in document:
+                    raise RuntimeError("a line that is not a document (no @metadata)")
+                yield document
 
     def _lines(self) -> Iterator[bytes]:
         for line in self._response.iter_lines(chunk_size=_STREAM_READ_BYTES):
@@ -2215,7 +2231,7 @@ class QueryStream:
                 yield
             except RavenException:
                 raise
-            except RuntimeError as exc:  # the client's parser met a line that is neither statistics nor a document
+            except RuntimeError as exc:  # a line that is neither statistics nor a document
                 raise TransientSourceError(
                     "ravendb_urls", f"RavenDB broke off a stream from {self._response.url}: {self._failure(exc)}"
                 ) from exc

@@ -2,10 +2,11 @@
 
 It implements only the calls connector.py makes, and answers them as the real client would: collection
 statistics, database statistics, the wait-for-index query, revisions-bin pages as RavenDB 6.x/7.x pages them (raw
-records, then the filter), the newest documents of a collection (`GET /collections/docs`), the JSONL stream of `from '<c>' where @metadata.'@last-modified' >= $since` with the
-server's Date header, and every document of the database newest first (`GET /streams/docs`). Like a real index, a
-stream may return documents at an indexed position older than their current @last-modified (`indexed_at`), report
-itself stale (`stale_streams`) or break off with an Error line (`error_after`).
+records, then the filter), the newest documents of a collection (`GET /collections/docs`), the JSONL stream of
+`from '<c>' where @metadata.'@last-modified' >= $since` with the server's Date header, and every document of the
+database newest first (`GET /streams/docs`). Like a real index, a stream may return documents at an indexed
+position older than their current @last-modified (`indexed_at`), report itself stale (`stale_streams`) or break
+off with an Error line (`error_after`).
 """
 
 import json
@@ -82,7 +83,7 @@ class FakeRequestExecutor:
             return
         if isinstance(command, StreamCommand):  # GET /streams/docs: every document, newest etag first
             self.store.queries.append(("GET /streams/docs", {}))
-            self.stream(command, [], list(self.store.documents.values())[::-1])
+            self.stream(command, [], list(self.store.documents.values())[::-1], items=False)
             return
         query = command._index_query
         if not query.query.endswith(" desc"):
@@ -104,11 +105,12 @@ class FakeRequestExecutor:
         }
         self.stream(command, [json.dumps(stats).encode()], documents)
 
-    def stream(self, command, lines: list[bytes], documents: list[dict]) -> None:
-        """The JSONL response: `lines` (a query's Stats line), then one {"Item"} line per document, broken off with
-        an Error line after `error_after` documents if the test asked."""
+    def stream(self, command, lines: list[bytes], documents: list[dict], items: bool = True) -> None:
+        """The JSONL response: `lines` (a query's Stats line), then one line per document (a query's {"Item": doc};
+        the bare document for /streams/docs, as StreamJsonlResultsWriter writes it), broken off with an Error line
+        after `error_after` documents if the test asked."""
         head = len(lines)
-        lines = lines + [json.dumps({"Item": doc}).encode() for doc in documents]
+        lines = lines + [json.dumps({"Item": doc} if items else doc).encode() for doc in documents]
         if self.store.error_after is not None and len(lines) > self.store.error_after + head:
             lines[self.store.error_after + head :] = [
                 json.dumps({"Error": "System.OperationCanceledException: gone"}).encode()

@@ -175,3 +175,16 @@ def test_a_slow_read_of_the_database_logs_progress_over_every_document_it_reads(
     assert progress
     assert all(int(match.group(2)) == int(match.group(1)) * 100 // 20 for match in progress)
     assert "sync finished: 4 collections, 20 documents upserted" in logs.messages("INFO")[-1]
+
+
+def test_a_document_with_a_field_named_item_lands_whole_from_the_read_of_the_database(
+    fake_store, make_document, every_collection, ops
+):
+    """GET /streams/docs sends bare documents; the client's parser unwraps any line with an `Item` key."""
+    store(fake_store, make_document("A", Item={"Sku": "x-1"}), make_document("B", Item="plain"))
+
+    connector.update(every_collection, {})
+
+    assert fake_store.instances[0].queries == [DATABASE_READ]
+    assert [row["Item_Sku"] for row in ops.rows(connector.table_name("A")).values()] == ["x-1"]
+    assert [row["Item"] for row in ops.rows(connector.table_name("B")).values()] == ["plain"]
