@@ -78,6 +78,7 @@ _BACKOFF_FIRST_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 30.0
 _SMALL_COLLECTION = 1_000  # documents: new collections this small are read together, in one read of the database
 _ALL_DOCUMENTS_STREAM = "streams/docs?format=jsonl"  # every document of the database, newest etag first
+_MAX_SAMPLED_TOGETHER = 50_000  # documents schema() may hold while it samples small collections in one read
 _SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
 _MAX_CHILD_TABLE_DEPTH = 2  # array levels that become tables (child, grandchild); deeper arrays stay JSON
@@ -325,12 +326,19 @@ def schema(configuration: dict) -> list[dict]:
     settings = validate_configuration(configuration)
     tables = []
     with open_store(settings) as store:
-        collections = resolve_collections(store, settings, known=()).counts
+        selection = resolve_collections(store, settings, known=())
+        collections = selection.counts
+        sampled = sample_together(store, settings, selection)
         for name in collections:
-            newest = newest_documents(store, settings, name) if settings.child_tables.every else []
+            if name in sampled:
+                newest = sampled[name]
+            elif settings.child_tables.every or not settings.type_from_every_document:
+                newest = newest_documents(store, settings, name)
+            else:
+                newest = []
             paths = settings.child_tables.paths_of(name, newest, collections)
-            if settings.type_from_every_document or not newest:
-                sample: Callable[[], Iterable[dict]] = functools.partial(type_sample, store, settings, name)
+            if settings.type_from_every_document:
+                sample: Callable[[], Iterable[dict]] = functools.partial(every_document, store, settings, name)
             else:
                 sample = functools.partial(list, newest)
             tables += declare_tables(name, child_tables(name, paths), sample)
@@ -1671,12 +1679,40 @@ def newest_documents(
     return command.result
 
 
-def type_sample(store: DocumentStore, settings: Settings, collection: str) -> Iterable[dict]:
-    """The documents schema() types the collection's fields from: the 500 most recently written, or with
-    type_from_every_document all of them, streamed (a collection query: from storage, no index)."""
-    if settings.type_from_every_document:
-        return QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection))
-    return newest_documents(store, settings, collection)
+def every_document(store: DocumentStore, settings: Settings, collection: str) -> "QueryStream":
+    """Every document of the collection, streamed (a collection query: from storage, no index): what schema()
+    types the fields from with type_from_every_document."""
+    return QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection))
+
+
+def sample_together(store: DocumentStore, settings: Settings, selection: Selection) -> dict[str, list[dict]]:
+    """The newest documents (up to 500) of each small collection when schema() samples them together: those
+    `small_together` picks, if their samples hold at most `_MAX_SAMPLED_TOGETHER` documents. One read of the
+    database, newest etag first, ended as soon as every sample is full, replaces one request per collection.
+    Empty when they are sampled one by one (and with type_from_every_document, which reads every document)."""
+    names = small_together(selection, list(selection.counts))
+    wanted = {name: min(selection.counts[name], _SAMPLE_DOCUMENTS) for name in names}
+    if settings.type_from_every_document or not names or sum(wanted.values()) > _MAX_SAMPLED_TOGETHER:
+        return {}
+    by_lower = {name.lower(): name for name in names}
+    samples: dict[str, list[dict]] = {name: [] for name in names}
+    unfilled = sum(1 for count in wanted.values() if count)
+    if not unfilled:
+        return samples
+    stream = QueryStream.of_database(store, settings)
+    try:
+        for document in stream:
+            name = by_lower.get((Metadata.of(document).collection or "").lower())
+            if name is None or len(samples[name]) == wanted[name]:
+                continue
+            samples[name].append(document)
+            if len(samples[name]) == wanted[name]:
+                unfilled -= 1
+                if not unfilled:
+                    break
+    finally:
+        stream.close()
+    return samples
 
 
 def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None:
@@ -1787,15 +1823,18 @@ def _upsert_changes(
 
 
 def read_together(selection: Selection, state: SyncState) -> list[str]:
-    """The new collections whose first sync is one read of the whole database (`sync_new_collections`).
+    """The new collections whose first sync is one read of the whole database (`sync_new_collections`): those
+    `small_together` picks among the collections read from the beginning (never synced, or starting over).
+    Larger collections, and a few small ones in a large database, are read one by one in `@last-modified` order,
+    where the cursor advances, and checkpoints save it, as the documents stream."""
+    return small_together(selection, [name for name in selection.counts if state.starts_over(name)])
 
-    They are the collections read from the beginning (never synced, or starting over) that hold at most
-    `_SMALL_COLLECTION` documents each, when there are at least two of them and together they hold at least half
-    of the database's documents: one request then replaces a query and an auto index per collection, and reads
-    little besides them. Larger collections, and a few small ones in a large database, are read one by one in
-    `@last-modified` order, where the cursor advances, and checkpoints save it, as the documents stream.
-    """
-    small = [name for name, count in selection.counts.items() if count <= _SMALL_COLLECTION and state.starts_over(name)]
+
+def small_together(selection: Selection, candidates: list[str]) -> list[str]:
+    """The candidates that hold at most `_SMALL_COLLECTION` documents each, when there are at least two of them
+    and together they hold at least half of the database's documents: one read of the database then replaces a
+    request per collection, and reads little besides them. Otherwise none."""
+    small = [name for name in candidates if selection.counts[name] <= _SMALL_COLLECTION]
     if len(small) < 2 or 2 * sum(selection.counts[name] for name in small) < selection.documents:
         return []
     return small

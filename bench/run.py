@@ -12,9 +12,9 @@ certificate) and measures, in one run:
   6   incremental syncs under `fivetran debug`: nothing changed, and 1% of documents changed   (seconds)
   5c  with --child-tables Orders.Lines: (5) again with that setting, per row written (orders + lines)   (rows/s)
   7   many collections: a first sync of 1,000 collections of 10 documents, and of the same 10,000 documents in
-      one collection: the connector's sync as in (3) (seconds, their ratio); then both under `fivetran debug` at
-      100 collections (--debug-collections), for information (the SDK's local tester checkpoints in a time that
-      grows with the number of tables declared: bench/checkpoint_cost.py)
+      one collection: the connector's whole sync, schema() and update() with op.* counted as in (3) (seconds,
+      their ratio); then both under `fivetran debug` at 100 collections (--debug-collections), for information
+      (the SDK's local tester checkpoints in a time that grows with the tables declared: bench/checkpoint_cost.py)
 
 and exits non-zero when a target ratio is missed (not with --smoke). Every measurement runs in its own process, so
 peak RSS (os.wait4) is per measurement.
@@ -374,6 +374,19 @@ def child_source(context: dict) -> tuple[int, float]:
     return ops.upserts, time.perf_counter() - started
 
 
+def child_sync(context: dict) -> tuple[int, float]:
+    """7: a whole first sync as Fivetran runs one, schema() then update(), in-process with op.* counted."""
+    import connector
+
+    ops = CountingOps()
+    connector.op = ops  # type: ignore[assignment]
+    connector.log = QuietLog()  # type: ignore[assignment]
+    started = time.perf_counter()
+    connector.schema(context["configuration"])
+    connector.update(context["configuration"], {})
+    return ops.upserts, time.perf_counter() - started
+
+
 def child_sample_rows(context: dict) -> tuple[int, float]:
     """Real flattened rows (connector._stream + connector.flatten) and connector.schema(), for the sink ceiling."""
     import connector
@@ -398,6 +411,7 @@ CHILDREN = {
     "collection_stream": child_collection_stream,
     "baseline": child_baseline,
     "source": child_source,
+    "sync": child_sync,
     "sample_rows": child_sample_rows,
 }
 
@@ -618,14 +632,14 @@ def bench_collections(server: Server, collections: int, debug_collections: int, 
     every_collection = {key: value for key, value in configuration(server).items() if key != "collection_name"}
     context = {"url": server.url, "tls_dir": str(server.tls_dir), "configuration": every_collection}
     load_collections(server, collections)
-    many = run_child("source", context, work)
+    many = run_child("sync", context, work)
     load_documents(server, docs)
-    one = run_child("source", context, work)
+    one = run_child("sync", context, work)
     for label, run in (
-        (f"7  connector sync (op counted), {collections:,} x {DOCS_PER_COLLECTION}", many),
-        (f"7  connector sync (op counted), 1 x {docs:,}", one),
+        (f"7  connector sync (schema + update, op counted), {collections:,} x {DOCS_PER_COLLECTION}", many),
+        (f"7  connector sync (schema + update, op counted), 1 x {docs:,}", one),
     ):
-        print(f"  {label:<56} {run.items:>8,} in {run.seconds:8.2f} s", flush=True)
+        print(f"  {label:<64} {run.items:>8,} in {run.seconds:8.2f} s", flush=True)
     if debug_collections:
         debug_many_vs_one(server, debug_collections, every_collection, work, timeout)
     ratio = many.seconds / one.seconds
@@ -664,7 +678,7 @@ def debug_many_vs_one(server: Server, collections: int, configuration: dict, wor
         log_text = (work / log_label / f"debug-{log_label}.log").read_text(encoding="utf-8")
         checkpoints = SDK_CHECKPOINTS.search(log_text)
         print(
-            f"  {label:<56} {run.items:>8,} in {run.seconds:8.2f} s, "
+            f"  {label:<64} {run.items:>8,} in {run.seconds:8.2f} s, "
             f"{checkpoints.group(1) if checkpoints else '?'} checkpoints, peak RSS {run.peak_rss_kb / 1024:.0f} MB"
             + (f"  ({run.note})" if run.note else ""),
             flush=True,

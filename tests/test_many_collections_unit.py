@@ -188,3 +188,37 @@ def test_a_document_with_a_field_named_item_lands_whole_from_the_read_of_the_dat
     assert fake_store.instances[0].queries == [DATABASE_READ]
     assert [row["Item_Sku"] for row in ops.rows(connector.table_name("A")).values()] == ["x-1"]
     assert [row["Item"] for row in ops.rows(connector.table_name("B")).values()] == ["plain"]
+
+
+def test_schema_samples_new_small_collections_in_one_request(fake_store, make_document, every_collection):
+    names = collections(fake_store, make_document, 30, 10)
+    store(fake_store, make_document("C007", Note="text only here"))
+
+    tables = {table["table"]: table["columns"] for table in connector.schema(every_collection)}
+
+    (instance,) = fake_store.instances
+    assert instance.queries == [DATABASE_READ] and instance.samples == []
+    assert sorted(tables) == sorted(connector.table_name(name) for name in names)
+    assert tables[connector.table_name("C007")]["Note"] == "STRING"
+
+
+def test_schema_samples_the_500_newest_documents_of_each_collection(fake_store, make_document, every_collection):
+    store(fake_store, *(make_document("Old", Code="text") for _ in range(100)))
+    store(fake_store, *(make_document("Old", Code=n) for n in range(500)))
+    store(fake_store, *(make_document("New", Code="text") for _ in range(3)))
+
+    tables = {table["table"]: table["columns"] for table in connector.schema(every_collection)}
+
+    assert fake_store.instances[0].queries == [DATABASE_READ]
+    assert "Code" not in tables[connector.table_name("Old")]  # text only in documents older than the newest 500
+    assert tables[connector.table_name("New")]["Code"] == "STRING"
+
+
+def test_schema_samples_each_collection_on_its_own_in_a_large_database(fake_store, make_document, every_collection):
+    collections(fake_store, make_document, 2, 10, prefix="S")
+    collections(fake_store, make_document, 1, connector._SMALL_COLLECTION + 1, prefix="L")
+
+    connector.schema(every_collection)
+
+    (instance,) = fake_store.instances
+    assert instance.queries == [] and sorted(instance.samples) == ["L000", "S000", "S001"]
