@@ -1,10 +1,11 @@
 """Fivetran Connector SDK connector that syncs RavenDB collections into a Fivetran destination.
 
 Each collection becomes one table keyed by the document id. A sync streams every collection ordered by
-`@metadata.'@last-modified'` from the cursor saved in the state, flattens each document into a row and
-upserts it, checkpointing every 1,000 records (counted across collections) and at the end. Documents deleted from
-collections with revisions enabled are read from the revisions bin and marked deleted. Arrays named by the
-`child_tables` setting land as tables of their own, one row per element.
+`@metadata.'@last-modified'` from the cursor saved in the state (the first sync of new small collections reads
+them together, in one stream of the whole database), flattens each document into a row and upserts it,
+checkpointing every 1,000 records (counted across collections) and at the end. Documents deleted from collections
+with revisions enabled are read from the revisions bin and marked deleted. Arrays named by the `child_tables`
+setting land as tables of their own, one row per element.
 
 The cursor is RavenDB's own 7-digit `@last-modified` string, and the query reads `>=` it. It moves only to
 documents no newer than the moment the server began the query, less `lookback_seconds`: RavenDB returns each
@@ -328,11 +329,12 @@ def schema(configuration: dict) -> list[dict]:
     with open_store(settings) as store:
         selection = resolve_collections(store, settings, known=())
         collections = selection.counts
-        sampled = sample_together(store, settings, selection)
+        wants_newest = settings.child_tables.every or not settings.type_from_every_document
+        sampled = sample_together(store, settings, selection) if wants_newest else {}
         for name in collections:
             if name in sampled:
                 newest = sampled[name]
-            elif settings.child_tables.every or not settings.type_from_every_document:
+            elif wants_newest:
                 newest = newest_documents(store, settings, name)
             else:
                 newest = []
@@ -354,7 +356,7 @@ def update(configuration: dict, state: dict) -> None:
     with open_store(settings) as store:
         selection = resolve_collections(store, settings, known=tuple(sync_state.cursors))
         collections = selection.counts
-        select_child_tables(store, settings, list(collections), sync_state)
+        select_child_tables(store, settings, selection, sync_state)
         progress = Progress(settings.progress_seconds, collections)
         deletes = sync_deletes(store, settings, list(collections), sync_state)
         together = read_together(selection, sync_state)
@@ -1689,10 +1691,10 @@ def sample_together(store: DocumentStore, settings: Settings, selection: Selecti
     """The newest documents (up to 500) of each small collection when schema() samples them together: those
     `small_together` picks, if their samples hold at most `_MAX_SAMPLED_TOGETHER` documents. One read of the
     database, newest etag first, ended as soon as every sample is full, replaces one request per collection.
-    Empty when they are sampled one by one (and with type_from_every_document, which reads every document)."""
+    Empty when they are sampled one by one (`newest_documents`)."""
     names = small_together(selection, list(selection.counts))
     wanted = {name: min(selection.counts[name], _SAMPLE_DOCUMENTS) for name in names}
-    if settings.type_from_every_document or not names or sum(wanted.values()) > _MAX_SAMPLED_TOGETHER:
+    if not names or sum(wanted.values()) > _MAX_SAMPLED_TOGETHER:
         return {}
     by_lower = {name.lower(): name for name in names}
     samples: dict[str, list[dict]] = {name: [] for name in names}
@@ -1891,12 +1893,17 @@ def sync_new_collections(
     return upserted
 
 
-def select_child_tables(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> None:
+def select_child_tables(store: DocumentStore, settings: Settings, selection: Selection, state: SyncState) -> None:
     """Settle which arrays of each collection land as child tables in this sync (`*`: the arrays of objects in
     the same sample schema() reads, and those it found before). A collection whose selection changed is read
     again from the beginning; a child table no longer selected has its rows marked deleted."""
+    collections = list(selection.counts)
+    sampled = sample_together(store, settings, selection) if settings.child_tables.every else {}
     for collection in collections:
-        sample = newest_documents(store, settings, collection) if settings.child_tables.every else []
+        if collection in sampled:
+            sample = sampled[collection]
+        else:
+            sample = newest_documents(store, settings, collection) if settings.child_tables.every else []
         before = state.child_paths.get(collection, [])
         paths = settings.child_tables.paths_of(collection, sample, collections)
         if settings.child_tables.every:  # an array `*` found stays a table when later samples no longer show it

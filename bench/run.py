@@ -632,14 +632,14 @@ def bench_collections(server: Server, collections: int, debug_collections: int, 
     every_collection = {key: value for key, value in configuration(server).items() if key != "collection_name"}
     context = {"url": server.url, "tls_dir": str(server.tls_dir), "configuration": every_collection}
     load_collections(server, collections)
-    many = run_child("sync", context, work)
+    many, many_load = counted(server, lambda: run_child("sync", context, work))
     load_documents(server, docs)
-    one = run_child("sync", context, work)
-    for label, run in (
-        (f"7  connector sync (schema + update, op counted), {collections:,} x {DOCS_PER_COLLECTION}", many),
-        (f"7  connector sync (schema + update, op counted), 1 x {docs:,}", one),
+    one, one_load = counted(server, lambda: run_child("sync", context, work))
+    for label, run, load in (
+        (f"7  connector sync (schema + update, op counted), {collections:,} x {DOCS_PER_COLLECTION}", many, many_load),
+        (f"7  connector sync (schema + update, op counted), 1 x {docs:,}", one, one_load),
     ):
-        print(f"  {label:<64} {run.items:>8,} in {run.seconds:8.2f} s", flush=True)
+        print(f"  {label:<64} {run.items:>8,} in {run.seconds:8.2f} s, {load}", flush=True)
     if debug_collections:
         debug_many_vs_one(server, debug_collections, every_collection, work, timeout)
     ratio = many.seconds / one.seconds
@@ -649,6 +649,31 @@ def bench_collections(server: Server, collections: int, debug_collections: int, 
         f"<= {MAX_MANY_VS_ONE_COLLECTION:.0f}",
         ratio <= MAX_MANY_VS_ONE_COLLECTION if collections >= COLLECTIONS else None,
     )
+
+
+def counted(server: Server, measure: Any) -> tuple[Run, str]:
+    """Run the measurement; say how many requests the database got meanwhile and how many indexes it holds after."""
+    before = database_requests(server)
+    run = measure()
+    sent = database_requests(server) - before
+    indexes = control_get(server, f"/databases/{DATABASE}/stats")["CountOfIndexes"]
+    return run, f"{sent:,} requests, {indexes:,} indexes"
+
+
+def database_requests(server: Server) -> int:
+    counts = control_get(server, "/standin/requests")["Requests"]
+    return sum(count for key, count in counts.items() if key.split(" ", 2)[2].startswith(f"/databases/{DATABASE}/"))
+
+
+def control_get(server: Server, path: str) -> dict:
+    response = requests.get(
+        f"{server.url}{path}",
+        cert=str(server.tls_dir / "client.pem"),
+        verify=str(server.tls_dir / "ca.pem"),
+        timeout=60,
+    )
+    response.raise_for_status()
+    return response.json()
 
 
 def load_collections(server: Server, collections: int) -> None:

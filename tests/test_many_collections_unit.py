@@ -222,3 +222,20 @@ def test_schema_samples_each_collection_on_its_own_in_a_large_database(fake_stor
 
     (instance,) = fake_store.instances
     assert instance.queries == [] and sorted(instance.samples) == ["L000", "S000", "S001"]
+
+
+def test_child_tables_star_finds_the_arrays_of_new_small_collections_from_one_read(
+    fake_store, make_document, every_collection, ops
+):
+    every_collection["child_tables"] = "*"
+    for name in ("Carts", "Orders", "Returns"):
+        store(fake_store, *(make_document(name, Lines=[{"Sku": f"{name}-{n}"}]) for n in range(3)))
+
+    connector.update(every_collection, {})
+
+    (instance,) = fake_store.instances
+    assert instance.samples == [] and instance.queries == [DATABASE_READ, DATABASE_READ]  # the sample, the read
+    assert all(
+        len(ops.rows(f"{connector.table_name(name)}_lines", ("Id", "lines_index"))) == 3
+        for name in ("Carts", "Orders", "Returns")
+    )
