@@ -934,6 +934,7 @@ def table_name(collection: str) -> str:
     return f"{base.rstrip('_')}_{tag}"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # pure; many tables share field paths
 def destination_name(path: tuple[str, ...]) -> str:
     """Fivetran's normal form of a field path: each key transliterated to ASCII (accents dropped; Cyrillic and Greek
     by table; any other letter escaped as `u` and its decimal code point), the keys joined with `_`, then Fivetran's
@@ -1013,6 +1014,8 @@ class ColumnNames:
         self.fields: dict[str, _Field] = {}
         self.taken: set[str] = set(_CONNECTOR_COLUMNS)
         self.columns = 0
+        self.changes = 0  # columns added and objects landing whole since built: when to_list must list them again
+        self._listed: tuple[int, list] | None = None
         for entry in entries or []:
             path, name, *whole = entry
             field = self._field_at(tuple(path))
@@ -1047,11 +1050,21 @@ class ColumnNames:
                 name = f"{base[: _MAX_NAME_LENGTH - 8]}_{number}"
             self.taken.add(name)
             self.columns += 1
+            self.changes += 1
             field.column = self._column(path, name)
         return field.column
 
+    def whole_column(self, field: _Field, path: tuple[str, ...]) -> _Column:
+        """The field is an object that lands whole as one JSON value, for good: its column."""
+        field.whole = True
+        self.changes += 1
+        return self.column_for(field, path)
+
     def to_list(self) -> list:
-        """The state's form: [path, name] for each column, [path, name, 1] for an object that lands whole."""
+        """The state's form: [path, name] for each column, [path, name, 1] for an object that lands whole (listed
+        again only after a change: every checkpoint saves every table's)."""
+        if self._listed is not None and self._listed[0] == self.changes:
+            return self._listed[1]
         entries: list = []
         pending = [((key,), field) for key, field in self.fields.items()]
         while pending:
@@ -1061,7 +1074,9 @@ class ColumnNames:
                 entries.append([*entry, 1] if field.whole else entry)
             if field.children:
                 pending.extend(((*path, key), child) for key, child in field.children.items())
-        return sorted(entries, key=lambda entry: entry[0])
+        entries.sort(key=lambda entry: entry[0])
+        self._listed = (self.changes, entries)
+        return entries
 
 
 def walk(document: dict, columns: ColumnNames) -> list[tuple[_Column, Any]]:
@@ -1090,8 +1105,7 @@ def _walk_into(
             path = (*prefix, key)
             if field.children is None:
                 if _looks_like_a_dictionary(item) or columns.columns + _leaf_count(item, depth) > _COLUMN_BUDGET:
-                    field.whole = True
-                    cells.append((columns.column_for(field, path), item))
+                    cells.append((columns.whole_column(field, path), item))
                     continue
                 field.children = {}
             start = len(cells)
@@ -1101,8 +1115,7 @@ def _walk_into(
                 if prefix:
                     raise
                 del cells[start:]
-                field.whole = True
-                cells.append((columns.column_for(field, path), item))
+                cells.append((columns.whole_column(field, path), item))
             continue
         if field.column is None and prefix and columns.columns >= _COLUMN_BUDGET:
             raise _OverBudget
