@@ -78,8 +78,8 @@ _MAX_ATTEMPTS = 5
 _BACKOFF_FIRST_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 30.0
 _SMALL_COLLECTION = 1_000  # documents: new collections this small are read together, in one read of the database
+_MAX_READ_TOGETHER = 50_000  # documents of the collections read (or sampled) together in one read of the database
 _ALL_DOCUMENTS_STREAM = "streams/docs?format=jsonl"  # every document of the database, newest etag first
-_MAX_SAMPLED_TOGETHER = 50_000  # documents schema() may hold while it samples small collections in one read
 _SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
 _MAX_CHILD_TABLE_DEPTH = 2  # array levels that become tables (child, grandchild); deeper arrays stay JSON
@@ -678,8 +678,8 @@ class CollectionCursor:
     `_MAX_SYNCED_VERSIONS` documents, further ones are not remembered and land again (idempotent upserts).
 
     A read in another order (the first read of new collections, newest etag first) holds the cursor: `since` still
-    moves as documents arrive, but the state saves the held value, and the version of every document read, until
-    the read has ended, as a document not yet read may be older than every one read so far.
+    moves as documents arrive, but the state saves the held value until the read has ended, as a document not yet
+    read may be older than every one read so far; the version of every document read is kept in memory meanwhile.
     """
 
     since: str = _BEGINNING_OF_TIME
@@ -714,9 +714,15 @@ class CollectionCursor:
         self.synced[meta.id] = (meta.last_modified, meta.change_vector or "")
 
     def versions(self) -> dict[str, list[str]]:
-        """The versions the next read (from `since`) can return again, as the state stores them."""
+        """The versions the next read (from `since`) can return again, as the state stores them. While the cursor is
+        held, the versions of documents older than `since` are kept in memory only (a retry within the sync skips
+        them; a sync that starts the read over lands them again), which keeps the state small."""
         self._prune()
-        return {doc_id: [last_modified, vector] for doc_id, (last_modified, vector) in self.synced.items()}
+        return {
+            doc_id: [last_modified, vector]
+            for doc_id, (last_modified, vector) in self.synced.items()
+            if last_modified >= self.since
+        }
 
     def _prune(self) -> None:
         keep_from = self.saved_since
@@ -733,7 +739,8 @@ class SyncState:
     A checkpoint is due every 1,000 documents upserted, counted across collections (a sync of many small
     collections checkpoints as often as one large collection), and one saves the final state unless the last one
     already did. A sync that fails therefore reads again at most the 999 documents it upserted after its last
-    checkpoint, which land again as the same rows.
+    checkpoint, which land again as the same rows; one that fails while new collections are read together (their
+    cursors held) reads them again whole, at most `_MAX_READ_TOGETHER` documents.
     """
 
     cursors: dict[str, CollectionCursor]
@@ -1702,13 +1709,12 @@ def every_document(store: DocumentStore, settings: Settings, collection: str) ->
 
 def sample_together(store: DocumentStore, settings: Settings, selection: Selection) -> dict[str, list[dict]]:
     """The newest documents (up to 500) of each small collection when schema() samples them together: those
-    `small_together` picks, if their samples hold at most `_MAX_SAMPLED_TOGETHER` documents. One read of the
-    database, newest etag first, ended as soon as every sample is full, replaces one request per collection.
-    Empty when they are sampled one by one (`newest_documents`)."""
+    `small_together` picks. One read of the database, newest etag first, ended as soon as every sample is full,
+    replaces one request per collection. Empty when they are sampled one by one (`newest_documents`)."""
     names = small_together(selection, list(selection.counts))
-    wanted = {name: min(selection.counts[name], _SAMPLE_DOCUMENTS) for name in names}
-    if not names or sum(wanted.values()) > _MAX_SAMPLED_TOGETHER:
+    if not names:
         return {}
+    wanted = {name: min(selection.counts[name], _SAMPLE_DOCUMENTS) for name in names}
     by_lower = {name.lower(): name for name in names}
     samples: dict[str, list[dict]] = {name: [] for name in names}
     unfilled = sum(1 for count in wanted.values() if count)
@@ -1847,10 +1853,12 @@ def read_together(selection: Selection, state: SyncState) -> list[str]:
 
 def small_together(selection: Selection, candidates: list[str]) -> list[str]:
     """The candidates that hold at most `_SMALL_COLLECTION` documents each, when there are at least two of them
-    and together they hold at least half of the database's documents: one read of the database then replaces a
-    request per collection, and reads little besides them. Otherwise none."""
+    and together they hold at least half of the database's documents and at most `_MAX_READ_TOGETHER`: one read
+    of the database then replaces a request per collection, reads little besides them, and holds (and after a
+    failure, reads again) a bounded number of documents. Otherwise none."""
     small = [name for name in candidates if selection.counts[name] <= _SMALL_COLLECTION]
-    if len(small) < 2 or 2 * sum(selection.counts[name] for name in small) < selection.documents:
+    documents = sum(selection.counts[name] for name in small)
+    if len(small) < 2 or 2 * documents < selection.documents or documents > _MAX_READ_TOGETHER:
         return []
     return small
 

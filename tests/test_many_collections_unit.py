@@ -97,10 +97,10 @@ def test_a_read_broken_off_is_read_again_without_landing_a_document_twice(
     assert sorted(ops.checkpoints[-1]["cursors"]) == names
 
 
-def test_a_sync_that_failed_during_the_read_starts_it_again_and_skips_what_its_checkpoints_saved(
+def test_a_sync_that_failed_during_the_read_starts_it_over_from_a_small_state(
     fake_store, make_document, every_collection, ops
 ):
-    collections(fake_store, make_document, 25, 100)
+    names = collections(fake_store, make_document, 25, 100)
     fake_store.error_after = 1500
     connector._MAX_ATTEMPTS, attempts = 1, connector._MAX_ATTEMPTS
     try:
@@ -108,14 +108,13 @@ def test_a_sync_that_failed_during_the_read_starts_it_again_and_skips_what_its_c
             connector.update(every_collection, {})
     finally:
         connector._MAX_ATTEMPTS = attempts
-    landed = {data["Id"] for _, data in ops.upserts}
-    saved, ops.calls[:] = ops.checkpoints[-1], []
+    saved = ops.checkpoints[-1]
 
     connector.update(every_collection, saved)
 
-    again = {data["Id"] for _, data in ops.upserts}
-    assert len(landed) == 1500 and len(landed | again) == 2500
-    assert len(landed & again) == 500  # landed after the last checkpoint (at 1,000), before the failure
+    assert set(saved["cursors"].values()) == {connector._BEGINNING_OF_TIME}
+    assert sum(map(len, saved["synced_versions"].values())) <= len(names)  # the newest of each collection read
+    assert all(len(ops.rows(connector.table_name(name))) == 100 for name in names)
 
 
 @pytest.mark.parametrize(
@@ -239,3 +238,15 @@ def test_child_tables_star_finds_the_arrays_of_new_small_collections_from_one_re
         len(ops.rows(f"{connector.table_name(name)}_lines", ("Id", "lines_index"))) == 3
         for name in ("Carts", "Orders", "Returns")
     )
+
+
+def test_new_small_collections_past_the_read_together_limit_are_read_one_by_one(
+    fake_store, make_document, every_collection
+):
+    count = connector._MAX_READ_TOGETHER // connector._SMALL_COLLECTION + 1
+    collections(fake_store, make_document, count, connector._SMALL_COLLECTION)
+
+    connector.update(every_collection, {})
+
+    queries = fake_store.instances[0].queries
+    assert DATABASE_READ not in queries and len(queries) == count
