@@ -3,6 +3,7 @@ and the `fivetran` CLI run as a user runs it."""
 
 import base64
 import glob
+import itertools
 import os
 import subprocess
 import tempfile
@@ -30,6 +31,26 @@ def sync(configuration: dict, ops, state: dict | None = None) -> dict:
     """Run one sync and return the state it checkpointed last."""
     connector.update(configuration, state or {})
     return ops.checkpoints[-1]
+
+
+def sync_writing_during_a_paused_stream(configuration: dict, ops, control, database: str, after: int, write) -> dict:
+    """Run one sync whose stream pauses after `after` documents: once the sync has upserted that many, `write()`
+    runs while the stream waits, then the stream goes on. Returns the state the sync checkpointed last."""
+    control.pause_stream(database, after=after)
+    upserted, real_upsert = itertools.count(1), ops.upsert
+
+    def write_while_paused(table: str, data: dict) -> None:
+        real_upsert(table, data)
+        if next(upserted) == after:
+            control.wait_stream_paused(database)
+            write()
+            control.release_stream(database)
+
+    ops.upsert = write_while_paused
+    try:
+        return sync(configuration, ops)
+    finally:
+        ops.upsert = real_upsert
 
 
 def record_streams(monkeypatch) -> list:

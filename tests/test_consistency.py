@@ -17,7 +17,7 @@ import connector
 from connector import SourceError
 from tests import documents
 from tests.documents import orders
-from tests.syncing import configuration_for, database_rows, record_streams, sync
+from tests.syncing import configuration_for, database_rows, record_streams, sync, sync_writing_during_a_paused_stream
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_writes_right_before_a_sync_land_by_the_next_one_and_none_lands_twice(
 
 
 def test_writes_during_a_long_stream_land_without_a_failed_sync(
-    ravendb_target, standin_control, on_node, configuration, ops, monkeypatch
+    ravendb_target, standin_control, on_node, configuration, ops
 ):
     """Writes while the stream is paused after 1,000 of 3,000 documents: updates of documents already sent and not
     yet reached, and inserts. Before: an updated document not yet reached came back at its old place with its new
@@ -103,19 +103,13 @@ def test_writes_during_a_long_stream_land_without_a_failed_sync(
     node_a = on_node("A")
     documents.put(node_a, orders(1, 3000))
     warm_index(node_a)
-    standin_control.pause_stream(ravendb_target.database, after=1000)
-    upserted, real_upsert = itertools.count(1), ops.upsert
 
-    def write_while_paused(table, data):
-        real_upsert(table, data)
-        if next(upserted) == 1000:
-            standin_control.wait_stream_paused(ravendb_target.database)
-            documents.put(node_a, orders(10, 10, Freight=1.5) + orders(2000, 10, Freight=2.5) + orders(5001, 20))
-            standin_control.release_stream(ravendb_target.database)
+    def write() -> None:
+        documents.put(node_a, orders(10, 10, Freight=1.5) + orders(2000, 10, Freight=2.5) + orders(5001, 20))
 
-    monkeypatch.setattr(ops, "upsert", write_while_paused)
-    state = sync(configuration, ops)
-    monkeypatch.setattr(ops, "upsert", real_upsert)
+    state = sync_writing_during_a_paused_stream(
+        configuration, ops, standin_control, ravendb_target.database, 1000, write
+    )
 
     after_writes_stop(ravendb_target, configuration, ops, state)
     assert ops.rows("Orders")["orders/2005-A"]["Freight"] == "2.5"

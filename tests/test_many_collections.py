@@ -4,14 +4,13 @@ whole database instead of one query per collection, exact even while the databas
 Against a real server (RAVENDB_TEST_URLS) the tests that need the test server's control API skip.
 """
 
-import itertools
 import time
 
 import pytest
 
 import connector
 from tests import documents
-from tests.syncing import configuration_for, database_rows, record_streams, sync
+from tests.syncing import configuration_for, database_rows, record_streams, sync, sync_writing_during_a_paused_stream
 
 NAMES = [f"Shelf{number:02d}" for number in range(12)]
 
@@ -50,7 +49,7 @@ def test_new_small_collections_land_whole_from_one_read_of_the_database(
 
 
 def test_writes_during_the_read_of_new_collections_land_by_the_next_sync(
-    ravendb_target, ravendb_store, standin_control, every_shelf, ops, monkeypatch
+    ravendb_target, ravendb_store, standin_control, every_shelf, ops
 ):
     """Written while the read is paused after 150 of 360 documents, on a server that renews its read transaction
     every 50 documents: updates of documents already read and not yet reached, and inserts. No lookback, and the
@@ -60,19 +59,11 @@ def test_writes_during_the_read_of_new_collections_land_by_the_next_sync(
     documents.put(ravendb_store, shelves(1, 30))
     time.sleep(1.1)  # the server's Date header has whole seconds
     standin_control.set_read_pulse(ravendb_target.database, every_docs=50)
-    standin_control.pause_stream(ravendb_target.database, after=150)
-    upserted, real_upsert = itertools.count(1), ops.upsert
 
-    def write_while_paused(table, data):
-        real_upsert(table, data)
-        if next(upserted) == 150:
-            standin_control.wait_stream_paused(ravendb_target.database)
-            documents.put(ravendb_store, shelves(1, 3, Count=-1) + shelves(28, 30, Count=-2) + shelves(31, 32))
-            standin_control.release_stream(ravendb_target.database)
+    def write() -> None:
+        documents.put(ravendb_store, shelves(1, 3, Count=-1) + shelves(28, 30, Count=-2) + shelves(31, 32))
 
-    monkeypatch.setattr(ops, "upsert", write_while_paused)
-    state = sync(every_shelf, ops)
-    monkeypatch.setattr(ops, "upsert", real_upsert)
+    state = sync_writing_during_a_paused_stream(every_shelf, ops, standin_control, ravendb_target.database, 150, write)
     sync(every_shelf, ops, state)
 
     landed_as_in_the_database(ravendb_target, ops)

@@ -1014,6 +1014,16 @@ def _move_and_delete(store: DocumentStore) -> None:
     _delete(store, 2)  # not sent yet
 
 
+@pytest.fixture
+def ten_orders_on_node_a(ravendb_target: RavenTarget) -> None:
+    """orders/1-A to orders/10-A, written on node A, the node the streams below read."""
+    store = _node_store(ravendb_target, "A")
+    try:
+        _store_orders(store, 10)
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(
     ("stream", "expected"),
     [
@@ -1022,38 +1032,26 @@ def _move_and_delete(store: DocumentStore) -> None:
     ],
     ids=["docs-stream", "collection-query"],
 )
+@pytest.mark.usefixtures("ten_orders_on_node_a")
 def test_without_renewals_a_stream_reads_the_snapshot_it_started_with(
     ravendb_target: RavenTarget, standin_control: StandInControl, stream: Any, expected: list[str]
 ) -> None:
-    store = _node_store(ravendb_target, "A")
-    try:
-        _store_orders(store, 10)
-    finally:
-        store.close()
     assert _stream_across_a_write(ravendb_target, standin_control, stream, 3, _move_and_delete) == expected
 
 
+@pytest.mark.usefixtures("ten_orders_on_node_a")
 def test_a_renewed_docs_stream_reads_every_unchanged_document_but_not_one_moved_after_the_renewal(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
-    store = _node_store(ravendb_target, "A")
-    try:
-        _store_orders(store, 10)
-    finally:
-        store.close()
     standin_control.set_read_pulse(ravendb_target.database, every_docs=3)
     ids = _stream_across_a_write(ravendb_target, standin_control, _docs_stream_ids, 3, _move_and_delete)
     assert ids == _orders(10, 9, 8, 7, 6, 4, 3, 1)  # orders/5-A moved above the stream, orders/2-A deleted
 
 
+@pytest.mark.usefixtures("ten_orders_on_node_a")
 def test_a_renewed_collection_query_stream_skips_an_unchanged_document_when_a_sent_one_moves(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
-    store = _node_store(ravendb_target, "A")
-    try:
-        _store_orders(store, 10)
-    finally:
-        store.close()
     standin_control.set_read_pulse(ravendb_target.database, every_docs=3)
 
     def move_a_sent_one(writer: DocumentStore) -> None:
@@ -1063,14 +1061,10 @@ def test_a_renewed_collection_query_stream_skips_an_unchanged_document_when_a_se
     assert ids == _orders(1, 2, 3, 5, 6, 7, 8, 9, 10, 2)  # resumed at position 3: orders/4-A never sent
 
 
+@pytest.mark.usefixtures("ten_orders_on_node_a")
 def test_a_renewed_docs_stream_skips_one_document_when_everything_it_read_was_deleted_and_nothing_written(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
-    store = _node_store(ravendb_target, "A")
-    try:
-        _store_orders(store, 10)
-    finally:
-        store.close()
     standin_control.set_read_pulse(ravendb_target.database, every_docs=3)
 
     def delete_the_sent_ones(writer: DocumentStore) -> None:
