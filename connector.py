@@ -1720,7 +1720,7 @@ def sample_together(store: DocumentStore, settings: Settings, selection: Selecti
     unfilled = sum(1 for count in wanted.values() if count)
     if not unfilled:
         return samples
-    stream = QueryStream.of_database(store, settings)
+    stream = DatabaseStream(store, settings)
     try:
         for document in stream:
             name = by_lower.get((Metadata.of(document).collection or "").lower())
@@ -1895,7 +1895,7 @@ def sync_new_collections(
     def attempt() -> None:
         nonlocal upserted
         covered_from = time.monotonic()
-        stream = QueryStream.of_database(store, settings).open()
+        stream = DatabaseStream(store, settings).open()
         bound = stream_bound(stream, covered_from, settings.lookback)
         if bound is None:
             log.warning("new collections: RavenDB sent no Date header; their cursors stay and they are read again")
@@ -2205,8 +2205,7 @@ class _CollectionDocumentsCommand(RavenCommand):
 
 
 class QueryStream:
-    """The documents of a query (or, `of_database`, of the whole database), streamed as JSON lines and parsed by the
-    client's own JSONL parser.
+    """The documents of a query, streamed as JSON lines and parsed by the client's own JSONL parser.
 
     Not the session's stream(): that deep-copies every document and may import the Python class a document
     names in its metadata. A broken stream (connection lost, or an `{"Error": ...}` line the server writes when
@@ -2214,6 +2213,7 @@ class QueryStream:
     """
 
     def __init__(self, store: DocumentStore, settings: Settings, query: IndexQuery | None):
+        """`query` None: a subclass's request (DatabaseStream)."""
         self.store, self.settings, self.query = store, settings, query
         self.is_stale = False  # known once open
         self._response: Any = None
@@ -2221,31 +2221,35 @@ class QueryStream:
         self._server_date: datetime | None = None  # its Date header: whole seconds, never later than the server
         self._last_line = b""
 
-    @classmethod
-    def of_database(cls, store: DocumentStore, settings: Settings) -> "QueryStream":
-        """Every document of the database, newest etag first, read from storage (GET /streams/docs: no index)."""
-        return cls(store, settings, None)
-
     def open(self) -> "QueryStream":
-        """Send the request and read a query's statistics line; the documents follow on iteration."""
-        if self.query is None:
-            command: Any = StreamCommand(_ALL_DOCUMENTS_STREAM)
-        else:
-            command = QueryStreamCommand(self.store.conventions, self.query)
+        """Send the request and read what precedes the documents; they follow on iteration."""
         with _translated_errors(self.settings):
-            _execute(self.store, command)
+            _execute(self.store, command := self._command())
         self._received_at = time.monotonic()
         self._response = command.result.response
         self._server_date = _http_date(self._response.headers.get("Date"))
         try:
-            self._parser = JSONLRavenStreamParser(self._lines())
-            if self.query is not None:
-                with self._broken_stream_errors():
-                    self.is_stale = bool(self._parser.next_query_statistics().get("IsStale"))
+            with self._broken_stream_errors():
+                self._start()
         except BaseException:
             self.close()
             raise
         return self
+
+    def _command(self) -> Any:
+        return QueryStreamCommand(self.store.conventions, self.query)
+
+    def _start(self) -> None:
+        """A query stream begins with its statistics line."""
+        self._parser = JSONLRavenStreamParser(self._lines())
+        self.is_stale = bool(self._parser.next_query_statistics().get("IsStale"))
+
+    def _documents(self) -> Iterator[dict]:
+        while True:
+            try:
+                yield self._parser.next_item()
+            except StopIteration:
+                return
 
     def server_time_at(self, moment: float) -> datetime | None:
         """The server's clock at the local monotonic `moment` before this response, never later than it was."""
@@ -2262,29 +2266,9 @@ class QueryStream:
             self.open()
         try:
             with self._broken_stream_errors():
-                if self.query is None:
-                    yield from self._bare_documents()
-                    return
-                while True:
-                    try:
-                        yield self._parser.next_item()
-                    except StopIteration:
-                        return
+                yield from self._documents()
         finally:
             self.close()
-
-    def _bare_documents(self) -> Iterator[dict]:
-        """The lines of GET /streams/docs: each a bare document (RavenDB's StreamJsonlResultsWriter), which the
-        client's parser would take for an `{"Item": ...}` wrapper when the document has a field named `Item`."""
-        for line in self._lines():
-            if line.strip():
-                try:
-                    document = json.loads(line)
-                except ValueError:
-                    raise RuntimeError("a line that is not JSON") from None
-                if not isinstance(document, dict) or "@metadata" not in document:
-                    raise RuntimeError("a line that is not a document (no @metadata)")
-                yield document
 
     def _lines(self) -> Iterator[bytes]:
         for line in self._response.iter_lines(chunk_size=_STREAM_READ_BYTES):
@@ -2309,6 +2293,34 @@ class QueryStream:
         except (ValueError, AttributeError):
             reported = None
         return _first_line(str(reported)) if reported else _first_line(str(exc))
+
+
+class DatabaseStream(QueryStream):
+    """Every document of the database, newest etag first, read from storage (GET /streams/docs: no index).
+
+    Its lines are bare documents (RavenDB's StreamJsonlResultsWriter), with no statistics line before them, and
+    are parsed here: the client's parser takes any line with an `Item` key for a query's `{"Item": ...}` wrapper,
+    which would turn a document with a field named `Item` into that field's value."""
+
+    def __init__(self, store: DocumentStore, settings: Settings):
+        super().__init__(store, settings, None)
+
+    def _command(self) -> Any:
+        return StreamCommand(_ALL_DOCUMENTS_STREAM)
+
+    def _start(self) -> None:
+        pass
+
+    def _documents(self) -> Iterator[dict]:
+        for line in self._lines():
+            if line.strip():
+                try:
+                    document = json.loads(line)
+                except ValueError:
+                    raise RuntimeError("a line that is not JSON") from None
+                if not isinstance(document, dict) or "@metadata" not in document:
+                    raise RuntimeError("a line that is not a document (no @metadata)")
+                yield document
 
 
 def _http_date(value: str | None) -> datetime | None:
