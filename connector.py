@@ -330,14 +330,7 @@ def schema(configuration: dict) -> list[dict]:
         selection = resolve_collections(store, settings, known=())
         collections = selection.counts
         wants_newest = settings.child_tables.every or not settings.type_from_every_document
-        sampled = sample_together(store, settings, selection) if wants_newest else {}
-        for name in collections:
-            if name in sampled:
-                newest = sampled[name]
-            elif wants_newest:
-                newest = newest_documents(store, settings, name)
-            else:
-                newest = []
+        for name, newest in newest_samples(store, settings, selection, wanted=wants_newest):
             paths = settings.child_tables.paths_of(name, newest, collections)
             if settings.type_from_every_document:
                 sample: Callable[[], Iterable[dict]] = functools.partial(every_document, store, settings, name)
@@ -1707,6 +1700,19 @@ def every_document(store: DocumentStore, settings: Settings, collection: str) ->
     return QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection))
 
 
+def newest_samples(
+    store: DocumentStore, settings: Settings, selection: Selection, wanted: bool
+) -> Iterator[tuple[str, list[dict]]]:
+    """Each selected collection with its newest documents (empty when not `wanted`): read together where
+    `sample_together` can, otherwise one collection at a time, when its turn comes."""
+    together = sample_together(store, settings, selection) if wanted else {}
+    for name in selection.counts:
+        if name in together:
+            yield name, together[name]
+        else:
+            yield name, newest_documents(store, settings, name) if wanted else []
+
+
 def sample_together(store: DocumentStore, settings: Settings, selection: Selection) -> dict[str, list[dict]]:
     """The newest documents (up to 500) of each small collection when schema() samples them together: those
     `small_together` picks. One read of the database, newest etag first, ended as soon as every sample is full,
@@ -1919,12 +1925,7 @@ def select_child_tables(store: DocumentStore, settings: Settings, selection: Sel
     the same sample schema() reads, and those it found before). A collection whose selection changed is read
     again from the beginning; a child table no longer selected has its rows marked deleted."""
     collections = list(selection.counts)
-    sampled = sample_together(store, settings, selection) if settings.child_tables.every else {}
-    for collection in collections:
-        if collection in sampled:
-            sample = sampled[collection]
-        else:
-            sample = newest_documents(store, settings, collection) if settings.child_tables.every else []
+    for collection, sample in newest_samples(store, settings, selection, wanted=settings.child_tables.every):
         before = state.child_paths.get(collection, [])
         paths = settings.child_tables.paths_of(collection, sample, collections)
         if settings.child_tables.every:  # an array `*` found stays a table when later samples no longer show it
