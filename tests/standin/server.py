@@ -684,6 +684,67 @@ def revisions_bin(node: Node, request: Request, m: re.Match) -> Response:
     return json_response({"Results": results}, headers=headers)
 
 
+def revisions_config_get(node: Node, _r: Request, m: re.Match) -> Response:
+    """GET /databases/{db}/revisions/config: the database record's revisions configuration, 404 when it has none
+    (AbstractRevisionsHandlerProcessorForGetRevisionsConfiguration; a Read endpoint for any valid user)."""
+    db = node.database(m["db"])
+    with db.lock:
+        config = db.revisions_config
+        if not config:
+            return Response(404, b"", {})
+        return json_response({"Default": config.get("Default"), "Collections": config.get("Collections") or {}})
+
+
+def revisions_debug(node: Node, request: Request, m: re.Match) -> Response:
+    """GET /databases/{db}/debug/documents/get-revisions?start=&pageSize=, as RavenDB 6.x/7.x answers it
+    (RevisionsHandlerProcessorForGetRevisionsDebug, RevisionsStorage.GetRevisionsFrom): this node's revisions of
+    every collection at etag >= start, in etag order, pageSize + 1 of them (GetRevisionsFrom counts after it
+    yields), metadata only: `{"Revisions": [{Id, Etag, LastModified, ChangeVector}]}`. `start` defaults to 0 and
+    pageSize to int.MaxValue; 5.x named the parameter `etag`, which 6.x/7.x ignore."""
+    db = node.database(m["db"])
+    start = int(request.arg("start", "0") or 0)
+    size = int(request.arg("pageSize", str(2**31 - 1)) or 2**31 - 1)
+    with db.lock:
+        page = [revision.debug_entry() for revision in db.revision_store.from_etag(start, size)]
+    return json_response({"Revisions": page})
+
+
+def revisions_get(node: Node, request: Request, m: re.Match) -> Response:
+    """GET /databases/{db}/revisions, as RavenDB 6.x/7.x answers it (RevisionsHandlerProcessorForGetRevisions):
+    with `changeVector` (repeatable) `{"Results": [...]}` in the order asked, null for a revision this node does
+    not hold, but 404 when the one change vector asked is missing; with `id` (and `start`, `pageSize`) the id's
+    revisions newest first and `TotalResults`. `metadataOnly=true` leaves the bodies out.
+    Each node answers from its own revisions."""
+    db = node.database(m["db"])
+    metadata_only = (request.arg("metadataOnly") or "").lower() == "true"
+    vectors = request.query.get("changeVector") or []
+    with db.lock:
+        store = db.revision_store
+        if vectors:
+            found = [store.by_change_vector.get(vector) for vector in vectors]
+            if len(vectors) == 1 and found[0] is None:
+                return Response(404, b"", {})
+            total = None
+        else:
+            doc_id = request.arg("id")
+            if not doc_id:
+                raise RavenError(400, "System.ArgumentException", "Query string 'id' or 'changeVector' is mandatory")
+            every = store.of_id(doc_id.lower())
+            start = int(request.arg("start", "0") or 0)
+            size = int(request.arg("pageSize", str(2**31 - 1)) or 2**31 - 1)
+            found, total = every[start : start + size], len(every)
+        parts = [b"null" if revision is None else _revision_json(revision.raw, metadata_only) for revision in found]
+    body = b'{"Results":[' + b",".join(parts) + b"]"
+    body += b"}" if total is None else b',"TotalResults":' + str(total).encode() + b"}"
+    return Response(200, body, dict(JSON))
+
+
+def _revision_json(raw: bytes, metadata_only: bool) -> bytes:
+    if not metadata_only:
+        return raw
+    return dumps({"@metadata": json.loads(raw)["@metadata"]})
+
+
 def control_revisions_bin(node: Node, _r: Request, m: re.Match) -> Response:
     """GET /standin/databases/{db}/revisions/bin: the shapes of the bin pages every node served so far, and the raw
     records of this node's bin."""
@@ -906,6 +967,9 @@ def build_routes() -> list[tuple[str, re.Pattern, Route]]:
         ("GET", DB + r"/collections/docs", collection_docs),
         ("POST", DB + r"/admin/revisions/config", revisions_config),
         ("GET", DB + r"/revisions/bin", revisions_bin),
+        ("GET", DB + r"/revisions/config", revisions_config_get),
+        ("GET", DB + r"/revisions", revisions_get),
+        ("GET", DB + r"/debug/documents/get-revisions", revisions_debug),
         ("POST", r"/standin/clock", control_clock),
         ("GET", r"/standin/nodes", control_nodes),
         ("POST", r"/standin/nodes/(?P<tag>[A-Za-z])/(?P<action>stop|start)", control_node_action),

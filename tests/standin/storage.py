@@ -16,6 +16,7 @@ from typing import Any
 
 from tests.standin.clock import Clock, format_ticks
 from tests.standin.errors import RavenError
+from tests.standin.revisions import DELETE_REVISION_FLAGS, RevisionStore, delete_revision, revision_of
 
 EMPTY_COLLECTION = "@empty"
 HILO_COLLECTION = "@hilo"
@@ -23,7 +24,6 @@ ALL_DOCS = "@all_docs"
 LAST_MODIFIED_FIELD = "@metadata.@last-modified"
 ID_FIELD = "id()"
 SERVER_METADATA = ("@id", "@change-vector", "@last-modified", "@flags", "@etag", "@index-score", "@nested-object-types")
-DELETE_REVISION_FLAGS = "HasRevisions, DeleteRevision, Revision"
 
 
 def dumps(value: Any) -> bytes:
@@ -111,6 +111,13 @@ class RevisionsBin:
         """A delete that created a delete revision."""
         self.deletes.append(entry)
         self.add_revision(entry.key, entry.etag)
+
+    def forget(self, key: str, etag: int) -> None:
+        """A revision RavenDB trimmed (MinimumRevisionsToKeep, MinimumRevisionAgeToKeep): no longer counted, and no
+        longer a bin entry if it was a delete revision."""
+        self.deletes = [entry for entry in self.deletes if entry.etag != etag]
+        self.per_id[key] -= 1
+        self.count -= 1
 
     def purge(self, key: str) -> None:
         """PurgeOnDelete: the deleted id keeps no revision at all."""
@@ -338,6 +345,7 @@ class Database:
         self.indexes: dict[str, AutoIndex] = {}
         self.indexing = group.indexing
         self.revisions = RevisionsBin()  # this node's bin: a replicated delete gets this node's etag
+        self.revision_store = RevisionStore()  # this node's revisions with their content, by this node's etags
         self.tombstone_vectors: dict[str, str] = {}
         self.tombstones = 0
         self.operation_id = 0
@@ -456,7 +464,7 @@ class Database:
         self.group.replicate(self, doc.key, doc.id, doc.collection, ticks, cv, flags, doc.raw, doc.archived)
         return doc
 
-    def _install(self, doc: Doc) -> None:
+    def _install(self, doc: Doc, replicated: bool = False) -> None:
         """Make `doc` the current version of its id on this node (a new etag, so the end of etag order)."""
         key = doc.key
         old = self.docs.get(key)
@@ -465,6 +473,7 @@ class Database:
             self.all_docs.pop(key, None)
         if doc.flags:
             self.revisions.add_revision(key, doc.etag)
+            self._keep_revision(doc.collection, revision_of(json.loads(doc.raw), doc.etag, doc.ticks, replicated))
         self.docs[key] = doc
         self.by_collection.setdefault(doc.collection, {})[key] = doc
         self.all_docs[key] = doc
@@ -505,10 +514,17 @@ class Database:
         cfg = self.revisions_enabled(doc.collection)
         if (cfg or {}).get("PurgeOnDelete"):
             self.revisions.purge(key)
+            self.revision_store.purge(key)
         elif cfg is not None or doc.flags:
             self.revisions.add_delete(BinEntry(doc.id, doc.collection, etag, ticks, cv))
+            self._keep_revision(doc.collection, delete_revision(doc.id, doc.collection, etag, ticks, cv))
         self._append_log(LogEntry(etag, key, doc.collection, None, time.monotonic()))
         self.changed.notify_all()
+
+    def _keep_revision(self, collection: str, revision: Any) -> None:
+        """Store a revision's content, and forget in the bin what the configuration trims."""
+        for trimmed in self.revision_store.add(revision, self.revisions_enabled(collection), self.now()):
+            self.revisions.forget(trimmed.key, trimmed.etag)
 
     def receive(self, item: Replicated) -> None:
         """Apply a version replicated from another node: it keeps its @last-modified and change vector and gets
@@ -542,7 +558,7 @@ class Database:
                 self.tombstone_vectors[item.key] = cv
             return
         doc = Doc(item.id, item.collection, etag, item.ticks, cv, item.flags, raw, item.key, item.archived)
-        self._install(doc)
+        self._install(doc, replicated=True)
 
     def get(self, doc_id: str) -> Doc | None:
         """Load a document by id (case-insensitive)."""
