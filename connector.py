@@ -86,6 +86,9 @@ _MAX_CHILD_TABLE_DEPTH = 2  # array levels that become tables (child, grandchild
 _COLUMN_BUDGET = 500  # columns a table's nested objects may take; past it an object lands as one JSON value
 _MAX_NAME_LENGTH = 120  # characters of a table or column name (Redshift takes 127)
 _CONNECTOR_COLUMNS = ("id", "last_modified")  # Id and LastModified as Fivetran names them: never a field's column
+_HISTORY_SUFFIX = "_history"  # a history table is its collection's table name and this
+_HISTORY_COLUMNS = ("change_vector", "valid_from", "valid_to", "is_current", "is_deleted")  # never a field's column
+_REVISIONS_URL_BUDGET = 6_000  # characters of change vectors per GET /revisions (Kestrel's request line: 8 KiB)
 _PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _NOT_A_WORD_CHARACTER = re.compile(r"[^A-Za-z0-9_]")
 _WORD_BREAK = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[0-9])(?=[^0-9])|(?<=[^0-9])(?=[0-9])")
@@ -183,6 +186,13 @@ _FORM_FIELDS = [
         f"nodes (default {_DEFAULT_LOOKBACK_SECONDS}). Each sync re-reads the documents changed in this window.",
     ),
     _FormField(
+        "history_collections",
+        "History tables",
+        "Every revision RavenDB keeps of a document as a row of <table>_history, with valid_from, valid_to and "
+        "is_current: * for every collection whose revisions are enabled, or comma-separated collections. "
+        "Empty: off.",
+    ),
+    _FormField(
         "server_ca_base64",
         "Server CA certificate",
         "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
@@ -234,6 +244,7 @@ class Settings(NamedTuple):
     child_tables: "ChildTableSelection"
     type_from_every_document: bool = False  # schema() reads every document, not only the newest 500
     progress_seconds: float = _DEFAULT_PROGRESS_SECONDS
+    history: "HistorySelection | None" = None  # collections with a history table; None or empty: off
 
 
 def _version_line() -> str:
@@ -317,6 +328,7 @@ def validate_configuration(configuration: dict) -> Settings:
         progress_seconds=_parse_seconds(
             configuration, "progress_log_seconds", _DEFAULT_PROGRESS_SECONDS, 0.01, _MAX_PROGRESS_SECONDS
         ),
+        history=_parse_history(_optional(configuration, "history_collections"), collections),
     )
 
 
@@ -329,6 +341,7 @@ def schema(configuration: dict) -> list[dict]:
     with open_store(settings) as store:
         selection = resolve_collections(store, settings, known=())
         collections = selection.counts
+        history = set(history_collections(store, settings, collections))
         wants_newest = settings.child_tables.every or not settings.type_from_every_document
         for name, newest in newest_samples(store, settings, selection, wanted=wants_newest):
             paths = settings.child_tables.paths_of(name, newest, collections)
@@ -337,6 +350,8 @@ def schema(configuration: dict) -> list[dict]:
             else:
                 sample = functools.partial(list, newest)
             tables += declare_tables(name, child_tables(name, paths), sample)
+            if name in history:
+                tables.append(declare_history_table(name, sample()))
     return tables
 
 
@@ -360,6 +375,7 @@ def update(configuration: dict, state: dict) -> None:
                 sync_collection(store, settings, collection, sync_state, progress)
             if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
                 reconcile_deletes(store, settings, collection, sync_state)
+        sync_history(store, settings, history_collections(store, settings, collections, warn=True), sync_state)
     if sync_state.changed_since_saved():
         checkpoint(sync_state)
     progress.finished(deletes)
@@ -508,6 +524,26 @@ def _parse_seconds(configuration: dict, key: str, default: float, low: float, hi
     if not math.isfinite(seconds) or not low <= seconds <= high:
         raise ConfigurationError(key, f"{text!r} is out of range (expected {low:g} to {high:g} seconds)")
     return seconds
+
+
+def _parse_history(text: str | None, collections: tuple[str, ...]) -> "HistorySelection":
+    """`*`, or comma-separated collections (among collection_name's, when it names any)."""
+    if text is None:
+        return HistorySelection()
+    if text == "*":
+        return HistorySelection(every=True)
+    names = tuple(name.strip() for name in text.split(","))
+    synced = {name.lower() for name in collections}
+    for name in names:
+        if not name:
+            raise ConfigurationError("history_collections", "contains an empty name (expected * or Name1,Name2,...)")
+        if name.startswith("@"):
+            raise ConfigurationError("history_collections", f"{name!r} is a RavenDB system collection")
+        if synced and name.lower() not in synced:
+            raise ConfigurationError("history_collections", f"{name!r} is a collection that collection_name leaves out")
+    if len({name.lower() for name in names}) != len(names):
+        raise ConfigurationError("history_collections", "lists a collection twice (names are case-insensitive)")
+    return HistorySelection(names=names)
 
 
 def _parse_child_tables(text: str | None, collections: tuple[str, ...]) -> "ChildTableSelection":
@@ -756,6 +792,7 @@ class SyncState:
     child_paths: dict[str, list[list[str]]] = field(default_factory=dict)  # collection -> its child-table arrays
     child_widths: dict[str, int] = field(default_factory=dict)  # child table -> most elements of one array written
     element_columns: dict[str, Any] = field(default_factory=dict)  # child table -> its ColumnNames (saved: entries)
+    history: "HistoryCursor" = field(default_factory=lambda: HistoryCursor())  # where revisions are read from
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
@@ -807,6 +844,7 @@ class SyncState:
             child_paths=child_paths,
             child_widths=child_widths,
             element_columns=element_columns,
+            history=HistoryCursor.load(state.get("history")),
         )
 
     def cursor(self, collection: str) -> CollectionCursor:
@@ -864,6 +902,8 @@ class SyncState:
         }
         if any(element_columns.values()):
             state["child_columns"] = {table: entries for table, entries in element_columns.items() if entries}
+        if self.history.nodes or self.history.column_names:
+            state["history"] = self.history.to_dict()
         return state
 
     def child_tables(self, collection: str) -> "tuple[ChildTable, ...]":
@@ -2177,6 +2217,395 @@ class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
         body = json.loads(response)
         self.continuation_token = any(key.lower() == "continuationtoken" for key in body)
         self.result = body["Results"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# History tables: every revision RavenDB keeps of a document, as rows with a validity interval
+
+
+class HistorySelection(NamedTuple):
+    """The collections whose revisions land in a `<table>_history` table: every one whose revisions are enabled
+    (`*`), or the ones named. Falsy when the setting is empty (off)."""
+
+    every: bool = False
+    names: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.every or bool(self.names)
+
+    def chosen(self, collections: Iterable[str], revisions: "RevisionsConfiguration") -> list[str]:
+        """Of the synced collections, the ones with a history table: `*` keeps those whose revisions the
+        configuration enables now, a list those it names (names are case-insensitive)."""
+        if self.every:
+            return [name for name in collections if revisions.enabled(name)]
+        wanted = {name.lower() for name in self.names}
+        return [name for name in collections if name.lower() in wanted]
+
+
+class RevisionsConfiguration(NamedTuple):
+    """The database's revisions configuration (GET /revisions/config): the default and per-collection entries."""
+
+    default: dict | None
+    collections: dict[str, dict]  # lower-cased collection -> its entry
+
+    def enabled(self, collection: str) -> bool:
+        entry = self.collections.get(collection.lower(), self.default)
+        return bool(entry) and not entry.get("Disabled", False)
+
+
+def history_table(collection: str) -> str:
+    """The table of a collection's revisions: its table's name and `_history`."""
+    return f"{table_name(collection)}{_HISTORY_SUFFIX}"
+
+
+def history_column_names(entries: list | None = None) -> ColumnNames:
+    """A history table's column names: as a document table's, with the history columns kept free too."""
+    columns = ColumnNames(entries)
+    columns.taken.update(_HISTORY_COLUMNS)
+    return columns
+
+
+def declare_history_table(collection: str, sample: Iterable[dict]) -> dict:
+    """The history table with its key (`Id`, `ChangeVector`), its validity columns and the text and JSON columns
+    the sample shows, by the rules of declare_columns; arrays stay JSON (no child tables)."""
+    declared = declare_columns(sample, history_column_names())
+    declared.pop("LastModified")
+    declared.update(ChangeVector="STRING", ValidFrom="UTC_DATETIME", ValidTo="UTC_DATETIME")
+    declared.update(IsCurrent="BOOLEAN", IsDeleted="BOOLEAN")
+    return {"table": history_table(collection), "primary_key": ["Id", "ChangeVector"], "columns": declared}
+
+
+class ListedRevision(NamedTuple):
+    """One entry of GET /debug/documents/get-revisions: a revision of any collection, on the node listed."""
+
+    id: str
+    etag: int
+    last_modified: str
+    change_vector: str
+
+    @classmethod
+    def of(cls, entry: dict) -> "ListedRevision":
+        return cls(entry["Id"], int(entry["Etag"]), entry["LastModified"], entry["ChangeVector"])
+
+
+def history_row(revision: dict, columns: ColumnNames, valid_to: str | None, is_current: bool) -> dict[str, Any]:
+    """A revision as a history row: its fields flattened as a document's (arrays as JSON), its key, when it became
+    the document's version (`ValidFrom`, its `@last-modified`) and until when (`ValidTo`: the next revision's,
+    null while it is the newest), whether it is the newest, and whether it records a delete."""
+    metadata = revision["@metadata"]
+    row: dict[str, Any] = {
+        emitted: item if type(item) is str else _cell(item) for (emitted, _, _), item in walk(revision, columns)
+    }
+    row.update(
+        Id=metadata["@id"],
+        ChangeVector=metadata["@change-vector"],
+        ValidFrom=parse_last_modified(metadata["@last-modified"]),
+        ValidTo=parse_last_modified(valid_to) if valid_to else None,
+        IsCurrent=is_current,
+        IsDeleted="DeleteRevision" in str(metadata.get("@flags", "")).split(", "),
+    )
+    return row
+
+
+@dataclass
+class HistoryCursor:
+    """Where the next read of revisions starts on each node, for which collections, and what the history tables'
+    columns are named. A collection newly given a history table starts every node's read over (the rows of the
+    others land again, unchanged).
+
+    RavenDB numbers revisions with each node's own etags, so the cursor is kept per node (by cluster tag): a node
+    read before goes on from its own etag, which every revision that reached it since (written there or
+    replicated) is past. A node never read is listed from its first etag; the revisions older than `covered` (the
+    newest `@last-modified` listed when a read of another node last reached its end) less the lookback are taken
+    to be in the destination already and are not read again, as a replicated write is taken to arrive within
+    the lookback everywhere else in the connector.
+    """
+
+    nodes: dict[str, int] = field(default_factory=dict)  # cluster tag -> the etag the node's next read starts at
+    newest: str | None = None  # the newest @last-modified listed on any node
+    covered: str | None = None  # `newest` when a read last reached the end of a node's revisions
+    column_names: dict[str, ColumnNames] = field(default_factory=dict)  # collection -> its history columns
+    collections: list[str] = field(default_factory=list)  # the collections the node cursors have read for
+
+    @classmethod
+    def load(cls, saved: Any) -> "HistoryCursor":
+        if not saved:
+            return cls()
+        try:
+            nodes = {str(tag): int(etag) for tag, etag in saved.get("nodes", {}).items()}
+            columns = {name: history_column_names(entries) for name, entries in saved.get("columns", {}).items()}
+        except (AttributeError, TypeError, ValueError):
+            raise SourceError(None, "state: history is not in the layout written; reset the connector") from None
+        for key in ("newest", "covered"):
+            value = saved.get(key)
+            if value is not None and (not isinstance(value, str) or not _LAST_MODIFIED.fullmatch(value)):
+                raise SourceError(None, f"state: history {key} is {value!r}, not a RavenDB timestamp")
+        collections = saved.get("collections", [])
+        if not isinstance(collections, list) or not all(isinstance(name, str) for name in collections):
+            raise SourceError(None, "state: history collections are not a list of names; reset the connector")
+        return cls(nodes, saved.get("newest"), saved.get("covered"), columns, collections)
+
+    def to_dict(self) -> dict:
+        saved: dict[str, Any] = {"nodes": dict(self.nodes), "collections": list(self.collections)}
+        if self.newest is not None:
+            saved["newest"] = self.newest
+        if self.covered is not None:
+            saved["covered"] = self.covered
+        columns = {name: entries for name, names in self.column_names.items() if (entries := names.to_list())}
+        if columns:
+            saved["columns"] = columns
+        return saved
+
+    def columns(self, collection: str) -> ColumnNames:
+        return self.column_names.setdefault(collection, history_column_names())
+
+
+def revisions_configuration(store: DocumentStore, settings: Settings) -> RevisionsConfiguration:
+    """GET /revisions/config (a read for any valid user); no configuration (404): nothing enabled."""
+    command = _RevisionsConfigurationCommand()
+    with _translated_errors(settings):
+        _execute(store, command)
+    config = command.result or {}
+    collections = {name.lower(): entry for name, entry in (config.get("Collections") or {}).items()}
+    return RevisionsConfiguration(config.get("Default"), collections)
+
+
+def history_collections(
+    store: DocumentStore, settings: Settings, collections: Iterable[str], warn: bool = False
+) -> list[str]:
+    """The synced collections with a history table (none, without a request, when the setting is off)."""
+    if not settings.history:
+        return []
+    revisions = revisions_configuration(store, settings)
+    chosen = settings.history.chosen(collections, revisions)
+    if warn:
+        for name in chosen:
+            if not revisions.enabled(name):
+                log.warning(
+                    f"{name}: revisions are not enabled for this collection; its history table holds the revisions "
+                    "RavenDB kept and gets no new ones"
+                )
+    return chosen
+
+
+def sync_history(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:
+    """Land the revisions of `collections` that RavenDB made since the last sync (every one it keeps, the first
+    time), close the rows they succeed, and return how many rows landed. See HistoryWalk."""
+    if not collections:
+        return 0
+    cursor = state.history
+    added = sorted(set(collections) - set(cursor.collections))
+    if added and cursor.nodes:
+        log.info(f"revisions: {', '.join(added)} newly with history: every revision is read again")
+        cursor.nodes, cursor.covered = {}, None
+    cursor.collections = sorted(collections)
+    return _retrying("revisions", "reading them again", lambda: HistoryWalk(store, settings, collections, state).run())
+
+
+class HistoryWalk:
+    """One read of the revisions of one node, from where the last read of that node ended, in etag order.
+
+    Each page of GET /debug/documents/get-revisions (every collection's revisions, metadata only) is followed by
+    GET /revisions?changeVector=... for the content of those to land (a revision RavenDB removed meanwhile comes
+    back null and is skipped). Revisions of one document are ordered as RavenDB orders them, by etag; each row's
+    `ValidTo` is its successor's `@last-modified`. The first revision of a document in a sync closes the row of
+    the one before it: known from this sync's earlier pages, or asked of RavenDB (GET /revisions?id=, newest first,
+    metadata only) when the node's read did not start at its first etag in this sync. The node's cursor moves,
+    and is checkpointed, after each page's rows.
+    """
+
+    def __init__(self, store: DocumentStore, settings: Settings, collections: list[str], state: SyncState):
+        self.store, self.settings, self.state = store, settings, state
+        self.cursor = state.history
+        self.wanted = {name.lower(): name for name in collections}
+        self.newest_of: dict[str, tuple[str, str]] = {}  # lower-cased id -> (change vector, @last-modified)
+        self.requests = 0
+        self.node: Any = None
+
+    def run(self) -> int:
+        started = time.monotonic()
+        self.node = _sync_node(self.store.get_request_executor())
+        tag = getattr(getattr(self.node, "current_node", None), "cluster_tag", None) or "?"
+        first_read = tag not in self.cursor.nodes
+        start = self.cursor.nodes.get(tag, 0)
+        skip_before = None
+        if first_read and self.cursor.covered is not None:
+            skip_before = format_last_modified(parse_last_modified(self.cursor.covered) - self.settings.lookback)
+            log.info(f"revisions: first read of node {tag}; revisions before {skip_before} are in the destination")
+        landed = 0
+        size = self.settings.batch_size
+        while True:
+            page = self._list(start, size)
+            if page:
+                landed += self._land(page, closes_from_ravendb=not first_read, skip_before=skip_before)
+                start = page[-1].etag + 1
+                newest = max(revision.last_modified for revision in page)
+                self.cursor.newest = max(self.cursor.newest or newest, newest)
+                self.cursor.nodes[tag] = start
+                checkpoint(self.state)
+            if len(page) < size:
+                break
+        self.cursor.nodes.setdefault(tag, start)
+        self.cursor.covered = self.cursor.newest
+        if landed or self.requests > 1:
+            log.info(
+                f"revisions: {landed} history rows from node {tag} in {time.monotonic() - started:.1f} s "
+                f"({self.requests} requests)"
+            )
+        return landed
+
+    def _land(self, page: list[ListedRevision], closes_from_ravendb: bool, skip_before: str | None) -> int:
+        wanted_page = [revision for revision in page if skip_before is None or revision.last_modified >= skip_before]
+        contents = self._contents([revision.change_vector for revision in wanted_page])
+        landing: dict[str, list[tuple[ListedRevision, dict]]] = {}
+        for revision in page:
+            content = contents.get(revision.change_vector)
+            if content is None:
+                if revision.change_vector not in contents:  # in the destination already: a predecessor
+                    self.newest_of[revision.id.lower()] = (revision.change_vector, revision.last_modified)
+                continue
+            collection = self.wanted.get(str(content["@metadata"].get("@collection", "")).lower())
+            if collection is not None:
+                landing.setdefault(revision.id.lower(), []).append((revision, content))
+        landed = 0
+        for key, revisions in landing.items():
+            collection = self.wanted[str(revisions[0][1]["@metadata"]["@collection"]).lower()]
+            table, columns = history_table(collection), self.cursor.columns(collection)
+            first = revisions[0][0]
+            before = self.newest_of.get(key)
+            if before is None and closes_from_ravendb:
+                before = self._predecessor(first)
+            if before is not None:
+                op.update(
+                    table,
+                    {"Id": revisions[0][1]["@metadata"]["@id"], "ChangeVector": before[0],
+                     "ValidTo": parse_last_modified(first.last_modified), "IsCurrent": False},
+                )  # fmt: skip
+            for position, (_, content) in enumerate(revisions):
+                successor = revisions[position + 1][0] if position + 1 < len(revisions) else None
+                valid_to = successor.last_modified if successor else None
+                op.upsert(table, history_row(content, columns, valid_to, successor is None))
+                landed += 1
+            last = revisions[-1][0]
+            self.newest_of[key] = (last.change_vector, last.last_modified)
+        return landed
+
+    def _predecessor(self, revision: ListedRevision) -> tuple[str, str] | None:
+        """The revision RavenDB keeps just before `revision` of the same document (its change vector and
+        `@last-modified`), or None when it keeps none older."""
+        size = 4
+        while True:
+            command = _RevisionsCommand(
+                [("id", revision.id), ("start", "0"), ("pageSize", str(size)), ("metadataOnly", "true")]
+            )
+            self._send(command)
+            results = [entry["@metadata"] for entry in (command.result or {}).get("Results", [])]
+            vectors = [metadata.get("@change-vector") for metadata in results]
+            if revision.change_vector in vectors:
+                position = vectors.index(revision.change_vector)
+                if position + 1 < len(results):
+                    older = results[position + 1]
+                    return older["@change-vector"], older["@last-modified"]
+                if len(results) < size:
+                    return None
+            elif len(results) < size:  # removed meanwhile: the newest one older than it
+                older = [m for m in results if m["@last-modified"] <= revision.last_modified]
+                return (older[0]["@change-vector"], older[0]["@last-modified"]) if older else None
+            size *= 4
+
+    def _list(self, start: int, size: int) -> list[ListedRevision]:
+        command = _ListRevisionsCommand(start, size)
+        self._send(command)
+        return [ListedRevision.of(entry) for entry in command.result]
+
+    def _contents(self, vectors: list[str]) -> dict[str, dict | None]:
+        """The content of each revision, by change vector (None: RavenDB no longer keeps it), in requests of
+        at most _REVISIONS_URL_BUDGET characters of query string."""
+        contents: dict[str, dict | None] = {}
+        batch: list[str] = []
+        length = 0
+        for vector in [*vectors, None]:
+            cost = len(quote(vector, safe="")) + len("&changeVector=") if vector is not None else 0
+            if batch and (vector is None or length + cost > _REVISIONS_URL_BUDGET):
+                command = _RevisionsCommand([("changeVector", vector) for vector in batch])
+                self._send(command)
+                results = command.result["Results"] if command.result is not None else [None]
+                contents.update(zip(batch, results, strict=True))
+                batch, length = [], 0
+            if vector is not None:
+                batch.append(vector)
+                length += cost
+        return contents
+
+    def _send(self, command: Any) -> None:
+        self.requests += 1
+        with _translated_errors(self.settings):
+            _execute(self.store, command, self.node)
+
+
+class _ListRevisionsCommand(RavenCommand):
+    """GET /debug/documents/get-revisions?start=&pageSize=: the node's revisions of every collection at etags from
+    `start`, in etag order, metadata only (RevisionsHandlerProcessorForGetRevisionsDebug; RavenDB 6.x/7.x return
+    up to pageSize + 1). `result`: the entries."""
+
+    def __init__(self, start: int, page_size: int):
+        super().__init__(list)
+        self.start, self.page_size = start, page_size
+        self._can_cache = False
+
+    def create_request(self, node: Any) -> requests.Request:
+        return requests.Request(
+            "GET",
+            f"{node.url}/databases/{node.database}/debug/documents/get-revisions"
+            f"?start={self.start}&pageSize={self.page_size}",
+        )
+
+    def set_response(self, response: str | None, from_cache: bool) -> None:
+        if response is None:
+            self._throw_invalid_response()
+        self.result = json.loads(response)["Revisions"]
+
+    def is_read_request(self) -> bool:
+        return True
+
+
+class _RevisionsCommand(RavenCommand):
+    """GET /revisions with its query string percent-encoded (the client's GetRevisionsCommand puts change vectors
+    and ids in the URL as they are, so the `+` of a change vector arrives as a space). By `changeVector` (repeated):
+    `{"Results": [...]}`, null for one the node does not keep; by `id`: newest first. `result`: the answer, or None
+    for 404 (the one change vector asked is not kept)."""
+
+    def __init__(self, parameters: list[tuple[str, str]]):
+        super().__init__(dict)
+        self.parameters = parameters
+        self._can_cache = False
+
+    def create_request(self, node: Any) -> requests.Request:
+        query = "&".join(f"{name}={quote(value, safe='')}" for name, value in self.parameters)
+        return requests.Request("GET", f"{node.url}/databases/{node.database}/revisions?{query}")
+
+    def set_response(self, response: str | None, from_cache: bool) -> None:
+        self.result = json.loads(response) if response else None
+
+    def is_read_request(self) -> bool:
+        return True
+
+
+class _RevisionsConfigurationCommand(RavenCommand):
+    """GET /revisions/config. `result`: the configuration, or None when the database has none (404)."""
+
+    def __init__(self) -> None:
+        super().__init__(dict)
+        self._can_cache = False
+
+    def create_request(self, node: Any) -> requests.Request:
+        return requests.Request("GET", f"{node.url}/databases/{node.database}/revisions/config")
+
+    def set_response(self, response: str | None, from_cache: bool) -> None:
+        self.result = json.loads(response) if response else None
+
+    def is_read_request(self) -> bool:
+        return True
 
 
 class _CollectionDocumentsCommand(RavenCommand):
