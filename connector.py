@@ -375,7 +375,7 @@ def update(configuration: dict, state: dict) -> None:
                 sync_collection(store, settings, collection, sync_state, progress)
             if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
                 reconcile_deletes(store, settings, collection, sync_state)
-        sync_history(store, settings, history_collections(store, settings, collections, warn=True), sync_state)
+        sync_history(store, settings, collections, sync_state)
     if sync_state.changed_since_saved():
         checkpoint(sync_state)
     progress.finished(deletes)
@@ -2252,6 +2252,11 @@ class RevisionsConfiguration(NamedTuple):
         entry = self.collections.get(collection.lower(), self.default)
         return bool(entry) and not entry.get("Disabled", False)
 
+    def trims(self, collection: str) -> bool:
+        """Whether RavenDB removes old revisions of the collection (MinimumRevisionsToKeep or -AgeToKeep set)."""
+        entry = self.collections.get(collection.lower(), self.default) or {}
+        return entry.get("MinimumRevisionsToKeep") is not None or entry.get("MinimumRevisionAgeToKeep") is not None
+
 
 def history_table(collection: str) -> str:
     """The table of a collection's revisions: its table's name and `_history`."""
@@ -2370,36 +2375,40 @@ def revisions_configuration(store: DocumentStore, settings: Settings) -> Revisio
     return RevisionsConfiguration(config.get("Default"), collections)
 
 
-def history_collections(
-    store: DocumentStore, settings: Settings, collections: Iterable[str], warn: bool = False
-) -> list[str]:
+def history_collections(store: DocumentStore, settings: Settings, collections: Iterable[str]) -> list[str]:
     """The synced collections with a history table (none, without a request, when the setting is off)."""
     if not settings.history:
         return []
+    return settings.history.chosen(collections, revisions_configuration(store, settings))
+
+
+def sync_history(store: DocumentStore, settings: Settings, collections: Iterable[str], state: SyncState) -> int:
+    """Land the revisions of the history collections that RavenDB made since the last sync (every one it keeps, the
+    first time), close the rows they follow, and return how many rows landed (see HistoryWalk). Sends nothing when
+    the setting is off. A collection newly given a history table starts every node's read over (the rows of the
+    others land again, unchanged)."""
+    if not settings.history:
+        return 0
     revisions = revisions_configuration(store, settings)
     chosen = settings.history.chosen(collections, revisions)
-    if warn:
-        for name in chosen:
-            if not revisions.enabled(name):
-                log.warning(
-                    f"{name}: revisions are not enabled for this collection; its history table holds the revisions "
-                    "RavenDB kept and gets no new ones"
-                )
-    return chosen
-
-
-def sync_history(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:
-    """Land the revisions of `collections` that RavenDB made since the last sync (every one it keeps, the first
-    time), close the rows they succeed, and return how many rows landed. See HistoryWalk."""
-    if not collections:
+    for name in chosen:
+        if not revisions.enabled(name):
+            log.warning(
+                f"{name}: revisions are not enabled for this collection; its history table keeps the revisions "
+                "RavenDB has and gets no new ones"
+            )
+    if not chosen:
         return 0
     cursor = state.history
-    added = sorted(set(collections) - set(cursor.collections))
+    added = sorted(set(chosen) - set(cursor.collections))
     if added and cursor.nodes:
         log.info(f"revisions: {', '.join(added)} newly with history: every revision is read again")
         cursor.nodes, cursor.covered = {}, None
-    cursor.collections = sorted(collections)
-    return _retrying("revisions", "reading them again", lambda: HistoryWalk(store, settings, collections, state).run())
+    cursor.collections = sorted(chosen)
+    trimmed = {name for name in chosen if revisions.trims(name)}
+    return _retrying(
+        "revisions", "reading them again", lambda: HistoryWalk(store, settings, chosen, trimmed, state).run()
+    )
 
 
 class HistoryWalk:
@@ -2414,10 +2423,14 @@ class HistoryWalk:
     and is checkpointed, after each page's rows.
     """
 
-    def __init__(self, store: DocumentStore, settings: Settings, collections: list[str], state: SyncState):
+    def __init__(
+        self, store: DocumentStore, settings: Settings, collections: list[str], trimmed: set[str], state: SyncState
+    ):
         self.store, self.settings, self.state = store, settings, state
         self.cursor = state.history
         self.wanted = {name.lower(): name for name in collections}
+        self.trimmed = trimmed  # collections whose old revisions RavenDB removes
+        self.unclosed = 0  # documents of those whose revision before this sync's first one RavenDB no longer has
         self.newest_of: dict[str, tuple[str, str]] = {}  # lower-cased id -> (change vector, @last-modified)
         self.requests = 0
         self.node: Any = None
@@ -2447,6 +2460,12 @@ class HistoryWalk:
                 break
         self.cursor.nodes.setdefault(tag, start)
         self.cursor.covered = self.cursor.newest
+        if self.unclosed:
+            log.warning(
+                f"revisions: {self.unclosed} documents have no revision older than the first one this sync read, "
+                "in collections whose old revisions RavenDB removes: for those written more often since the last "
+                "sync than MinimumRevisionsToKeep keeps, the row that was newest stays is_current without valid_to"
+            )
         if landed or self.requests > 1:
             log.info(
                 f"revisions: {landed} history rows from node {tag} in {time.monotonic() - started:.1f} s "
@@ -2475,6 +2494,7 @@ class HistoryWalk:
             before = self.newest_of.get(key)
             if before is None and closes_from_ravendb:
                 before = self._predecessor(first)
+                self.unclosed += before is None and collection in self.trimmed
             if before is not None:
                 op.update(
                     table,

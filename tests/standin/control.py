@@ -196,6 +196,16 @@ class StandInControl:
             key.split(" ", 1)[0]: count for key, count in counts.items() if key.split(" ", 1)[1] == f"{method} {path}"
         }
 
+    def database_requests(self, database: str) -> dict[str, int]:
+        """How many requests of each `METHOD /databases/{database}/...` path every node together has served."""
+        counts: dict[str, int] = {}
+        prefix = f"/databases/{database}/"
+        for key, count in self._call("GET", "/standin/requests")["Requests"].items():
+            method_path = key.split(" ", 1)[1]
+            if method_path.split(" ", 1)[1].startswith(prefix):
+                counts[method_path] = counts.get(method_path, 0) + count
+        return counts
+
     def revisions_bin_pages(self, database: str) -> dict[str, int]:
         """Shapes of the revisions-bin pages served for a database: full, short, empty, not modified."""
         return self._call("GET", f"/standin/databases/{database}/revisions/bin")["Pages"]
