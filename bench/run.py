@@ -15,6 +15,9 @@ certificate) and measures, in one run:
       one collection: the connector's whole sync, schema() and update() with op.* counted as in (3) (seconds,
       their ratio); then both under `fivetran debug` at 100 collections (--debug-collections), for information
       (the SDK's local tester checkpoints in a time that grows with the tables declared: bench/checkpoint_cost.py)
+  8   history tables (--case history): N orders written twice with revisions on (2N revisions); the backfill of
+      Orders_history by a sync whose main table has nothing new (history rows/s), then the requests a sync without
+      changes sends with history_collections off and on (op.* counted as in (3))
 
 and exits non-zero when a target ratio is missed (not with --smoke). Every measurement runs in its own process, so
 peak RSS (os.wait4) is per measurement.
@@ -24,6 +27,7 @@ peak RSS (os.wait4) is per measurement.
   python bench/run.py --full          # 100,000 then 1,000,000 documents (also checks peak RSS growth)
   python bench/run.py --smoke         # 2,000 documents and 50 collections of 10, no thresholds (CI)
   python bench/run.py --case collections --debug-collections 1000   # only the many-collections case
+  python bench/run.py --case history --docs 20000                    # only the history case
 """
 
 from __future__ import annotations
@@ -405,6 +409,24 @@ def child_sample_rows(context: dict) -> tuple[int, float]:
     return len(rows), time.perf_counter() - started
 
 
+def child_history(context: dict) -> tuple[int, float]:
+    """8: connector.update() in-process from a saved state, op.* counted; saves the state it checkpointed last."""
+    import connector
+
+    ops = CountingOps()
+    saved: list[dict] = []
+    ops.checkpoint = saved.append  # type: ignore[method-assign]
+    connector.op = ops  # type: ignore[assignment]
+    connector.log = QuietLog()  # type: ignore[assignment]
+    state_path = Path(context["state"])
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
+    started = time.perf_counter()
+    connector.update(context["configuration"], state)
+    seconds = time.perf_counter() - started
+    state_path.write_text(json.dumps(saved[-1] if saved else state), encoding="utf-8")
+    return ops.upserts, seconds
+
+
 CHILDREN = {
     "public_stream": child_public_stream,
     "command_stream": child_command_stream,
@@ -413,6 +435,7 @@ CHILDREN = {
     "source": child_source,
     "sync": child_sync,
     "sample_rows": child_sample_rows,
+    "history": child_history,
 }
 
 
@@ -615,6 +638,45 @@ def bench_size(
         one_percent,
         child,
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# History tables (8)
+
+
+def bench_history(server: Server, docs: int, work: Path) -> None:
+    """`docs` orders written twice with revisions enabled; the main table synced first, then the history backfill
+    timed on its own (a sync whose main table has nothing new), then a sync without changes, with the setting off
+    and on: their requests. For information (no target)."""
+    from ravendb import ConfigureRevisionsOperation, RevisionsCollectionConfiguration, RevisionsConfiguration
+
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"\n== history of {docs:,} documents written twice", flush=True)
+    fresh_database(server)
+    store = open_store(server)
+    try:
+        entry = RevisionsCollectionConfiguration()
+        store.maintenance.send(ConfigureRevisionsOperation(RevisionsConfiguration(collections={COLLECTION: entry})))
+    finally:
+        store.close()
+    for _ in range(2):
+        for start in range(1, docs + 1, GENERATE_CHUNK):
+            control(server, "generate", {"count": min(GENERATE_CHUNK, docs + 1 - start), "start": start})
+    off = configuration(server)
+    on = {**off, "history_collections": COLLECTION}
+    state = work / "state.json"
+    context = {"url": server.url, "tls_dir": str(server.tls_dir), "state": str(state)}
+    main, main_requests = counted(server, lambda: run_child("history", {**context, "configuration": off}, work))
+    backfill, backfill_requests = counted(server, lambda: run_child("history", {**context, "configuration": on}, work))
+    quiet_off, off_requests = counted(server, lambda: run_child("history", {**context, "configuration": off}, work))
+    quiet_on, on_requests = counted(server, lambda: run_child("history", {**context, "configuration": on}, work))
+    for label, run, sent in (
+        ("8  first sync, history off (main table)", main, main_requests),
+        ("8  history backfill (main table unchanged), rows", backfill, backfill_requests),
+        ("8  sync without changes, history off", quiet_off, off_requests),
+        ("8  sync without changes, history on", quiet_on, on_requests),
+    ):
+        print(f"  {label:<52} {run.items:>9,} in {run.seconds:8.2f} s ({run.rate:>9,.0f}/s), {sent}", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -879,7 +941,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     size.add_argument("--full", action="store_true", help="run 100,000 and 1,000,000 documents; compare peak RSS")
     size.add_argument("--smoke", action="store_true", help=f"{SMOKE_DOCS:,} documents, no thresholds (CI)")
     parser.add_argument(
-        "--case", choices=("all", "documents", "collections"), default="all", help="which measurements to run"
+        "--case",
+        choices=("all", "documents", "collections", "history"),
+        default="all",
+        help="which measurements to run (history: only with --case history)",
     )
     parser.add_argument(
         "--collections", type=int, help=f"collections of the many-collections case (default {COLLECTIONS:,})"
@@ -920,7 +985,11 @@ def main(argv: list[str] | None = None) -> int:
             previous = PeakRss(**json.loads(args.compare_rss.read_text(encoding="utf-8")))
         with test_server(work) as server:
             print(f"test server {server.url}; scratch {work}", flush=True)
-            for docs in sizes if args.case != "collections" else []:
+            if args.case == "history":
+                for docs in sizes:
+                    bench_history(server, docs, work / f"history-{docs}")
+                return 0
+            for docs in sizes if args.case not in ("collections",) else []:
                 results = bench_size(server, docs, work / str(docs), args.baseline_seconds, args.child_tables)
                 all_passed &= report(results, checks(results, previous), enforce=not args.smoke)
                 previous = PeakRss(docs, results.end_to_end.peak_rss_kb)
