@@ -89,6 +89,8 @@ _CONNECTOR_COLUMNS = ("id", "last_modified")  # Id and LastModified as Fivetran 
 _HISTORY_SUFFIX = "_history"  # a history table is its collection's table name and this
 _HISTORY_COLUMNS = ("change_vector", "valid_from", "valid_to", "is_current", "is_deleted")  # never a field's column
 _REVISIONS_URL_BUDGET = 6_000  # characters of change vectors per GET /revisions (Kestrel's request line: 8 KiB)
+_LOOKUPS_PER_REQUEST = 100  # documents whose previous revision one POST /multi_get asks for
+_LOOKUP_PAGE = 8  # newest revisions asked per document: past the new ones, the one before them
 _PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _NOT_A_WORD_CHARACTER = re.compile(r"[^A-Za-z0-9_]")
 _WORD_BREAK = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[0-9])(?=[^0-9])|(?<=[^0-9])(?=[0-9])")
@@ -2486,6 +2488,8 @@ class HistoryWalk:
             collection = self.wanted.get(str(content["@metadata"].get("@collection", "")).lower())
             if collection is not None:
                 landing.setdefault(revision.id.lower(), []).append((revision, content))
+        asked = {key: revisions[0][0] for key, revisions in landing.items() if key not in self.newest_of}
+        found = self._predecessors(list(asked.values())) if closes_from_ravendb and asked else {}
         landed = 0
         for key, revisions in landing.items():
             collection = self.wanted[str(revisions[0][1]["@metadata"]["@collection"]).lower()]
@@ -2493,7 +2497,7 @@ class HistoryWalk:
             first = revisions[0][0]
             before = self.newest_of.get(key)
             if before is None and closes_from_ravendb:
-                before = self._predecessor(first)
+                before = found.get(first.change_vector)
                 self.unclosed += before is None and collection in self.trimmed
             if before is not None:
                 op.update(
@@ -2510,28 +2514,30 @@ class HistoryWalk:
             self.newest_of[key] = (last.change_vector, last.last_modified)
         return landed
 
-    def _predecessor(self, revision: ListedRevision) -> tuple[str, str] | None:
-        """The revision RavenDB keeps just before `revision` of the same document (its change vector and
-        `@last-modified`), or None when it keeps none older."""
-        size = 4
-        while True:
-            command = _RevisionsCommand(
-                [("id", revision.id), ("start", "0"), ("pageSize", str(size)), ("metadataOnly", "true")]
-            )
+    def _predecessors(self, revisions: list[ListedRevision]) -> dict[str, tuple[str, str]]:
+        """For each revision, the one RavenDB keeps just before it of the same document (change vector and
+        `@last-modified`; left out when it keeps none older): GET /revisions?id= for each, newest first and
+        metadata only, _LOOKUPS_PER_REQUEST of them in one POST /multi_get."""
+        found: dict[str, tuple[str, str]] = {}
+        for first in range(0, len(revisions), _LOOKUPS_PER_REQUEST):
+            chunk = revisions[first : first + _LOOKUPS_PER_REQUEST]
+            command = _MultiGetCommand([_revisions_of_query(revision.id, _LOOKUP_PAGE) for revision in chunk])
             self._send(command)
-            results = [entry["@metadata"] for entry in (command.result or {}).get("Results", [])]
-            vectors = [metadata.get("@change-vector") for metadata in results]
-            if revision.change_vector in vectors:
-                position = vectors.index(revision.change_vector)
-                if position + 1 < len(results):
-                    older = results[position + 1]
-                    return older["@change-vector"], older["@last-modified"]
-                if len(results) < size:
-                    return None
-            elif len(results) < size:  # removed meanwhile: the newest one older than it
-                older = [m for m in results if m["@last-modified"] <= revision.last_modified]
-                return (older[0]["@change-vector"], older[0]["@last-modified"]) if older else None
-            size *= 4
+            for revision, answer in zip(chunk, command.result, strict=True):
+                if answer.get("StatusCode") != 200 or not isinstance(answer.get("Result"), dict):
+                    raise TransientSourceError(
+                        "ravendb_urls",
+                        f"RavenDB answered {answer.get('StatusCode')} to the revisions of {revision.id!r}",
+                    )
+                older, size = _older(revision, answer["Result"].get("Results", []), _LOOKUP_PAGE), _LOOKUP_PAGE
+                while older is _UNKNOWN:  # more revisions since than the page held: ask that document alone
+                    size *= 4
+                    single = _RevisionsCommand([("id", revision.id), *_revisions_paging(size)])
+                    self._send(single)
+                    older = _older(revision, (single.result or {}).get("Results", []), size)
+                if older is not None:
+                    found[revision.change_vector] = older
+        return found
 
     def _list(self, start: int, size: int) -> list[ListedRevision]:
         command = _ListRevisionsCommand(start, size)
@@ -2561,6 +2567,60 @@ class HistoryWalk:
         self.requests += 1
         with _translated_errors(self.settings):
             _execute(self.store, command, self.node)
+
+
+_UNKNOWN: Any = object()  # a lookup whose page did not reach the revision before the one asked about
+
+
+def _revisions_paging(size: int) -> list[tuple[str, str]]:
+    return [("start", "0"), ("pageSize", str(size)), ("metadataOnly", "true")]
+
+
+def _revisions_of_query(doc_id: str, size: int) -> str:
+    """The query string of GET /revisions for a document's `size` newest revisions, metadata only."""
+    return "?" + "&".join(
+        f"{name}={quote(value, safe='')}" for name, value in [("id", doc_id), *_revisions_paging(size)]
+    )
+
+
+def _older(revision: ListedRevision, results: list[dict], size: int) -> Any:
+    """Of a document's newest revisions (newest first, at most `size`), the one just before `revision`: its change
+    vector and `@last-modified`; None when RavenDB keeps none older; _UNKNOWN when the page ends before it."""
+    metadata = [entry["@metadata"] for entry in results]
+    vectors = [entry.get("@change-vector") for entry in metadata]
+    if revision.change_vector in vectors:
+        position = vectors.index(revision.change_vector)
+        if position + 1 < len(metadata):
+            return metadata[position + 1]["@change-vector"], metadata[position + 1]["@last-modified"]
+        return None if len(metadata) < size else _UNKNOWN
+    if len(metadata) < size:  # removed since it was listed: the newest one older than it
+        older = [entry for entry in metadata if entry["@last-modified"] <= revision.last_modified]
+        return (older[0]["@change-vector"], older[0]["@last-modified"]) if older else None
+    return _UNKNOWN
+
+
+class _MultiGetCommand(RavenCommand):
+    """POST /multi_get: several GET requests of the database in one round trip (RavenDB's
+    AbstractMultiGetHandlerProcessorForPost), each a path under the database and its query string. `result`: one
+    `{"Result", "StatusCode", "Headers"}` per request, in order."""
+
+    def __init__(self, queries: list[str], path: str = "/revisions"):
+        super().__init__(list)
+        self.queries, self.path = queries, path
+        self._can_cache = False
+
+    def create_request(self, node: Any) -> requests.Request:
+        url = f"/databases/{node.database}{self.path}"
+        body = {"Requests": [{"Url": url, "Query": query, "Method": "GET"} for query in self.queries]}
+        return requests.Request("POST", f"{node.url}/databases/{node.database}/multi_get", data=body)
+
+    def set_response(self, response: str | None, from_cache: bool) -> None:
+        if response is None:
+            self._throw_invalid_response()
+        self.result = json.loads(response)["Results"]
+
+    def is_read_request(self) -> bool:
+        return True
 
 
 class _ListRevisionsCommand(RavenCommand):

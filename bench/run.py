@@ -16,8 +16,9 @@ certificate) and measures, in one run:
       their ratio); then both under `fivetran debug` at 100 collections (--debug-collections), for information
       (the SDK's local tester checkpoints in a time that grows with the tables declared: bench/checkpoint_cost.py)
   8   history tables (--case history): N orders written twice with revisions on (2N revisions); the backfill of
-      Orders_history by a sync whose main table has nothing new (history rows/s), then the requests a sync without
-      changes sends with history_collections off and on (op.* counted as in (3))
+      Orders_history by a sync whose main table has nothing new (history rows/s), the requests a sync without
+      changes sends with history_collections off and on, and a sync after 1% of the documents changed
+      (op.* counted as in (3))
 
 and exits non-zero when a target ratio is missed (not with --smoke). Every measurement runs in its own process, so
 peak RSS (os.wait4) is per measurement.
@@ -410,12 +411,16 @@ def child_sample_rows(context: dict) -> tuple[int, float]:
 
 
 def child_history(context: dict) -> tuple[int, float]:
-    """8: connector.update() in-process from a saved state, op.* counted; saves the state it checkpointed last."""
+    """8: connector.update() in-process from a saved state, op.* counted (only the history tables' upserts when the
+    setting is on); saves the state it checkpointed last."""
     import connector
 
     ops = CountingOps()
     saved: list[dict] = []
     ops.checkpoint = saved.append  # type: ignore[method-assign]
+    if context["configuration"].get("history_collections"):
+        counted_upsert = ops.upsert
+        ops.upsert = lambda table, data: counted_upsert(table, data) if table.endswith("_history") else None  # type: ignore[method-assign]
     connector.op = ops  # type: ignore[assignment]
     connector.log = QuietLog()  # type: ignore[assignment]
     state_path = Path(context["state"])
@@ -662,7 +667,7 @@ def bench_history(server: Server, docs: int, work: Path) -> None:
     for _ in range(2):
         for start in range(1, docs + 1, GENERATE_CHUNK):
             control(server, "generate", {"count": min(GENERATE_CHUNK, docs + 1 - start), "start": start})
-    off = configuration(server)
+    off = {**configuration(server), "lookback_seconds": "0"}  # one node: no document is read again
     on = {**off, "history_collections": COLLECTION}
     state = work / "state.json"
     context = {"url": server.url, "tls_dir": str(server.tls_dir), "state": str(state)}
@@ -670,11 +675,14 @@ def bench_history(server: Server, docs: int, work: Path) -> None:
     backfill, backfill_requests = counted(server, lambda: run_child("history", {**context, "configuration": on}, work))
     quiet_off, off_requests = counted(server, lambda: run_child("history", {**context, "configuration": off}, work))
     quiet_on, on_requests = counted(server, lambda: run_child("history", {**context, "configuration": on}, work))
+    changed = change_documents(server, docs, 0.01)
+    later, later_requests = counted(server, lambda: run_child("history", {**context, "configuration": on}, work))
     for label, run, sent in (
         ("8  first sync, history off (main table)", main, main_requests),
-        ("8  history backfill (main table unchanged), rows", backfill, backfill_requests),
+        ("8  history backfill (main table unchanged), history rows", backfill, backfill_requests),
         ("8  sync without changes, history off", quiet_off, off_requests),
         ("8  sync without changes, history on", quiet_on, on_requests),
+        (f"8  sync after {changed:,} documents changed, history on", later, later_requests),
     ):
         print(f"  {label:<52} {run.items:>9,} in {run.seconds:8.2f} s ({run.rate:>9,.0f}/s), {sent}", flush=True)
 

@@ -346,3 +346,19 @@ def test_a_bad_history_setting_is_one_line_naming_it(base_configuration, value, 
 
     assert error.value.setting == "history_collections"
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_document_written_many_times_since_the_last_sync_closes_its_previous_row(
+    ravendb_target, ravendb_store, small_pages, ops
+):
+    enable_revisions(ravendb_store)
+    ids = write_history(ravendb_store)
+    state = sync(small_pages, ops)
+
+    for version in range(12):  # more new revisions than one lookup page: the row before them is found all the same
+        documents.put(ravendb_store, orders(1, 1, Status=f"again {version}"))
+    sync(small_pages, ops, state)
+
+    landed = ops.rows("Orders_history", KEY)
+    assert landed == expected_history(ravendb_target, ids)
+    assert_one_chain_per_document(landed)

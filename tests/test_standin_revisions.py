@@ -180,3 +180,31 @@ def test_each_node_lists_its_own_revisions_by_its_own_etags(
 
     assert [entry["ChangeVector"] for entry in first] == [entry["ChangeVector"] for entry in second]
     assert [entry["LastModified"] for entry in first] == [entry["LastModified"] for entry in second]
+
+
+def test_multi_get_answers_each_request_in_order_with_its_status(
+    ravendb_store: DocumentStore, ravendb_target: RavenTarget
+) -> None:
+    _configure(ravendb_store)
+    _put(ravendb_store, "orders/1", Total=1)
+    base = f"/databases/{ravendb_target.database}"
+    body = {
+        "Requests": [
+            {"Url": f"{base}/revisions", "Query": "?id=orders%2F1&metadataOnly=true", "Method": "GET"},
+            {"Url": f"{base}/revisions", "Query": "?changeVector=A%3A999-none"},
+            {"Url": f"{base}/no-such-endpoint", "Query": ""},
+        ]
+    }
+
+    response = requests.post(
+        f"{ravendb_target.urls[0]}{base}/multi_get",
+        json=body,
+        cert=ravendb_target.client_pem,
+        verify=ravendb_target.ca_pem or True,
+        timeout=30,
+    )
+
+    found, missing, unknown = response.json()["Results"]
+    assert found["StatusCode"] == 200 and found["Result"]["Results"][0]["@metadata"]["@id"] == "orders/1"
+    assert missing["StatusCode"] == 404 and missing["Result"] is None
+    assert unknown["StatusCode"] == 400 and "There is no handler for path" in unknown["Result"]["Error"]

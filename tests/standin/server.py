@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from cryptography import x509
 
@@ -745,6 +746,42 @@ def _revision_json(raw: bytes, metadata_only: bool) -> bytes:
     return dumps({"@metadata": json.loads(raw)["@metadata"]})
 
 
+def multi_get(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /databases/{db}/multi_get {"Requests": [{"Url", "Query", "Method"?, "Headers"?}]}, as RavenDB 6.x/7.x
+    answers it (AbstractMultiGetHandlerProcessorForPost): each request is routed by its `Url` (the full path,
+    `/databases/{db}/...`) and `Query` (`?a=b`) on this node, in order, and answered as
+    `{"Results": [{"Result", "StatusCode", "Headers"}]}`; an entry without `Url` or `Query` gets `{}`, a path
+    without a handler 400 with `{"Error": "There is no handler for path: ..."}`, a failing one its error object."""
+    node.database(m["db"])
+    body = body_json(request) or {}
+    entries = body.get("Requests")
+    if not isinstance(entries, list):
+        raise RavenError(400, "System.ArgumentException", "Request should have a property named 'Requests'")
+    results: list[dict[str, Any]] = []
+    for entry in entries:
+        url, query = entry.get("Url"), entry.get("Query")
+        if url is None or query is None:
+            results.append({})
+            continue
+        method = entry.get("Method") or "GET"
+        headers = {name.lower(): value for name, value in (entry.get("Headers") or {}).items() if value}
+        parameters = parse_qs(query.removeprefix("?"), keep_blank_values=True)
+        inner = Request(method, url + query, url, parameters, headers, b"", request.peer_cert, request.tls)
+        if not any(verb == method and pattern.fullmatch(url) for verb, pattern, _ in node.server.routes):
+            error = {"Error": f"There is no handler for path: {method} {url}{query}"}
+            results.append({"StatusCode": 400, "Result": error})
+            continue
+        try:
+            response = node.server.dispatch(node, inner)
+        except RavenError as e:
+            response = json_response(e.body(node.url + url + query), e.status, e.headers)
+        content = response.body if isinstance(response.body, bytes) else b"".join(response.body)
+        result = json.loads(content) if content else None
+        extra = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
+        results.append({"Result": result, "StatusCode": response.status, "Headers": extra})
+    return json_response({"Results": results})
+
+
 def control_revisions_bin(node: Node, _r: Request, m: re.Match) -> Response:
     """GET /standin/databases/{db}/revisions/bin: the shapes of the bin pages every node served so far, and the raw
     records of this node's bin."""
@@ -970,6 +1007,7 @@ def build_routes() -> list[tuple[str, re.Pattern, Route]]:
         ("GET", DB + r"/revisions/config", revisions_config_get),
         ("GET", DB + r"/revisions", revisions_get),
         ("GET", DB + r"/debug/documents/get-revisions", revisions_debug),
+        ("POST", DB + r"/multi_get", multi_get),
         ("POST", r"/standin/clock", control_clock),
         ("GET", r"/standin/nodes", control_nodes),
         ("POST", r"/standin/nodes/(?P<tag>[A-Za-z])/(?P<action>stop|start)", control_node_action),
