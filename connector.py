@@ -88,7 +88,7 @@ _MAX_NAME_LENGTH = 120  # characters of a table or column name (Redshift takes 1
 _CONNECTOR_COLUMNS = ("id", "last_modified")  # Id and LastModified as Fivetran names them: never a field's column
 _HISTORY_SUFFIX = "_history"  # a history table is its collection's table name and this
 _HISTORY_COLUMNS = ("change_vector", "valid_from", "valid_to", "is_current", "is_deleted")  # never a field's column
-_REVISIONS_URL_BUDGET = 6_000  # characters of change vectors per GET /revisions (Kestrel's request line: 8 KiB)
+_CONTENTS_PER_GET = 1_000  # change vectors per GET /revisions inside a POST /multi_get
 _LOOKUPS_PER_REQUEST = 100  # documents whose previous revision one POST /multi_get asks for
 _LOOKUP_PAGE = 8  # newest revisions asked per document: past the new ones, the one before them
 _PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
@@ -2545,22 +2545,24 @@ class HistoryWalk:
         return [ListedRevision.of(entry) for entry in command.result]
 
     def _contents(self, vectors: list[str]) -> dict[str, dict | None]:
-        """The content of each revision, by change vector (None: RavenDB no longer keeps it), in requests of
-        at most _REVISIONS_URL_BUDGET characters of query string."""
+        """The content of each revision, by change vector (None: RavenDB no longer keeps it): GET /revisions with
+        _CONTENTS_PER_GET change vectors each, all of them in one POST /multi_get, whose body, unlike a URL, has no
+        length limit."""
+        if not vectors:
+            return {}
+        chunks = [vectors[first : first + _CONTENTS_PER_GET] for first in range(0, len(vectors), _CONTENTS_PER_GET)]
+        queries = ["?" + "&".join(f"changeVector={quote(vector, safe='')}" for vector in chunk) for chunk in chunks]
+        command = _MultiGetCommand(queries)
+        self._send(command)
         contents: dict[str, dict | None] = {}
-        batch: list[str] = []
-        length = 0
-        for vector in [*vectors, None]:
-            cost = len(quote(vector, safe="")) + len("&changeVector=") if vector is not None else 0
-            if batch and (vector is None or length + cost > _REVISIONS_URL_BUDGET):
-                command = _RevisionsCommand([("changeVector", vector) for vector in batch])
-                self._send(command)
-                results = command.result["Results"] if command.result is not None else [None]
-                contents.update(zip(batch, results, strict=True))
-                batch, length = [], 0
-            if vector is not None:
-                batch.append(vector)
-                length += cost
+        for chunk, answer in zip(chunks, command.result, strict=True):
+            status, result = answer.get("StatusCode"), answer.get("Result")
+            if status == 404 and len(chunk) == 1:  # the one change vector asked is not kept
+                contents[chunk[0]] = None
+            elif status == 200 and isinstance(result, dict):
+                contents.update(zip(chunk, result["Results"], strict=True))
+            else:
+                raise TransientSourceError("ravendb_urls", f"RavenDB answered {status} to the content of revisions")
         return contents
 
     def _send(self, command: Any) -> None:
