@@ -2238,10 +2238,22 @@ class HistorySelection(NamedTuple):
     def chosen(self, collections: Iterable[str], revisions: "RevisionsConfiguration") -> list[str]:
         """Of the synced collections, the ones with a history table: `*` keeps those whose revisions the
         configuration enables now, a list those it names (names are case-insensitive)."""
+        collections = list(collections)
         if self.every:
-            return [name for name in collections if revisions.enabled(name)]
-        wanted = {name.lower() for name in self.names}
-        return [name for name in collections if name.lower() in wanted]
+            chosen = [name for name in collections if revisions.enabled(name)]
+        else:
+            wanted = {name.lower() for name in self.names}
+            chosen = [name for name in collections if name.lower() in wanted]
+        tables = {_fivetran_normal(table_name(name)): name for name in collections}
+        for name in chosen:
+            clash = tables.get(_fivetran_normal(history_table(name)))
+            if clash is not None:
+                raise SourceError(
+                    "history_collections",
+                    f"the history table of {name!r} would be the table of collection {clash!r} "
+                    f"({_fivetran_normal(history_table(name))}); leave one of them out",
+                )
+        return chosen
 
 
 class RevisionsConfiguration(NamedTuple):

@@ -362,3 +362,15 @@ def test_a_document_written_many_times_since_the_last_sync_closes_its_previous_r
     landed = ops.rows("Orders_history", KEY)
     assert landed == expected_history(ravendb_target, ids)
     assert_one_chain_per_document(landed)
+
+
+def test_a_history_table_that_would_be_another_collections_table_is_refused(ravendb_target, ravendb_store, ops):
+    enable_revisions(ravendb_store, "Orders")
+    documents.put(ravendb_store, [*orders(1, 1), ("ordershistory/1", "OrdersHistory", {"Name": "a"})])
+    configuration = configuration_for(ravendb_target, history_collections="Orders")
+
+    with pytest.raises(connector.SourceError) as error:
+        connector.schema(configuration)
+
+    assert error.value.setting == "history_collections"
+    assert "'OrdersHistory'" in str(error.value) and "orders_history" in str(error.value)
