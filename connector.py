@@ -125,115 +125,8 @@ _CONNECTION_STEP_BY_SETTING = {"database_name": "database", "collection_name": "
 _RAVEN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?")
 
 
-class _FormField(NamedTuple):
-    name: str
-    label: str
-    description: str
-    required: bool = False
-    secret: bool = False
-
-
-_FORM_FIELDS = [
-    _FormField("ravendb_urls", "RavenDB URLs", "One URL, or the comma-separated URLs of a cluster's nodes.", True),
-    _FormField("database_name", "Database", "The database to sync.", True),
-    _FormField(
-        "certificate_base64",
-        "Client certificate",
-        "Base64 of the client certificate: the .pfx from the RavenDB Cloud portal, or a PEM with certificate and "
-        "key. Required for https://.",
-        secret=True,
-    ),
-    _FormField(
-        "certificate_password", "Certificate password", "Only for a protected .pfx or encrypted PEM key.", secret=True
-    ),
-    _FormField("collection_name", "Collections", "Comma-separated collections; empty: every collection."),
-    _FormField(
-        "batch_size",
-        "Batch size",
-        f"Revisions-bin records per request (default {_DEFAULT_BATCH_SIZE}); collections are streamed whole.",
-    ),
-    _FormField(
-        "reconcile_deletes_hours",
-        "Reconcile deletes every (hours)",
-        "Without revisions: every so many hours, mark deleted the rows whose documents no longer exist "
-        "(reads every document of the collection; see README). Empty or 0: off.",
-    ),
-    _FormField(
-        "progress_log_seconds",
-        "Progress log every (seconds)",
-        f"While a collection streams, log progress at most this often (default {_DEFAULT_PROGRESS_SECONDS:.0f}).",
-    ),
-    _FormField(
-        "child_tables",
-        "Child tables",
-        "Arrays of objects as tables of their own, one row per element: * for all, or comma-separated "
-        "Collection.Field paths (Orders.Lines; Orders.Lines.Batches beside it for a grandchild). "
-        "Empty: arrays stay JSON.",
-    ),
-    _FormField(
-        "type_from_every_document",
-        "Type fields from every document",
-        "true: each sync's schema step reads every document, so text in old documents is declared STRING (one "
-        "extra read of every collection per sync; see README). Empty or false: the 500 newest documents.",
-    ),
-    _FormField(
-        "lookback_seconds",
-        "Lookback (seconds)",
-        "How late a write may reach the node read and still be synced: replication delay and clock skew between "
-        f"nodes (default {_DEFAULT_LOOKBACK_SECONDS}). Each sync re-reads the documents changed in this window.",
-    ),
-    _FormField(
-        "server_ca_base64",
-        "Server CA certificate",
-        "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
-    ),
-]
-
-
-class ConnectorError(Exception):
-    """A failure told in one line. `setting` is the configuration key to check (None when no setting is at
-    fault); the message starts with it, so a user reading only the line knows where to look."""
-
-    def __init__(self, setting: str | None, message: str):
-        super().__init__(f"{setting}: {message}" if setting else message)
-        self.setting, self.message = setting, message
-
-
-class ConfigurationError(ConnectorError, ValueError):
-    """A configuration value is missing or malformed."""
-
-
-class SourceError(ConnectorError, RuntimeError):
-    """RavenDB refused or failed a request."""
-
-
-class TransientSourceError(SourceError):
-    """A failure that may pass: connection refused or reset, node down, timeout. Retried mid-sync."""
-
-
-class ClientCertificate(NamedTuple):
-    """The client certificate and key as one unencrypted PEM, ready for the ravendb client."""
-
-    pem: bytes
-    subject: str
-    not_after: datetime
-
-    def __repr__(self) -> str:  # crash reports print locals: never the key
-        return f"ClientCertificate(subject={self.subject!r}, not_after={self.not_after.isoformat()}, pem=<hidden>)"
-
-
-class Settings(NamedTuple):
-    urls: tuple[str, ...]
-    database: str
-    certificate: ClientCertificate | None
-    server_ca_pem: bytes | None
-    collections: tuple[str, ...]  # empty: every user collection of the database
-    batch_size: int
-    reconcile_every: timedelta | None  # None: no reconciliation of deletes
-    lookback: timedelta  # how far behind the read's start on the server clock the cursor stays
-    child_tables: "ChildTableSelection"
-    type_from_every_document: bool = False  # schema() reads every document, not only the newest 500
-    progress_seconds: float = _DEFAULT_PROGRESS_SECONDS
+# ----------------------------------------------------------------------------------------------------------
+# Entry points: schema() and update(), the setup form and its connection test
 
 
 def _version_line() -> str:
@@ -271,53 +164,6 @@ def _fails_in_one_line(entry_point: Callable) -> Callable:
         raise error
 
     return run
-
-
-def validate_configuration(configuration: dict) -> Settings:
-    """Parse and check every setting before any I/O; raise ConfigurationError naming the first bad one."""
-    urls = _parse_urls(_required(configuration, "ravendb_urls"))
-    database = _required(configuration, "database_name")
-    if not _DATABASE_NAME.fullmatch(database):
-        raise ConfigurationError(
-            "database_name",
-            f"{database!r} is not a RavenDB database name (expected 1-128 letters, digits, '_', '-' or '.')",
-        )
-    secure = urls[0].startswith("https://")
-    certificate_text = _optional(configuration, "certificate_base64")
-    password = _optional(configuration, "certificate_password")
-    if secure and certificate_text is None:
-        raise ConfigurationError(
-            "certificate_base64", "required for https:// URLs (base64 of the client certificate PEM or PFX)"
-        )
-    if not secure and certificate_text is not None:
-        raise ConfigurationError(
-            "certificate_base64", "a client certificate needs https:// in ravendb_urls, which use http://"
-        )
-    certificate = _parse_certificate(certificate_text, password) if certificate_text else None
-    server_ca_text = _optional(configuration, "server_ca_base64")
-    server_ca = _parse_server_ca(server_ca_text) if server_ca_text else None
-    collections = _parse_collections(_optional(configuration, "collection_name"))
-    return Settings(
-        urls=urls,
-        database=database,
-        certificate=certificate,
-        server_ca_pem=server_ca,
-        collections=collections,
-        batch_size=_parse_batch_size(_optional(configuration, "batch_size")),
-        reconcile_every=_parse_reconcile_hours(_optional(configuration, "reconcile_deletes_hours")),
-        child_tables=_parse_child_tables(_optional(configuration, "child_tables"), collections),
-        type_from_every_document=_parse_flag(
-            "type_from_every_document", _optional(configuration, "type_from_every_document")
-        ),
-        lookback=timedelta(
-            seconds=_parse_seconds(
-                configuration, "lookback_seconds", _DEFAULT_LOOKBACK_SECONDS, 0, _MAX_LOOKBACK_SECONDS
-            )
-        ),
-        progress_seconds=_parse_seconds(
-            configuration, "progress_log_seconds", _DEFAULT_PROGRESS_SECONDS, 0.01, _MAX_PROGRESS_SECONDS
-        ),
-    )
 
 
 @_fails_in_one_line
@@ -403,7 +249,158 @@ def connection_test(configuration: dict) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Settings: parsing and checking the configuration (pure)
+# Errors: one-line failures that name the setting to check
+
+
+class ConnectorError(Exception):
+    """A failure told in one line. `setting` is the configuration key to check (None when no setting is at
+    fault); the message starts with it, so a user reading only the line knows where to look."""
+
+    def __init__(self, setting: str | None, message: str):
+        super().__init__(f"{setting}: {message}" if setting else message)
+        self.setting, self.message = setting, message
+
+
+class ConfigurationError(ConnectorError, ValueError):
+    """A configuration value is missing or malformed."""
+
+
+class SourceError(ConnectorError, RuntimeError):
+    """RavenDB refused or failed a request."""
+
+
+class TransientSourceError(SourceError):
+    """A failure that may pass: connection refused or reset, node down, timeout. Retried mid-sync."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Settings: the one table of settings (the form, validate_configuration and configuration.json.example follow it)
+
+
+class _FormField(NamedTuple):
+    name: str
+    label: str
+    description: str
+    required: bool = False
+    secret: bool = False
+
+
+_FORM_FIELDS = [
+    _FormField("ravendb_urls", "RavenDB URLs", "One URL, or the comma-separated URLs of a cluster's nodes.", True),
+    _FormField("database_name", "Database", "The database to sync.", True),
+    _FormField(
+        "certificate_base64",
+        "Client certificate",
+        "Base64 of the client certificate: the .pfx from the RavenDB Cloud portal, or a PEM with certificate and "
+        "key. Required for https://.",
+        secret=True,
+    ),
+    _FormField(
+        "certificate_password", "Certificate password", "Only for a protected .pfx or encrypted PEM key.", secret=True
+    ),
+    _FormField("collection_name", "Collections", "Comma-separated collections; empty: every collection."),
+    _FormField(
+        "batch_size",
+        "Batch size",
+        f"Revisions-bin records per request (default {_DEFAULT_BATCH_SIZE}); collections are streamed whole.",
+    ),
+    _FormField(
+        "reconcile_deletes_hours",
+        "Reconcile deletes every (hours)",
+        "Without revisions: every so many hours, mark deleted the rows whose documents no longer exist "
+        "(reads every document of the collection; see README). Empty or 0: off.",
+    ),
+    _FormField(
+        "progress_log_seconds",
+        "Progress log every (seconds)",
+        f"While a collection streams, log progress at most this often (default {_DEFAULT_PROGRESS_SECONDS:.0f}).",
+    ),
+    _FormField(
+        "child_tables",
+        "Child tables",
+        "Arrays of objects as tables of their own, one row per element: * for all, or comma-separated "
+        "Collection.Field paths (Orders.Lines; Orders.Lines.Batches beside it for a grandchild). "
+        "Empty: arrays stay JSON.",
+    ),
+    _FormField(
+        "type_from_every_document",
+        "Type fields from every document",
+        "true: each sync's schema step reads every document, so text in old documents is declared STRING (one "
+        "extra read of every collection per sync; see README). Empty or false: the 500 newest documents.",
+    ),
+    _FormField(
+        "lookback_seconds",
+        "Lookback (seconds)",
+        "How late a write may reach the node read and still be synced: replication delay and clock skew between "
+        f"nodes (default {_DEFAULT_LOOKBACK_SECONDS}). Each sync re-reads the documents changed in this window.",
+    ),
+    _FormField(
+        "server_ca_base64",
+        "Server CA certificate",
+        "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
+    ),
+]
+
+
+class Settings(NamedTuple):
+    urls: tuple[str, ...]
+    database: str
+    certificate: "ClientCertificate | None"
+    server_ca_pem: bytes | None
+    collections: tuple[str, ...]  # empty: every user collection of the database
+    batch_size: int
+    reconcile_every: timedelta | None  # None: no reconciliation of deletes
+    lookback: timedelta  # how far behind the read's start on the server clock the cursor stays
+    child_tables: "ChildTableSelection"
+    type_from_every_document: bool = False  # schema() reads every document, not only the newest 500
+    progress_seconds: float = _DEFAULT_PROGRESS_SECONDS
+
+
+def validate_configuration(configuration: dict) -> Settings:
+    """Parse and check every setting before any I/O; raise ConfigurationError naming the first bad one."""
+    urls = _parse_urls(_required(configuration, "ravendb_urls"))
+    database = _required(configuration, "database_name")
+    if not _DATABASE_NAME.fullmatch(database):
+        raise ConfigurationError(
+            "database_name",
+            f"{database!r} is not a RavenDB database name (expected 1-128 letters, digits, '_', '-' or '.')",
+        )
+    secure = urls[0].startswith("https://")
+    certificate_text = _optional(configuration, "certificate_base64")
+    password = _optional(configuration, "certificate_password")
+    if secure and certificate_text is None:
+        raise ConfigurationError(
+            "certificate_base64", "required for https:// URLs (base64 of the client certificate PEM or PFX)"
+        )
+    if not secure and certificate_text is not None:
+        raise ConfigurationError(
+            "certificate_base64", "a client certificate needs https:// in ravendb_urls, which use http://"
+        )
+    certificate = _parse_certificate(certificate_text, password) if certificate_text else None
+    server_ca_text = _optional(configuration, "server_ca_base64")
+    server_ca = _parse_server_ca(server_ca_text) if server_ca_text else None
+    collections = _parse_collections(_optional(configuration, "collection_name"))
+    return Settings(
+        urls=urls,
+        database=database,
+        certificate=certificate,
+        server_ca_pem=server_ca,
+        collections=collections,
+        batch_size=_parse_batch_size(_optional(configuration, "batch_size")),
+        reconcile_every=_parse_reconcile_hours(_optional(configuration, "reconcile_deletes_hours")),
+        child_tables=_parse_child_tables(_optional(configuration, "child_tables"), collections),
+        type_from_every_document=_parse_flag(
+            "type_from_every_document", _optional(configuration, "type_from_every_document")
+        ),
+        lookback=timedelta(
+            seconds=_parse_seconds(
+                configuration, "lookback_seconds", _DEFAULT_LOOKBACK_SECONDS, 0, _MAX_LOOKBACK_SECONDS
+            )
+        ),
+        progress_seconds=_parse_seconds(
+            configuration, "progress_log_seconds", _DEFAULT_PROGRESS_SECONDS, 0.01, _MAX_PROGRESS_SECONDS
+        ),
+    )
 
 
 def _required(configuration: dict, key: str) -> str:
@@ -539,7 +536,18 @@ def _parse_child_tables(text: str | None, collections: tuple[str, ...]) -> "Chil
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Certificates: the client certificate and the server CA, as the configuration gives them (pure)
+# Certificates: the client certificate and the server CA as the configuration gives them, and their private files
+
+
+class ClientCertificate(NamedTuple):
+    """The client certificate and key as one unencrypted PEM, ready for the ravendb client."""
+
+    pem: bytes
+    subject: str
+    not_after: datetime
+
+    def __repr__(self) -> str:  # crash reports print locals: never the key
+        return f"ClientCertificate(subject={self.subject!r}, not_after={self.not_after.isoformat()}, pem=<hidden>)"
 
 
 def _decode_base64(key: str, text: str) -> bytes:
@@ -638,8 +646,48 @@ def _parse_server_ca(text: str) -> bytes:
     return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certificates)
 
 
+@contextmanager
+def _private_files(settings: Settings) -> Iterator[tuple[str | None, str | None]]:
+    _remove_orphaned_private_files()
+    with tempfile.TemporaryDirectory(prefix=f"{_PRIVATE_DIR_PREFIX}{os.getpid()}-") as directory:
+        certificate_path = _write_private(directory, "client.pem", settings.certificate and settings.certificate.pem)
+        ca_path = _write_private(directory, "server-ca.pem", settings.server_ca_pem)
+        yield certificate_path, ca_path
+
+
+def _remove_orphaned_private_files() -> None:
+    """Remove what a sync killed outright (SIGKILL, power loss) could not: its owner-only certificate folder."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{_PRIVATE_DIR_PREFIX}*-*"):
+        pid = directory.name[len(_PRIVATE_DIR_PREFIX) :].split("-", 1)[0]
+        try:
+            owned = directory.owner() == getpass.getuser()
+        except FileNotFoundError:  # its own sync ended and removed it between the listing and this look
+            continue
+        if pid.isdigit() and owned and not _process_alive(int(pid)):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_private(directory: str, name: str, content: bytes | None) -> str | None:
+    if content is None:
+        return None
+    path = Path(directory) / name
+    path.touch(mode=0o600)
+    path.write_bytes(content)
+    return str(path)
+
+
 # ----------------------------------------------------------------------------------------------------------
-# Cursor and state: where each collection's next read starts, and what the state keeps (pure)
+# State: where each collection's next read starts, where the revisions bin was left, and the saved layout
 
 
 class Metadata(NamedTuple):
@@ -905,13 +953,6 @@ class SyncState:
             if width > self.child_widths.get(table, 0):
                 self.child_widths[table], grown = width, True
         return grown
-
-
-def reconciliation_due(settings: Settings, state: SyncState, collection: str, now: datetime) -> bool:
-    if settings.reconcile_every is None:
-        return False
-    last = state.reconciled_at.get(collection)
-    return last is None or now - datetime.fromisoformat(last) >= settings.reconcile_every
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1244,7 +1285,8 @@ def format_last_modified(moment: datetime) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Rows: arrays of objects as child tables (pure)
+# Child tables: which arrays land as tables, each document's element rows, and what the state keeps of them
+
 
 _ELEMENT_VALUE = "Value"  # the column of an array element that is not an object (a number, a string, a list)
 
@@ -1482,95 +1524,7 @@ def _declare(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Queries: the constant RQL texts, with the collection escaped and values as $parameters (pure)
-
-
-def collection_query(template: str, collection: str, page_size: int | None = None, **parameters: str) -> IndexQuery:
-    """One of the constant RQL texts for `collection` (escaped as the client escapes it), values as $parameters."""
-    query = IndexQuery(template.format(collection=Utils.escape_collection_name(collection)))
-    query.query_parameters = parameters or None
-    if page_size is not None:
-        query.page_size = page_size
-    return query
-
-
-def changed_since_query(collection: str, since: str) -> IndexQuery:
-    return collection_query(_CHANGED_SINCE_RQL, collection, since=since)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Checkpoints and progress: what a sync saves, and what it tells the log while it runs
-
-
-def checkpoint(state: SyncState) -> None:
-    """Save the state; the records handed to Fivetran before it reach the destination with it."""
-    saved = state.to_dict()
-    op.checkpoint(saved)
-    state.unsaved_records, state.last_saved = 0, saved
-
-
-class Progress:
-    """While a read streams, at most one line every `every_seconds`: documents read, how many it will read from
-    RavenDB's collection statistics (read once at the start of the sync), percent, rate and time left. At the end,
-    one summary line for the sync: collections, documents upserted, deletes, seconds.
-
-    A collection's count is of the whole collection: for an incremental sync, which reads only what changed, the
-    percent is low and the time left an upper bound; documents written during the sync can take it past 100%. The
-    first read of new collections together reads the whole database and counts every document it reads.
-    """
-
-    def __init__(self, every_seconds: float, counts: dict[str, int]):
-        self.every_seconds, self.counts = every_seconds, counts
-        self.started = time.monotonic()
-        self.collections = self.documents = 0
-        self.label, self.total, self.done = "", 0, 0
-        self.read_started, self.next_line = self.started, math.inf
-
-    def start_collection(self, collection: str) -> None:
-        self.start_read(collection, self.counts.get(collection, 0), collections=1)
-
-    def start_read(self, label: str, total: int, collections: int) -> None:
-        self.collections += collections
-        self.label, self.total, self.done = label, total, 0
-        self.read_started = time.monotonic()
-        self.next_line = self.read_started + self.every_seconds
-
-    def document_read(self, upserted: bool) -> None:
-        self.done += 1
-        self.documents += upserted
-        now = time.monotonic()
-        if now >= self.next_line:
-            self.next_line = now + self.every_seconds
-            log.info(self._progress_line(now))
-
-    def _progress_line(self, now: float) -> str:
-        rate = self.done / max(now - self.read_started, 1e-6)
-        percent = 100 * self.done / self.total if self.total else 100.0
-        left = max(self.total - self.done, 0) / rate
-        return (
-            f"{self.label}: {self.done:,} of {self.total:,} documents ({percent:.0f}%), {rate:,.0f} docs/s, "
-            f"about {_duration(left)} left"
-        )
-
-    def finished(self, deletes: int) -> None:
-        seconds = time.monotonic() - self.started
-        log.info(
-            f"sync finished: {self.collections} collections, {self.documents:,} documents upserted, "
-            f"{deletes:,} deletes, {seconds:.1f} s"
-        )
-
-
-def _duration(seconds: float) -> str:
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60:02d} s"
-    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# RavenDB: the only functions that talk to the store
+# Reading RavenDB: the store, the constant queries, streams and commands, errors translated at this boundary
 
 
 @contextmanager
@@ -1591,46 +1545,6 @@ def open_store(settings: Settings) -> Iterator[DocumentStore]:
             store.close()
 
 
-@contextmanager
-def _private_files(settings: Settings) -> Iterator[tuple[str | None, str | None]]:
-    _remove_orphaned_private_files()
-    with tempfile.TemporaryDirectory(prefix=f"{_PRIVATE_DIR_PREFIX}{os.getpid()}-") as directory:
-        certificate_path = _write_private(directory, "client.pem", settings.certificate and settings.certificate.pem)
-        ca_path = _write_private(directory, "server-ca.pem", settings.server_ca_pem)
-        yield certificate_path, ca_path
-
-
-def _remove_orphaned_private_files() -> None:
-    """Remove what a sync killed outright (SIGKILL, power loss) could not: its owner-only certificate folder."""
-    for directory in Path(tempfile.gettempdir()).glob(f"{_PRIVATE_DIR_PREFIX}*-*"):
-        pid = directory.name[len(_PRIVATE_DIR_PREFIX) :].split("-", 1)[0]
-        try:
-            owned = directory.owner() == getpass.getuser()
-        except FileNotFoundError:  # its own sync ended and removed it between the listing and this look
-            continue
-        if pid.isdigit() and owned and not _process_alive(int(pid)):
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _write_private(directory: str, name: str, content: bytes | None) -> str | None:
-    if content is None:
-        return None
-    path = Path(directory) / name
-    path.touch(mode=0o600)
-    path.write_bytes(content)
-    return str(path)
-
-
 def _check_reachable(urls: tuple[str, ...]) -> None:
     """Fail fast when no URL accepts a TCP connection; warn about the ones that do not."""
     failures = []
@@ -1645,6 +1559,19 @@ def _check_reachable(urls: tuple[str, ...]) -> None:
         raise SourceError("ravendb_urls", f"no server is reachable: {'; '.join(failures)}")
     if failures:
         log.warning(f"ravendb_urls: unreachable, failing over to the other nodes: {'; '.join(failures)}")
+
+
+def collection_query(template: str, collection: str, page_size: int | None = None, **parameters: str) -> IndexQuery:
+    """One of the constant RQL texts for `collection` (escaped as the client escapes it), values as $parameters."""
+    query = IndexQuery(template.format(collection=Utils.escape_collection_name(collection)))
+    query.query_parameters = parameters or None
+    if page_size is not None:
+        query.page_size = page_size
+    return query
+
+
+def changed_since_query(collection: str, since: str) -> IndexQuery:
+    return collection_query(_CHANGED_SINCE_RQL, collection, since=since)
 
 
 class Selection(NamedTuple):
@@ -1680,6 +1607,18 @@ def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[s
                 "collection_name", f"{name!r} does not exist in database {settings.database!r} (has: {available})"
             )
     return Selection(selected, documents)
+
+
+def small_together(selection: Selection, candidates: list[str]) -> list[str]:
+    """The candidates that hold at most `_SMALL_COLLECTION` documents each, when there are at least two of them
+    and together they hold at least half of the database's documents and at most `_MAX_READ_TOGETHER`: one read
+    of the database then replaces a request per collection, reads little besides them, and holds (and after a
+    failure, reads again) a bounded number of documents. Otherwise none."""
+    small = [name for name in candidates if selection.counts[name] <= _SMALL_COLLECTION]
+    documents = sum(selection.counts[name] for name in small)
+    if len(small) < 2 or 2 * documents < selection.documents or documents > _MAX_READ_TOGETHER:
+        return []
+    return small
 
 
 def newest_documents(
@@ -1746,294 +1685,6 @@ def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None
     newest_documents(store, settings, collection, count=1)
 
 
-def sync_collection(
-    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress
-) -> int:
-    """Upsert every document of `collection` changed since its cursor, retrying transient failures.
-
-    Its state is saved at the next checkpoint, which comes every 1,000 records across collections (see SyncState)."""
-    since = state.cursor(collection).since
-    log.info(f"{collection}: sync started from {'the beginning' if since == _BEGINNING_OF_TIME else since}")
-    started = time.monotonic()
-    progress.start_collection(collection)
-    documents = 0
-
-    def attempt() -> None:
-        nonlocal documents
-        documents += _stream_into_destination(store, settings, collection, state, progress)
-
-    _retrying(collection, "resuming from the cursor", attempt)
-    seconds = time.monotonic() - started
-    log.info(
-        f"{collection}: synced {documents} documents in {seconds:.1f} s ({documents / max(seconds, 1e-6):,.0f} docs/s)"
-    )
-    return documents
-
-
-def _retrying(subject: str, again: str, action: Callable[[], Any]) -> Any:
-    """Run `action`; after a transient failure wait (capped exponential backoff) and run it again, at most
-    `_MAX_ATTEMPTS` times in all. Final errors pass through at once."""
-    attempt = 1
-    while True:
-        try:
-            return action()
-        except TransientSourceError as exc:
-            if attempt == _MAX_ATTEMPTS:
-                raise SourceError(exc.setting, f"{exc.message} ({subject}: gave up after {attempt} attempts)") from exc
-            delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1))
-            log.warning(f"{subject}: {exc}; {again} in {delay:.0f} s")
-            time.sleep(delay)
-            attempt += 1
-
-
-def _stream_into_destination(
-    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress
-) -> int:
-    """Upsert the documents changed since the cursor; move the cursor only as far as the read provably covers.
-
-    The index behind the query answers from a snapshot, with each document's current version at its indexed place:
-    a document changed after the snapshot comes back early carrying its new `@last-modified`, one written after it
-    not at all. Every document no newer than the moment the server began the query (its clock, less the lookback)
-    is at its place, so only those move the cursor (`stream_bound`); newer ones are upserted and read again next
-    sync. A stale index is first waited for, and the query sent again: the moment the wait began then bounds the
-    cursor. If it is still stale after the wait, what it returns is upserted and moves no cursor.
-    """
-    cursor = state.cursor(collection)
-    covered_from = time.monotonic()
-    stream = QueryStream(store, settings, changed_since_query(collection, cursor.since)).open()
-    if stream.is_stale:
-        stream.close()
-        covered_from = _wait_for_index(store, settings, collection, cursor.since)
-        stream = QueryStream(store, settings, changed_since_query(collection, cursor.since)).open()
-    bound = None if covered_from is None else stream_bound(stream, covered_from, settings.lookback)
-    if bound is None and covered_from is not None:
-        log.warning(f"{collection}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
-    return _upsert_changes(stream, lambda meta: collection, state, bound, progress)
-
-
-def stream_bound(stream: "QueryStream", covered_from: float, lookback: timedelta) -> str | None:
-    """The newest `@last-modified` at which the stream is known to hold every document at its place: the server's
-    clock when this process sent the request that proved the index current (`covered_from`, monotonic), less the
-    lookback. None when the server sent no Date header."""
-    server_time = stream.server_time_at(covered_from)
-    return None if server_time is None else format_last_modified(server_time - lookback)
-
-
-def _upsert_changes(
-    stream: "QueryStream",
-    collection_of: Callable[[Metadata], str | None],
-    state: SyncState,
-    bound: str | None,
-    progress: Progress,
-) -> int:
-    """Upsert what the stream returns into the table of the collection `collection_of` names (None: a document
-    no table takes), unless it landed already; each document read may move its collection's cursor."""
-    upserted = 0
-    for document in stream:
-        meta = Metadata.of(document)
-        collection = collection_of(meta)
-        if collection is None:
-            progress.document_read(upserted=False)
-            continue
-        cursor = state.cursor(collection)
-        if cursor.already_synced(meta):  # landed before: it may still move the cursor
-            cursor.record(meta, bound)
-            progress.document_read(upserted=False)
-            continue
-        upsert_document(collection, document, state)
-        cursor.record(meta, bound)
-        upserted += 1
-        progress.document_read(upserted=True)
-        if state.count_record():
-            checkpoint(state)
-    return upserted
-
-
-def read_together(selection: Selection, state: SyncState) -> list[str]:
-    """The new collections whose first sync is one read of the whole database (`sync_new_collections`): those
-    `small_together` picks among the collections read from the beginning (never synced, or starting over).
-    Larger collections, and a few small ones in a large database, are read one by one in `@last-modified` order,
-    where the cursor advances, and checkpoints save it, as the documents stream."""
-    return small_together(selection, [name for name in selection.counts if state.starts_over(name)])
-
-
-def small_together(selection: Selection, candidates: list[str]) -> list[str]:
-    """The candidates that hold at most `_SMALL_COLLECTION` documents each, when there are at least two of them
-    and together they hold at least half of the database's documents and at most `_MAX_READ_TOGETHER`: one read
-    of the database then replaces a request per collection, reads little besides them, and holds (and after a
-    failure, reads again) a bounded number of documents. Otherwise none."""
-    small = [name for name in candidates if selection.counts[name] <= _SMALL_COLLECTION]
-    documents = sum(selection.counts[name] for name in small)
-    if len(small) < 2 or 2 * documents < selection.documents or documents > _MAX_READ_TOGETHER:
-        return []
-    return small
-
-
-def sync_new_collections(
-    store: DocumentStore,
-    settings: Settings,
-    collections: list[str],
-    documents: int,
-    state: SyncState,
-    progress: Progress,
-) -> int:
-    """Upsert every document of `collections`, all read from the beginning, from one stream of every document of
-    the database (its `documents`), newest etag first, retrying transient failures.
-
-    The stream reads storage, not an index: nothing to build or wait for. RavenDB renews the read transaction of a
-    long stream and resumes it after the last etag sent, so every document not written during the stream is read;
-    one written during it has a `@last-modified` past the moment the stream began, which bounds each cursor as it
-    bounds a collection's read (`stream_bound`). The order is not `@last-modified` order, so each cursor is held
-    (checkpoints save it where it was) until the stream has ended; a sync that fails before then reads them again,
-    skipping the documents its checkpoints recorded as landed.
-    """
-    names = {name.lower(): name for name in collections}
-    log.info(
-        f"{len(collections):,} new collections: sync started, in one read of the database ({documents:,} documents)"
-    )
-    started = time.monotonic()
-    progress.start_read(f"{len(collections):,} new collections (one read of the database)", documents, len(collections))
-    cursors = [state.cursor(name) for name in collections]
-    for cursor in cursors:
-        cursor.hold()
-    upserted = 0
-
-    def attempt() -> None:
-        nonlocal upserted
-        covered_from = time.monotonic()
-        stream = DatabaseStream(store, settings).open()
-        bound = stream_bound(stream, covered_from, settings.lookback)
-        if bound is None:
-            log.warning("new collections: RavenDB sent no Date header; their cursors stay and they are read again")
-        upserted += _upsert_changes(
-            stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress
-        )
-
-    _retrying("new collections", "reading the database again", attempt)
-    for cursor in cursors:
-        cursor.release()
-    seconds = time.monotonic() - started
-    log.info(
-        f"{len(collections):,} new collections: synced {upserted} documents in {seconds:.1f} s "
-        f"({upserted / max(seconds, 1e-6):,.0f} docs/s)"
-    )
-    return upserted
-
-
-def select_child_tables(store: DocumentStore, settings: Settings, selection: Selection, state: SyncState) -> None:
-    """Settle which arrays of each collection land as child tables in this sync (`*`: the arrays of objects in
-    the same sample schema() reads, and those it found before). A collection whose selection changed is read
-    again from the beginning; a child table no longer selected has its rows marked deleted."""
-    collections = list(selection.counts)
-    for collection, sample in newest_samples(store, settings, selection, wanted=settings.child_tables.every):
-        before = state.child_paths.get(collection, [])
-        paths = settings.child_tables.paths_of(collection, sample, collections)
-        if settings.child_tables.every:  # an array `*` found stays a table when later samples no longer show it
-            paths = tuple(sorted({*paths, *map(tuple, state.child_paths.get(collection, []))}))
-        for table in state.use_child_tables(collection, paths):
-            log.info(f"{table}: no longer a child table; its rows are marked deleted")
-            op.truncate(table)
-        if state.child_paths.get(collection, []) != before:
-            tables = ", ".join(child.table for child in _all_child_tables(state.child_tables(collection))) or "none"
-            again = "; reading every document again" if collection in state.cursors else ""
-            log.info(f"{collection}: child tables {tables}{again}")
-
-
-def upsert_document(collection: str, document: dict, state: SyncState, checkpoint_on_widen: bool = True) -> None:
-    """Upsert the document's row and its child-table rows, and delete the element rows an earlier version left.
-
-    The state keeps, per child table, the most elements one array has had (checkpointed before rows beyond it
-    are written), so the rows of removed elements are found without keeping anything per document. In a
-    reconciliation the widening waits for the reconciliation's own checkpoint, which must carry its truncate and
-    its touches together."""
-    table, columns, children = table_name(collection), state.columns(collection), state.child_tables(collection)
-    if not children:
-        op.upsert(table, flatten(document, columns))
-        return
-    rows = document_rows(table, document, children, state.child_widths, columns, state.element_columns_of)
-    if state.widen(rows.widths) and checkpoint_on_widen:
-        checkpoint(state)
-    for table, row in rows.upserts:
-        op.upsert(table, row)
-    for table, key in rows.stale:
-        op.delete(table, key)
-
-
-def delete_document(collection: str, doc_id: str, state: SyncState) -> None:
-    """Mark a deleted document's row deleted, and every element row it may have in its child tables."""
-    op.delete(table_name(collection), {"Id": doc_id})
-    for table, key in deleted_document_rows(doc_id, state.child_tables(collection), state.child_widths):
-        op.delete(table, key)
-
-
-def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:
-    """Mark deleted the documents that entered the revisions bin since the last sync (see RevisionsBinWalk);
-    return how many.
-
-    The first sync only records where the bin stands: its tables start from the documents that exist now.
-    Entries of collections not synced are skipped. It runs before any upsert: a document deleted and re-created
-    since the last sync is not in the bin (RavenDB drops it) and is upserted afterwards.
-    """
-    return _retrying(
-        "revisions bin", "reading it again", lambda: _mark_deleted(store, settings, set(collections), state)
-    )
-
-
-def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], state: SyncState) -> int:
-    first_sync = state.deletes_since is None
-    walk = RevisionsBinWalk(store, settings, state)
-    newest, deleted = None, 0
-    for entry in walk:
-        meta = Metadata.of(entry)
-        newest = newest or meta
-        if first_sync:
-            break
-        if meta.collection in synced:
-            delete_document(meta.collection, meta.id, state)
-            deleted += 1
-    if not first_sync and not walk.reached and state.deletes_change_vector is not None:
-        log.warning(
-            f"revisions bin: neither the entry deleted at {state.deletes_since} that the last sync read last nor any "
-            "older one is listed any more: documents deleted before this sync that were purged from the bin "
-            "(revisions bin cleaner, revisions expiry) are not marked deleted; reconcile_deletes_hours catches them"
-        )
-    state.advance_deletes(newest)
-    if deleted or walk.requests > 1:
-        log.info(f"revisions bin: marked {deleted} deleted documents ({walk.requests} requests)")
-    return deleted
-
-
-def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> None:
-    """Mark deleted every row whose document no longer exists, without ever marking a live one.
-
-    op.truncate soft-deletes every row synced before it; each document that exists is then touched again
-    (op.update of its Id, or a full upsert if it changed after the cursor). Truncate and touches reach the
-    destination together at the next checkpoint, so no live row is ever seen deleted. Child tables are
-    truncated too, and each element row of an existing document touched by its key.
-    """
-    started, documents = time.monotonic(), 0
-    cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
-    children = state.child_tables(collection)
-    keys = {child.table: child.keys for child in _all_child_tables(children)}
-    op.truncate(table)
-    for child_table in keys:
-        op.truncate(child_table)
-    for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
-        meta = Metadata.of(document)
-        if meta.last_modified > cursor.since:
-            upsert_document(collection, document, state, checkpoint_on_widen=False)
-        elif not children:
-            op.update(table, {"Id": meta.id})
-        else:
-            rows = document_rows(table, document, children, {}, columns, state.element_columns_of)
-            for row_table, row in rows.upserts:
-                op.update(row_table, {key: row[key] for key in keys.get(row_table, ("Id",))})
-        documents += 1
-    state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
-    checkpoint(state)
-    log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
-
-
 def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, since: str) -> float | None:
     """Wait for the index behind the query to cover every write made before the wait, logging progress.
 
@@ -2060,6 +1711,14 @@ def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, s
         )
     log.warning(f"{collection}: index still stale after {_INDEX_WAIT_SECONDS:.0f} s; reading what it covers")
     return None
+
+
+def stream_bound(stream: "QueryStream", covered_from: float, lookback: timedelta) -> str | None:
+    """The newest `@last-modified` at which the stream is known to hold every document at its place: the server's
+    clock when this process sent the request that proved the index current (`covered_from`, monotonic), less the
+    lookback. None when the server sent no Date header."""
+    server_time = stream.server_time_at(covered_from)
+    return None if server_time is None else format_last_modified(server_time - lookback)
 
 
 def _execute(store: DocumentStore, command: Any, node: Any = None) -> None:
@@ -2397,7 +2056,358 @@ def _last_line(text: str) -> str:
     return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), text)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The sync: what update() runs, in its order, writing to Fivetran
+
+
+def select_child_tables(store: DocumentStore, settings: Settings, selection: Selection, state: SyncState) -> None:
+    """Settle which arrays of each collection land as child tables in this sync (`*`: the arrays of objects in
+    the same sample schema() reads, and those it found before). A collection whose selection changed is read
+    again from the beginning; a child table no longer selected has its rows marked deleted."""
+    collections = list(selection.counts)
+    for collection, sample in newest_samples(store, settings, selection, wanted=settings.child_tables.every):
+        before = state.child_paths.get(collection, [])
+        paths = settings.child_tables.paths_of(collection, sample, collections)
+        if settings.child_tables.every:  # an array `*` found stays a table when later samples no longer show it
+            paths = tuple(sorted({*paths, *map(tuple, state.child_paths.get(collection, []))}))
+        for table in state.use_child_tables(collection, paths):
+            log.info(f"{table}: no longer a child table; its rows are marked deleted")
+            op.truncate(table)
+        if state.child_paths.get(collection, []) != before:
+            tables = ", ".join(child.table for child in _all_child_tables(state.child_tables(collection))) or "none"
+            again = "; reading every document again" if collection in state.cursors else ""
+            log.info(f"{collection}: child tables {tables}{again}")
+
+
+def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:
+    """Mark deleted the documents that entered the revisions bin since the last sync (see RevisionsBinWalk);
+    return how many.
+
+    The first sync only records where the bin stands: its tables start from the documents that exist now.
+    Entries of collections not synced are skipped. It runs before any upsert: a document deleted and re-created
+    since the last sync is not in the bin (RavenDB drops it) and is upserted afterwards.
+    """
+    return _retrying(
+        "revisions bin", "reading it again", lambda: _mark_deleted(store, settings, set(collections), state)
+    )
+
+
+def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], state: SyncState) -> int:
+    first_sync = state.deletes_since is None
+    walk = RevisionsBinWalk(store, settings, state)
+    newest, deleted = None, 0
+    for entry in walk:
+        meta = Metadata.of(entry)
+        newest = newest or meta
+        if first_sync:
+            break
+        if meta.collection in synced:
+            delete_document(meta.collection, meta.id, state)
+            deleted += 1
+    if not first_sync and not walk.reached and state.deletes_change_vector is not None:
+        log.warning(
+            f"revisions bin: neither the entry deleted at {state.deletes_since} that the last sync read last nor any "
+            "older one is listed any more: documents deleted before this sync that were purged from the bin "
+            "(revisions bin cleaner, revisions expiry) are not marked deleted; reconcile_deletes_hours catches them"
+        )
+    state.advance_deletes(newest)
+    if deleted or walk.requests > 1:
+        log.info(f"revisions bin: marked {deleted} deleted documents ({walk.requests} requests)")
+    return deleted
+
+
+def read_together(selection: Selection, state: SyncState) -> list[str]:
+    """The new collections whose first sync is one read of the whole database (`sync_new_collections`): those
+    `small_together` picks among the collections read from the beginning (never synced, or starting over).
+    Larger collections, and a few small ones in a large database, are read one by one in `@last-modified` order,
+    where the cursor advances, and checkpoints save it, as the documents stream."""
+    return small_together(selection, [name for name in selection.counts if state.starts_over(name)])
+
+
+def sync_new_collections(
+    store: DocumentStore,
+    settings: Settings,
+    collections: list[str],
+    documents: int,
+    state: SyncState,
+    progress: "Progress",
+) -> int:
+    """Upsert every document of `collections`, all read from the beginning, from one stream of every document of
+    the database (its `documents`), newest etag first, retrying transient failures.
+
+    The stream reads storage, not an index: nothing to build or wait for. RavenDB renews the read transaction of a
+    long stream and resumes it after the last etag sent, so every document not written during the stream is read;
+    one written during it has a `@last-modified` past the moment the stream began, which bounds each cursor as it
+    bounds a collection's read (`stream_bound`). The order is not `@last-modified` order, so each cursor is held
+    (checkpoints save it where it was) until the stream has ended; a sync that fails before then reads them again,
+    skipping the documents its checkpoints recorded as landed.
+    """
+    names = {name.lower(): name for name in collections}
+    log.info(
+        f"{len(collections):,} new collections: sync started, in one read of the database ({documents:,} documents)"
+    )
+    started = time.monotonic()
+    progress.start_read(f"{len(collections):,} new collections (one read of the database)", documents, len(collections))
+    cursors = [state.cursor(name) for name in collections]
+    for cursor in cursors:
+        cursor.hold()
+    upserted = 0
+
+    def attempt() -> None:
+        nonlocal upserted
+        covered_from = time.monotonic()
+        stream = DatabaseStream(store, settings).open()
+        bound = stream_bound(stream, covered_from, settings.lookback)
+        if bound is None:
+            log.warning("new collections: RavenDB sent no Date header; their cursors stay and they are read again")
+        upserted += _upsert_changes(
+            stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress
+        )
+
+    _retrying("new collections", "reading the database again", attempt)
+    for cursor in cursors:
+        cursor.release()
+    seconds = time.monotonic() - started
+    log.info(
+        f"{len(collections):,} new collections: synced {upserted} documents in {seconds:.1f} s "
+        f"({upserted / max(seconds, 1e-6):,.0f} docs/s)"
+    )
+    return upserted
+
+
+def sync_collection(
+    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: "Progress"
+) -> int:
+    """Upsert every document of `collection` changed since its cursor, retrying transient failures.
+
+    Its state is saved at the next checkpoint, which comes every 1,000 records across collections (see SyncState)."""
+    since = state.cursor(collection).since
+    log.info(f"{collection}: sync started from {'the beginning' if since == _BEGINNING_OF_TIME else since}")
+    started = time.monotonic()
+    progress.start_collection(collection)
+    documents = 0
+
+    def attempt() -> None:
+        nonlocal documents
+        documents += _stream_into_destination(store, settings, collection, state, progress)
+
+    _retrying(collection, "resuming from the cursor", attempt)
+    seconds = time.monotonic() - started
+    log.info(
+        f"{collection}: synced {documents} documents in {seconds:.1f} s ({documents / max(seconds, 1e-6):,.0f} docs/s)"
+    )
+    return documents
+
+
+def _stream_into_destination(
+    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: "Progress"
+) -> int:
+    """Upsert the documents changed since the cursor; move the cursor only as far as the read provably covers.
+
+    The index behind the query answers from a snapshot, with each document's current version at its indexed place:
+    a document changed after the snapshot comes back early carrying its new `@last-modified`, one written after it
+    not at all. Every document no newer than the moment the server began the query (its clock, less the lookback)
+    is at its place, so only those move the cursor (`stream_bound`); newer ones are upserted and read again next
+    sync. A stale index is first waited for, and the query sent again: the moment the wait began then bounds the
+    cursor. If it is still stale after the wait, what it returns is upserted and moves no cursor.
+    """
+    cursor = state.cursor(collection)
+    covered_from = time.monotonic()
+    stream = QueryStream(store, settings, changed_since_query(collection, cursor.since)).open()
+    if stream.is_stale:
+        stream.close()
+        covered_from = _wait_for_index(store, settings, collection, cursor.since)
+        stream = QueryStream(store, settings, changed_since_query(collection, cursor.since)).open()
+    bound = None if covered_from is None else stream_bound(stream, covered_from, settings.lookback)
+    if bound is None and covered_from is not None:
+        log.warning(f"{collection}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
+    return _upsert_changes(stream, lambda meta: collection, state, bound, progress)
+
+
+def _upsert_changes(
+    stream: "QueryStream",
+    collection_of: Callable[[Metadata], str | None],
+    state: SyncState,
+    bound: str | None,
+    progress: "Progress",
+) -> int:
+    """Upsert what the stream returns into the table of the collection `collection_of` names (None: a document
+    no table takes), unless it landed already; each document read may move its collection's cursor."""
+    upserted = 0
+    for document in stream:
+        meta = Metadata.of(document)
+        collection = collection_of(meta)
+        if collection is None:
+            progress.document_read(upserted=False)
+            continue
+        cursor = state.cursor(collection)
+        if cursor.already_synced(meta):  # landed before: it may still move the cursor
+            cursor.record(meta, bound)
+            progress.document_read(upserted=False)
+            continue
+        upsert_document(collection, document, state)
+        cursor.record(meta, bound)
+        upserted += 1
+        progress.document_read(upserted=True)
+        if state.count_record():
+            checkpoint(state)
+    return upserted
+
+
+def upsert_document(collection: str, document: dict, state: SyncState, checkpoint_on_widen: bool = True) -> None:
+    """Upsert the document's row and its child-table rows, and delete the element rows an earlier version left.
+
+    The state keeps, per child table, the most elements one array has had (checkpointed before rows beyond it
+    are written), so the rows of removed elements are found without keeping anything per document. In a
+    reconciliation the widening waits for the reconciliation's own checkpoint, which must carry its truncate and
+    its touches together."""
+    table, columns, children = table_name(collection), state.columns(collection), state.child_tables(collection)
+    if not children:
+        op.upsert(table, flatten(document, columns))
+        return
+    rows = document_rows(table, document, children, state.child_widths, columns, state.element_columns_of)
+    if state.widen(rows.widths) and checkpoint_on_widen:
+        checkpoint(state)
+    for table, row in rows.upserts:
+        op.upsert(table, row)
+    for table, key in rows.stale:
+        op.delete(table, key)
+
+
+def delete_document(collection: str, doc_id: str, state: SyncState) -> None:
+    """Mark a deleted document's row deleted, and every element row it may have in its child tables."""
+    op.delete(table_name(collection), {"Id": doc_id})
+    for table, key in deleted_document_rows(doc_id, state.child_tables(collection), state.child_widths):
+        op.delete(table, key)
+
+
+def reconciliation_due(settings: Settings, state: SyncState, collection: str, now: datetime) -> bool:
+    if settings.reconcile_every is None:
+        return False
+    last = state.reconciled_at.get(collection)
+    return last is None or now - datetime.fromisoformat(last) >= settings.reconcile_every
+
+
+def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> None:
+    """Mark deleted every row whose document no longer exists, without ever marking a live one.
+
+    op.truncate soft-deletes every row synced before it; each document that exists is then touched again
+    (op.update of its Id, or a full upsert if it changed after the cursor). Truncate and touches reach the
+    destination together at the next checkpoint, so no live row is ever seen deleted. Child tables are
+    truncated too, and each element row of an existing document touched by its key.
+    """
+    started, documents = time.monotonic(), 0
+    cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
+    children = state.child_tables(collection)
+    keys = {child.table: child.keys for child in _all_child_tables(children)}
+    op.truncate(table)
+    for child_table in keys:
+        op.truncate(child_table)
+    for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
+        meta = Metadata.of(document)
+        if meta.last_modified > cursor.since:
+            upsert_document(collection, document, state, checkpoint_on_widen=False)
+        elif not children:
+            op.update(table, {"Id": meta.id})
+        else:
+            rows = document_rows(table, document, children, {}, columns, state.element_columns_of)
+            for row_table, row in rows.upserts:
+                op.update(row_table, {key: row[key] for key in keys.get(row_table, ("Id",))})
+        documents += 1
+    state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
+    checkpoint(state)
+    log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
+
+
+def _retrying(subject: str, again: str, action: Callable[[], Any]) -> Any:
+    """Run `action`; after a transient failure wait (capped exponential backoff) and run it again, at most
+    `_MAX_ATTEMPTS` times in all. Final errors pass through at once."""
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except TransientSourceError as exc:
+            if attempt == _MAX_ATTEMPTS:
+                raise SourceError(exc.setting, f"{exc.message} ({subject}: gave up after {attempt} attempts)") from exc
+            delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1))
+            log.warning(f"{subject}: {exc}; {again} in {delay:.0f} s")
+            time.sleep(delay)
+            attempt += 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints and progress: what a sync saves and when, and what it tells the log while it runs
+
+
+def checkpoint(state: SyncState) -> None:
+    """Save the state; the records handed to Fivetran before it reach the destination with it."""
+    saved = state.to_dict()
+    op.checkpoint(saved)
+    state.unsaved_records, state.last_saved = 0, saved
+
+
+class Progress:
+    """While a read streams, at most one line every `every_seconds`: documents read, how many it will read from
+    RavenDB's collection statistics (read once at the start of the sync), percent, rate and time left. At the end,
+    one summary line for the sync: collections, documents upserted, deletes, seconds.
+
+    A collection's count is of the whole collection: for an incremental sync, which reads only what changed, the
+    percent is low and the time left an upper bound; documents written during the sync can take it past 100%. The
+    first read of new collections together reads the whole database and counts every document it reads.
+    """
+
+    def __init__(self, every_seconds: float, counts: dict[str, int]):
+        self.every_seconds, self.counts = every_seconds, counts
+        self.started = time.monotonic()
+        self.collections = self.documents = 0
+        self.label, self.total, self.done = "", 0, 0
+        self.read_started, self.next_line = self.started, math.inf
+
+    def start_collection(self, collection: str) -> None:
+        self.start_read(collection, self.counts.get(collection, 0), collections=1)
+
+    def start_read(self, label: str, total: int, collections: int) -> None:
+        self.collections += collections
+        self.label, self.total, self.done = label, total, 0
+        self.read_started = time.monotonic()
+        self.next_line = self.read_started + self.every_seconds
+
+    def document_read(self, upserted: bool) -> None:
+        self.done += 1
+        self.documents += upserted
+        now = time.monotonic()
+        if now >= self.next_line:
+            self.next_line = now + self.every_seconds
+            log.info(self._progress_line(now))
+
+    def _progress_line(self, now: float) -> str:
+        rate = self.done / max(now - self.read_started, 1e-6)
+        percent = 100 * self.done / self.total if self.total else 100.0
+        left = max(self.total - self.done, 0) / rate
+        return (
+            f"{self.label}: {self.done:,} of {self.total:,} documents ({percent:.0f}%), {rate:,.0f} docs/s, "
+            f"about {_duration(left)} left"
+        )
+
+    def finished(self, deletes: int) -> None:
+        seconds = time.monotonic() - self.started
+        log.info(
+            f"sync finished: {self.collections} collections, {self.documents:,} documents upserted, "
+            f"{deletes:,} deletes, {seconds:.1f} s"
+        )
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
 connector = Connector(update=update, schema=schema, configuration_form=configuration_form)
+
 
 if __name__ == "__main__":
     with open("configuration.json", encoding="utf-8") as configuration_file:
