@@ -206,19 +206,18 @@ def update(configuration: dict, state: dict) -> None:
                 sync_collection(store, settings, collection, sync_state, progress)
             if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
                 reconcile_deletes(store, settings, collection, sync_state)
-    if sync_state.changed_since_saved():
-        checkpoint(sync_state)
+    sync_state.checkpoints.save_if_changed()
     progress.finished(deletes)
 
 
 def configuration_form() -> ConfigurationForm:
     """The setup form: every setting with its help text, secrets masked, and a four-step connection test."""
     form = ConfigurationForm()
-    for setting in _FORM_FIELDS:
+    for setting in _SETTINGS:
         kind = form_field.TextField.password if setting.secret else form_field.TextField.plain_text
         form.add_field(
             form_field.TextField(
-                setting.name, setting.label, kind, description=setting.description, required=setting.required
+                setting.key, setting.label, kind, description=setting.description, required=setting.required
             )
         )
     form.add_test(label="Connect to RavenDB and read the collections", func=connection_test)
@@ -274,149 +273,184 @@ class TransientSourceError(SourceError):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Settings: the one table of settings (the form, validate_configuration and configuration.json.example follow it)
+# Settings: the one table of settings; the form, validate_configuration and configuration.json.example follow it
 
 
-class _FormField(NamedTuple):
-    name: str
+class _Setting(NamedTuple):
+    """One setting: its field in the setup form, its value in configuration.json.example, and how it is read.
+
+    `parse` takes the setting's text (its `default` when empty; None when it has none) and a function that gives
+    another setting's parsed value, for the settings read together (the certificate needs the URLs' scheme and
+    the password; child tables need the collections)."""
+
+    key: str
     label: str
     description: str
+    example: str
+    parse: Callable[[str | None, Callable[[str], Any]], Any]
     required: bool = False
     secret: bool = False
+    default: str | None = None
 
 
-_FORM_FIELDS = [
-    _FormField("ravendb_urls", "RavenDB URLs", "One URL, or the comma-separated URLs of a cluster's nodes.", True),
-    _FormField("database_name", "Database", "The database to sync.", True),
-    _FormField(
+_SETTINGS = (
+    _Setting(
+        "ravendb_urls",
+        "RavenDB URLs",
+        "One URL, or the comma-separated URLs of a cluster's nodes.",
+        "https://a.myorg.ravendb.cloud,https://b.myorg.ravendb.cloud",
+        lambda text, value: _parse_urls(text),
+        required=True,
+    ),
+    _Setting(
+        "database_name",
+        "Database",
+        "The database to sync.",
+        "Northwind",
+        lambda text, value: _parse_database(text),
+        required=True,
+    ),
+    _Setting(
         "certificate_base64",
         "Client certificate",
         "Base64 of the client certificate: the .pfx from the RavenDB Cloud portal, or a PEM with certificate and "
         "key. Required for https://.",
+        "<base64 of the client .pfx or of a PEM with certificate and private key>",
+        lambda text, value: _parse_client_certificate(text, value("ravendb_urls"), value("certificate_password")),
         secret=True,
     ),
-    _FormField(
-        "certificate_password", "Certificate password", "Only for a protected .pfx or encrypted PEM key.", secret=True
+    _Setting(
+        "certificate_password",
+        "Certificate password",
+        "Only for a protected .pfx or encrypted PEM key.",
+        "",
+        lambda text, value: text,
+        secret=True,
     ),
-    _FormField("collection_name", "Collections", "Comma-separated collections; empty: every collection."),
-    _FormField(
+    _Setting(
+        "collection_name",
+        "Collections",
+        "Comma-separated collections; empty: every collection.",
+        "",
+        lambda text, value: _parse_collections(text),
+    ),
+    _Setting(
         "batch_size",
         "Batch size",
         f"Revisions-bin records per request (default {_DEFAULT_BATCH_SIZE}); collections are streamed whole.",
+        f"{_DEFAULT_BATCH_SIZE}",
+        lambda text, value: _parse_batch_size(text),
+        default=f"{_DEFAULT_BATCH_SIZE}",
     ),
-    _FormField(
+    _Setting(
         "reconcile_deletes_hours",
         "Reconcile deletes every (hours)",
         "Without revisions: every so many hours, mark deleted the rows whose documents no longer exist "
         "(reads every document of the collection; see README). Empty or 0: off.",
+        "",
+        lambda text, value: _parse_reconcile_hours(text),
     ),
-    _FormField(
+    _Setting(
         "progress_log_seconds",
         "Progress log every (seconds)",
-        f"While a collection streams, log progress at most this often (default {_DEFAULT_PROGRESS_SECONDS:.0f}).",
+        f"While a collection streams, log progress at most this often (default {_DEFAULT_PROGRESS_SECONDS:g}).",
+        f"{_DEFAULT_PROGRESS_SECONDS:g}",
+        lambda text, value: _parse_seconds("progress_log_seconds", text, 0.01, _MAX_PROGRESS_SECONDS),
+        default=f"{_DEFAULT_PROGRESS_SECONDS:g}",
     ),
-    _FormField(
+    _Setting(
         "child_tables",
         "Child tables",
         "Arrays of objects as tables of their own, one row per element: * for all, or comma-separated "
         "Collection.Field paths (Orders.Lines; Orders.Lines.Batches beside it for a grandchild). "
         "Empty: arrays stay JSON.",
+        "",
+        lambda text, value: _parse_child_tables(text, value("collection_name")),
     ),
-    _FormField(
+    _Setting(
         "type_from_every_document",
         "Type fields from every document",
         "true: each sync's schema step reads every document, so text in old documents is declared STRING (one "
         "extra read of every collection per sync; see README). Empty or false: the 500 newest documents.",
+        "false",
+        lambda text, value: _parse_flag("type_from_every_document", text),
+        default="false",
     ),
-    _FormField(
+    _Setting(
         "lookback_seconds",
         "Lookback (seconds)",
         "How late a write may reach the node read and still be synced: replication delay and clock skew between "
         f"nodes (default {_DEFAULT_LOOKBACK_SECONDS}). Each sync re-reads the documents changed in this window.",
+        f"{_DEFAULT_LOOKBACK_SECONDS}",
+        lambda text, value: timedelta(seconds=_parse_seconds("lookback_seconds", text, 0, _MAX_LOOKBACK_SECONDS)),
+        default=f"{_DEFAULT_LOOKBACK_SECONDS}",
     ),
-    _FormField(
+    _Setting(
         "server_ca_base64",
         "Server CA certificate",
         "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
+        "",
+        lambda text, value: _parse_server_ca(text) if text else None,
     ),
-]
+)
 
 
 class Settings(NamedTuple):
-    urls: tuple[str, ...]
-    database: str
-    certificate: "ClientCertificate | None"
-    server_ca_pem: bytes | None
-    collections: tuple[str, ...]  # empty: every user collection of the database
-    batch_size: int
-    reconcile_every: timedelta | None  # None: no reconciliation of deletes
-    lookback: timedelta  # how far behind the read's start on the server clock the cursor stays
-    child_tables: "ChildTableSelection"
-    type_from_every_document: bool = False  # schema() reads every document, not only the newest 500
-    progress_seconds: float = _DEFAULT_PROGRESS_SECONDS
+    """The configuration as parsed: what the rest of the connector reads (the key of each in _SETTINGS)."""
+
+    urls: tuple[str, ...]  # ravendb_urls
+    database: str  # database_name
+    certificate: "ClientCertificate | None"  # certificate_base64 (and certificate_password)
+    server_ca_pem: bytes | None  # server_ca_base64
+    collections: tuple[str, ...]  # collection_name; empty: every user collection of the database
+    batch_size: int  # batch_size
+    reconcile_every: timedelta | None  # reconcile_deletes_hours; None: no reconciliation of deletes
+    lookback: timedelta  # lookback_seconds: how far behind the read's start on the server clock the cursor stays
+    child_tables: "ChildTableSelection"  # child_tables
+    type_from_every_document: bool  # type_from_every_document: schema() reads every document, not the newest 500
+    progress_seconds: float  # progress_log_seconds
 
 
 def validate_configuration(configuration: dict) -> Settings:
-    """Parse and check every setting before any I/O; raise ConfigurationError naming the first bad one."""
-    urls = _parse_urls(_required(configuration, "ravendb_urls"))
-    database = _required(configuration, "database_name")
-    if not _DATABASE_NAME.fullmatch(database):
-        raise ConfigurationError(
-            "database_name",
-            f"{database!r} is not a RavenDB database name (expected 1-128 letters, digits, '_', '-' or '.')",
-        )
-    secure = urls[0].startswith("https://")
-    certificate_text = _optional(configuration, "certificate_base64")
-    password = _optional(configuration, "certificate_password")
-    if secure and certificate_text is None:
-        raise ConfigurationError(
-            "certificate_base64", "required for https:// URLs (base64 of the client certificate PEM or PFX)"
-        )
-    if not secure and certificate_text is not None:
-        raise ConfigurationError(
-            "certificate_base64", "a client certificate needs https:// in ravendb_urls, which use http://"
-        )
-    certificate = _parse_certificate(certificate_text, password) if certificate_text else None
-    server_ca_text = _optional(configuration, "server_ca_base64")
-    server_ca = _parse_server_ca(server_ca_text) if server_ca_text else None
-    collections = _parse_collections(_optional(configuration, "collection_name"))
+    """Parse and check every setting of _SETTINGS before any I/O, in the table's order (a setting that another
+    one needs is parsed when it is asked for); raise ConfigurationError naming the first bad one."""
+    values: dict[str, Any] = {}
+
+    def value(key: str) -> Any:
+        if key not in values:
+            setting = _SETTING_BY_KEY[key]
+            values[key] = setting.parse(_setting_text(configuration, setting), value)
+        return values[key]
+
+    for setting in _SETTINGS:
+        value(setting.key)
     return Settings(
-        urls=urls,
-        database=database,
-        certificate=certificate,
-        server_ca_pem=server_ca,
-        collections=collections,
-        batch_size=_parse_batch_size(_optional(configuration, "batch_size")),
-        reconcile_every=_parse_reconcile_hours(_optional(configuration, "reconcile_deletes_hours")),
-        child_tables=_parse_child_tables(_optional(configuration, "child_tables"), collections),
-        type_from_every_document=_parse_flag(
-            "type_from_every_document", _optional(configuration, "type_from_every_document")
-        ),
-        lookback=timedelta(
-            seconds=_parse_seconds(
-                configuration, "lookback_seconds", _DEFAULT_LOOKBACK_SECONDS, 0, _MAX_LOOKBACK_SECONDS
-            )
-        ),
-        progress_seconds=_parse_seconds(
-            configuration, "progress_log_seconds", _DEFAULT_PROGRESS_SECONDS, 0.01, _MAX_PROGRESS_SECONDS
-        ),
+        urls=values["ravendb_urls"],
+        database=values["database_name"],
+        certificate=values["certificate_base64"],
+        server_ca_pem=values["server_ca_base64"],
+        collections=values["collection_name"],
+        batch_size=values["batch_size"],
+        reconcile_every=values["reconcile_deletes_hours"],
+        lookback=values["lookback_seconds"],
+        child_tables=values["child_tables"],
+        type_from_every_document=values["type_from_every_document"],
+        progress_seconds=values["progress_log_seconds"],
     )
 
 
-def _required(configuration: dict, key: str) -> str:
-    value = _optional(configuration, key)
-    if value is None:
-        raise ConfigurationError(key, "required setting is missing or empty")
-    return value
+_SETTING_BY_KEY = {setting.key: setting for setting in _SETTINGS}
 
 
-def _optional(configuration: dict, key: str) -> str | None:
-    value = configuration.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigurationError(key, f"expected a string, got {type(value).__name__}")
-    return value.strip() or None
+def _setting_text(configuration: dict, setting: _Setting) -> str | None:
+    """The setting's text, stripped; its default when missing or empty (None when it has none)."""
+    value = configuration.get(setting.key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(setting.key, f"expected a string, got {type(value).__name__}")
+    text = value.strip() if value is not None else ""
+    if not text and setting.required:
+        raise ConfigurationError(setting.key, "required setting is missing or empty")
+    return text or setting.default
 
 
 def _parse_urls(text: str) -> tuple[str, ...]:
@@ -445,6 +479,30 @@ def _check_url(url: str) -> None:
         raise ConfigurationError("ravendb_urls", f"{url!r} has more than scheme, host and port ({expected})")
 
 
+def _parse_database(text: str) -> str:
+    if not _DATABASE_NAME.fullmatch(text):
+        raise ConfigurationError(
+            "database_name",
+            f"{text!r} is not a RavenDB database name (expected 1-128 letters, digits, '_', '-' or '.')",
+        )
+    return text
+
+
+def _parse_client_certificate(
+    text: str | None, urls: tuple[str, ...], password: str | None
+) -> "ClientCertificate | None":
+    secure = urls[0].startswith("https://")
+    if secure and text is None:
+        raise ConfigurationError(
+            "certificate_base64", "required for https:// URLs (base64 of the client certificate PEM or PFX)"
+        )
+    if not secure and text is not None:
+        raise ConfigurationError(
+            "certificate_base64", "a client certificate needs https:// in ravendb_urls, which use http://"
+        )
+    return _parse_certificate(text, password) if text else None
+
+
 def _parse_collections(text: str | None) -> tuple[str, ...]:
     if text is None:
         return ()
@@ -461,9 +519,7 @@ def _parse_collections(text: str | None) -> tuple[str, ...]:
     return names
 
 
-def _parse_batch_size(text: str | None) -> int:
-    if text is None:
-        return _DEFAULT_BATCH_SIZE
+def _parse_batch_size(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -473,8 +529,8 @@ def _parse_batch_size(text: str | None) -> int:
     return value
 
 
-def _parse_flag(key: str, text: str | None) -> bool:
-    if text is None or text.lower() == "false":
+def _parse_flag(key: str, text: str) -> bool:
+    if text.lower() == "false":
         return False
     if text.lower() == "true":
         return True
@@ -493,11 +549,8 @@ def _parse_reconcile_hours(text: str | None) -> timedelta | None:
     return timedelta(hours=hours) if hours else None
 
 
-def _parse_seconds(configuration: dict, key: str, default: float, low: float, high: float) -> float:
-    """A number of seconds from `low` to `high`; `default` when the setting is empty."""
-    text = _optional(configuration, key)
-    if text is None:
-        return default
+def _parse_seconds(key: str, text: str, low: float, high: float) -> float:
+    """A number of seconds from `low` to `high`."""
     try:
         seconds = float(text)
     except ValueError:
@@ -773,118 +826,87 @@ class CollectionCursor:
 
 
 @dataclass
-class SyncState:
-    """Per-collection cursors; the newest revisions-bin entry handled (its deletion time and change vector); the
-    column each field of each table landed in (ColumnNames); and when to save them.
+class BinPosition:
+    """Where the last walk of the revisions bin stopped: the newest entry it handled, by deletion time and change
+    vector. A walk (newest first) stops at that entry, or at one deleted before it."""
 
-    A checkpoint is due every 1,000 documents upserted, counted across collections (a sync of many small
-    collections checkpoints as often as one large collection), and one saves the final state unless the last one
-    already did. A sync that fails therefore reads again at most the 999 documents it upserted after its last
-    checkpoint, which land again as the same rows; one that fails while new collections are read together (their
-    cursors held) reads them again whole, at most `_MAX_READ_TOGETHER` documents.
+    since: str | None = None  # None: the bin was never read
+    change_vector: str | None = None  # None: the bin listed nothing when last read
+
+    @classmethod
+    def load(cls, state: dict) -> "BinPosition":
+        since, change_vector = state.get("deletes_since"), state.get("deletes_change_vector")
+        _check_timestamp("deletes_since", since or _BEGINNING_OF_TIME)
+        if change_vector is not None and not isinstance(change_vector, str):
+            raise SourceError(None, f"state: deletes_change_vector is {change_vector!r}, not a change vector")
+        return cls(since, change_vector)
+
+    def save(self, state: dict) -> None:
+        if self.since is not None:
+            state["deletes_since"] = self.since
+        if self.change_vector is not None:
+            state["deletes_change_vector"] = self.change_vector
+
+    def reached(self, meta: Metadata) -> bool:
+        """Whether a bin entry is the newest one handled before, or was deleted before it."""
+        if self.change_vector is not None and meta.change_vector == self.change_vector:
+            return True
+        return meta.last_modified < (self.since or _BEGINNING_OF_TIME)
+
+    def advance(self, newest: Metadata | None) -> None:
+        """Record the newest bin entry a walk read (None: the bin listed nothing new)."""
+        if newest is not None:
+            self.since = max(self.since or _BEGINNING_OF_TIME, newest.last_modified)
+            self.change_vector = newest.change_vector
+        elif self.since is None:
+            self.since = _BEGINNING_OF_TIME
+
+
+class SyncState:
+    """What a checkpoint saves: each collection's cursor (with the versions it keeps), where the revisions bin was
+    left, when each collection was last reconciled, the column each field of each table landed in (ColumnNames),
+    and the child tables' paths, widths and columns (ChildTableState). `checkpoints` saves it (Checkpoints).
+
+    `load` reads every state version a release wrote, upgrading it to the current layout (`_STATE_VERSION`);
+    `to_dict` writes the current layout.
     """
 
-    cursors: dict[str, CollectionCursor]
-    deletes_since: str | None = None  # None: the bin was never read
-    deletes_change_vector: str | None = None  # None: the bin listed nothing when last read
-    reconciled_at: dict[str, str] = field(default_factory=dict)  # collection -> ISO time of its last reconciliation
-    column_names: dict[str, "ColumnNames"] = field(default_factory=dict)  # collection -> its table's columns
-    unsaved_records: int = 0  # handed to Fivetran since the last checkpoint; not part of the saved state
-    last_saved: dict | None = field(default=None, repr=False, compare=False)  # what this sync's last checkpoint saved
-
-    def count_record(self) -> bool:
-        """One more record handed to Fivetran; True when a checkpoint is due."""
-        self.unsaved_records += 1
-        return self.unsaved_records >= _CHECKPOINT_EVERY_RECORDS
-
-    def changed_since_saved(self) -> bool:
-        """Whether a checkpoint now would save anything the last one of this sync did not."""
-        return self.unsaved_records > 0 or self.to_dict() != self.last_saved
-
-    child_paths: dict[str, list[list[str]]] = field(default_factory=dict)  # collection -> its child-table arrays
-    child_widths: dict[str, int] = field(default_factory=dict)  # child table -> most elements of one array written
-    element_columns: dict[str, Any] = field(default_factory=dict)  # child table -> its ColumnNames (saved: entries)
+    def __init__(
+        self,
+        cursors: dict[str, CollectionCursor],
+        deletes: BinPosition | None = None,
+        reconciled_at: dict[str, str] | None = None,
+        column_names: "dict[str, ColumnNames] | None" = None,
+        children: "ChildTableState | None" = None,
+    ):
+        self.cursors = cursors
+        self.deletes = deletes or BinPosition()
+        self.reconciled_at = reconciled_at or {}  # collection -> ISO time of its last reconciliation
+        self.column_names = column_names or {}  # collection -> its table's columns
+        self.children = children or ChildTableState()
+        self.checkpoints = Checkpoints(self)
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
+        """The state a checkpoint saved, or an empty one when there is none; each part of a malformed state is
+        refused in one line."""
         if not state:
             return cls(cursors={})
-        cursors = state.get("cursors", {})
-        version = state.get("version")
-        if version == 1:  # versions were kept only at the cursor's exact timestamp
-            seen = {
-                name: {doc_id: [cursors.get(name), vector] for doc_id, vector in versions.items()}
-                for name, versions in dict(state.get("versions_at_cursor", {})).items()
-            }
-        else:
-            seen = state.get("synced_versions", {})
-        if version not in (1, _STATE_VERSION) or not isinstance(cursors, dict) or not isinstance(seen, dict):
+        current = _upgrade_v1(state) if state.get("version") == 1 else state
+        if (
+            current is None
+            or current.get("version") != _STATE_VERSION
+            or not isinstance(current.get("cursors", {}), dict)
+            or not isinstance(current.get("synced_versions", {}), dict)
+        ):
             raise SourceError(None, f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
-        deletes_since = state.get("deletes_since")
-        for key, cursor in [*cursors.items(), ("deletes_since", deletes_since or _BEGINNING_OF_TIME)]:
-            if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
-                raise SourceError(None, f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
-        deletes_change_vector = state.get("deletes_change_vector")
-        if deletes_change_vector is not None and not isinstance(deletes_change_vector, str):
-            raise SourceError(None, f"state: deletes_change_vector is {deletes_change_vector!r}, not a change vector")
-        try:
-            column_names = {name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()}
-        except (AttributeError, TypeError, ValueError):
-            raise SourceError(None, "state: the column names are not [path, name] lists; reset the connector") from None
-        try:
-            synced = {
-                name: {doc_id: (str(version[0]), str(version[1])) for doc_id, version in seen.get(name, {}).items()}
-                for name in cursors
-            }
-        except (AttributeError, TypeError, IndexError, KeyError):
-            raise SourceError(None, "state: synced_versions is malformed; reset the connector to sync again") from None
-        try:
-            child_paths = {name: [list(path) for path in paths] for name, paths in state.get("child_paths", {}).items()}
-            child_widths = {table: int(width) for table, width in state.get("child_widths", {}).items()}
-            element_columns = {table: list(entries) for table, entries in state.get("child_columns", {}).items()}
-        except (AttributeError, TypeError, ValueError):
-            raise SourceError(
-                None, "state: the child tables are not in the layout written; reset the connector"
-            ) from None
         return cls(
-            cursors={name: CollectionCursor(since, synced[name]) for name, since in cursors.items()},
-            deletes_since=deletes_since,
-            deletes_change_vector=deletes_change_vector,
-            reconciled_at=dict(state.get("reconciled_at", {})),
-            column_names=column_names,
-            child_paths=child_paths,
-            child_widths=child_widths,
-            element_columns=element_columns,
+            cursors=_load_cursors(current),
+            deletes=BinPosition.load(current),
+            reconciled_at=dict(current.get("reconciled_at", {})),
+            column_names=_load_column_names(current),
+            children=ChildTableState.load(current),
         )
-
-    def cursor(self, collection: str) -> CollectionCursor:
-        return self.cursors.setdefault(collection, CollectionCursor())
-
-    def starts_over(self, collection: str) -> bool:
-        """Whether the collection's next read is from the beginning (never synced, or to be read again)."""
-        cursor = self.cursors.get(collection)
-        return cursor is None or cursor.saved_since == _BEGINNING_OF_TIME
-
-    def deletes_reached(self, meta: Metadata) -> bool:
-        """Whether a bin entry (read newest first) is the newest one handled before, or was deleted before it:
-        where a walk of the bin stops."""
-        if self.deletes_change_vector is not None and meta.change_vector == self.deletes_change_vector:
-            return True
-        return meta.last_modified < (self.deletes_since or _BEGINNING_OF_TIME)
-
-    def advance_deletes(self, newest: Metadata | None) -> None:
-        """Record the newest bin entry a walk read (None: the bin listed nothing new)."""
-        if newest is not None:
-            self.deletes_since = max(self.deletes_since or _BEGINNING_OF_TIME, newest.last_modified)
-            self.deletes_change_vector = newest.change_vector
-        elif self.deletes_since is None:
-            self.deletes_since = _BEGINNING_OF_TIME
-
-    def columns(self, collection: str) -> "ColumnNames":
-        """Which column each field of the collection's documents lands in, as named by the syncs before."""
-        if collection not in self.column_names:
-            self.column_names[collection] = ColumnNames()
-        return self.column_names[collection]
 
     def to_dict(self) -> dict:
         state: dict[str, Any] = {
@@ -894,65 +916,75 @@ class SyncState:
                 name: versions for name, cursor in self.cursors.items() if (versions := cursor.versions())
             },
         }
-        if self.deletes_since is not None:
-            state["deletes_since"] = self.deletes_since
-        if self.deletes_change_vector is not None:
-            state["deletes_change_vector"] = self.deletes_change_vector
+        self.deletes.save(state)
         if self.reconciled_at:
             state["reconciled_at"] = dict(self.reconciled_at)
         column_names = {name: columns.to_list() for name, columns in self.column_names.items()}
         if any(column_names.values()):
             state["columns"] = {name: entries for name, entries in column_names.items() if entries}
-        if self.child_paths:
-            state["child_paths"] = {name: [list(path) for path in paths] for name, paths in self.child_paths.items()}
-            state["child_widths"] = dict(self.child_widths)
-        element_columns = {
-            table: columns.to_list() if isinstance(columns, ColumnNames) else columns
-            for table, columns in self.element_columns.items()
-        }
-        if any(element_columns.values()):
-            state["child_columns"] = {table: entries for table, entries in element_columns.items() if entries}
+        self.children.save(state)
         return state
 
-    def child_tables(self, collection: str) -> "tuple[ChildTable, ...]":
-        paths = self.child_paths.get(collection)
-        return child_tables(collection, tuple(map(tuple, paths))) if paths else ()
+    def cursor(self, collection: str) -> CollectionCursor:
+        return self.cursors.setdefault(collection, CollectionCursor())
 
-    def use_child_tables(self, collection: str, fields: tuple[tuple[str, ...], ...]) -> list[str]:
-        """Make `fields` the child-table arrays of `collection`. When they change, its cursor starts over, so that
-        reading every document again fills the new tables (and takes their arrays out of the document rows);
-        returns the tables no longer selected, whose rows are then to be marked deleted."""
-        paths = sorted(list(path) for path in fields)
-        if paths == self.child_paths.get(collection, []):
-            return []
-        before = {child.table for child in _all_child_tables(self.child_tables(collection))}
+    def starts_over(self, collection: str) -> bool:
+        """Whether the collection's next read is from the beginning (never synced, or to be read again)."""
+        cursor = self.cursors.get(collection)
+        return cursor is None or cursor.saved_since == _BEGINNING_OF_TIME
+
+    def read_again(self, collection: str) -> None:
+        """Read the collection from the beginning next (its child tables changed)."""
         if collection in self.cursors:
             self.cursors[collection] = CollectionCursor()
-        if paths:
-            self.child_paths[collection] = paths
-        else:
-            self.child_paths.pop(collection, None)
-        dropped = before - {child.table for child in _all_child_tables(self.child_tables(collection))}
-        for table in dropped:
-            self.child_widths.pop(table, None)
-            self.element_columns.pop(table, None)
-        return sorted(dropped)
 
-    def element_columns_of(self, child: "ChildTable") -> "ColumnNames":
-        """Which column each field of a child table's elements lands in, as named by the syncs before."""
-        columns = self.element_columns.get(child.table)
-        if not isinstance(columns, ColumnNames):  # not yet used in this sync: built from the saved entries
-            columns = self.element_columns[child.table] = element_column_names(child, columns)
-        return columns
+    def columns(self, collection: str) -> "ColumnNames":
+        """Which column each field of the collection's documents lands in, as named by the syncs before."""
+        if collection not in self.column_names:
+            self.column_names[collection] = ColumnNames()
+        return self.column_names[collection]
 
-    def widen(self, widths: dict[str, int]) -> bool:
-        """Raise the widest array written per child table; True when one grew (to be checkpointed before its rows
-        are written, so that a later shrink always knows which element rows may exist)."""
-        grown = False
-        for table, width in widths.items():
-            if width > self.child_widths.get(table, 0):
-                self.child_widths[table], grown = width, True
-        return grown
+
+def _upgrade_v1(state: dict) -> dict | None:
+    """Version 1 kept versions only at the cursor's exact timestamp ({collection: {id: change vector}}): the same
+    versions in the current layout. None when they are not in that layout."""
+    cursors = state.get("cursors", {})
+    try:
+        kept = {
+            name: {doc_id: [cursors.get(name), vector] for doc_id, vector in versions.items()}
+            for name, versions in dict(state.get("versions_at_cursor", {})).items()
+        }
+    except (AttributeError, TypeError, ValueError):
+        return None
+    upgraded = {key: value for key, value in state.items() if key != "versions_at_cursor"}
+    return {**upgraded, "version": _STATE_VERSION, "synced_versions": kept}
+
+
+def _load_cursors(state: dict) -> dict[str, CollectionCursor]:
+    cursors, kept = state.get("cursors", {}), state.get("synced_versions", {})
+    for name, since in cursors.items():
+        _check_timestamp(name, since)
+    try:
+        return {
+            name: CollectionCursor(
+                since, {doc_id: (str(version[0]), str(version[1])) for doc_id, version in kept.get(name, {}).items()}
+            )
+            for name, since in cursors.items()
+        }
+    except (AttributeError, TypeError, IndexError, KeyError):
+        raise SourceError(None, "state: synced_versions is malformed; reset the connector to sync again") from None
+
+
+def _check_timestamp(key: str, cursor: Any) -> None:
+    if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
+        raise SourceError(None, f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
+
+
+def _load_column_names(state: dict) -> dict[str, "ColumnNames"]:
+    try:
+        return {name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()}
+    except (AttributeError, TypeError, ValueError):
+        raise SourceError(None, "state: the column names are not [path, name] lists; reset the connector") from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1494,6 +1526,98 @@ def element_column_names(child: ChildTable, entries: list | None = None) -> Colu
     return columns
 
 
+@dataclass
+class ChildTableState:
+    """What the state keeps of child tables: each collection's child-table array paths, the most elements one array
+    has had per child table (so the rows of removed elements are found without keeping anything per document),
+    and the column each field of a child table's elements landed in."""
+
+    paths: dict[str, list[list[str]]] = field(default_factory=dict)  # collection -> its child-table arrays
+    widths: dict[str, int] = field(default_factory=dict)  # child table -> most elements of one array written
+    element_columns: dict[str, Any] = field(default_factory=dict)  # child table -> its ColumnNames (saved: entries)
+
+    @classmethod
+    def load(cls, state: dict) -> "ChildTableState":
+        try:
+            return cls(
+                paths={name: [list(path) for path in paths] for name, paths in state.get("child_paths", {}).items()},
+                widths={table: int(width) for table, width in state.get("child_widths", {}).items()},
+                element_columns={table: list(entries) for table, entries in state.get("child_columns", {}).items()},
+            )
+        except (AttributeError, TypeError, ValueError):
+            raise SourceError(
+                None, "state: the child tables are not in the layout written; reset the connector"
+            ) from None
+
+    def save(self, state: dict) -> None:
+        if self.paths:
+            state["child_paths"] = {name: [list(path) for path in paths] for name, paths in self.paths.items()}
+            state["child_widths"] = dict(self.widths)
+        element_columns = {
+            table: columns.to_list() if isinstance(columns, ColumnNames) else columns
+            for table, columns in self.element_columns.items()
+        }
+        if any(element_columns.values()):
+            state["child_columns"] = {table: entries for table, entries in element_columns.items() if entries}
+
+    def tables(self, collection: str) -> tuple[ChildTable, ...]:
+        """The collection's child tables, as a tree (grandchild tables below their child table)."""
+        paths = self.paths.get(collection)
+        return child_tables(collection, tuple(map(tuple, paths))) if paths else ()
+
+    def table_names(self, collection: str) -> list[str]:
+        return [child.table for child in _all_child_tables(self.tables(collection))]
+
+    def select(self, collection: str, fields: tuple[tuple[str, ...], ...]) -> tuple[bool, list[str]]:
+        """Make `fields` the child-table arrays of `collection`: whether they changed, and the tables no longer
+        selected (their widths and columns are forgotten)."""
+        paths = sorted(list(path) for path in fields)
+        if paths == self.paths.get(collection, []):
+            return False, []
+        before = set(self.table_names(collection))
+        if paths:
+            self.paths[collection] = paths
+        else:
+            self.paths.pop(collection, None)
+        dropped = before - set(self.table_names(collection))
+        for table in dropped:
+            self.widths.pop(table, None)
+            self.element_columns.pop(table, None)
+        return True, sorted(dropped)
+
+    def rows(self, collection: str, document: dict, columns: ColumnNames) -> DocumentRows:
+        """The rows the document writes (see document_rows), against the widest arrays written so far."""
+        children = self.tables(collection)
+        return document_rows(table_name(collection), document, children, self.widths, columns, self._columns_of)
+
+    def widen(self, widths: dict[str, int]) -> bool:
+        """Raise the widest array written per child table; True when one grew (to be checkpointed before its rows
+        are written, so that a later shrink always knows which element rows may exist)."""
+        grown = False
+        for table, width in widths.items():
+            if width > self.widths.get(table, 0):
+                self.widths[table], grown = width, True
+        return grown
+
+    def row_keys(self, collection: str, document: dict, columns: ColumnNames) -> list[tuple[str, dict]]:
+        """The primary key of every row the document writes: its own and its elements' (to touch them)."""
+        children = self.tables(collection)
+        keys = {child.table: child.keys for child in _all_child_tables(children)}
+        rows = document_rows(table_name(collection), document, children, {}, columns, self._columns_of)
+        return [(table, {key: row[key] for key in keys.get(table, ("Id",))}) for table, row in rows.upserts]
+
+    def deleted_rows(self, collection: str, doc_id: str) -> list[tuple[str, dict]]:
+        """The keys of every element row a deleted document may have left in its child tables."""
+        return deleted_document_rows(doc_id, self.tables(collection), self.widths)
+
+    def _columns_of(self, child: ChildTable) -> ColumnNames:
+        """Which column each field of a child table's elements lands in, as named by the syncs before."""
+        columns = self.element_columns.get(child.table)
+        if not isinstance(columns, ColumnNames):  # not yet used in this sync: built from the saved entries
+            columns = self.element_columns[child.table] = element_column_names(child, columns)
+        return columns
+
+
 def declare_tables(
     collection: str, children: tuple[ChildTable, ...], documents: Callable[[], Iterable[dict]]
 ) -> list[dict]:
@@ -1763,18 +1887,18 @@ class RevisionsBinWalk:
     request of a walk goes to the node of its first one: each node lists its bin in its own etag order.
     """
 
-    def __init__(self, store: DocumentStore, settings: Settings, state: SyncState):
-        self.store, self.settings, self.state = store, settings, state
+    def __init__(self, store: DocumentStore, settings: Settings, position: BinPosition):
+        self.store, self.settings, self.position = store, settings, position
         self.reached = False  # known after iteration: stopped at what the last sync read, not at the end of the bin
         self.requests = 0
         self.node: Any = None  # the node every request of this walk goes to, once the first one chose it
 
     def __iter__(self) -> Iterator[dict]:
         size, start, bound = self.settings.batch_size, 0, None
-        page = self._page(start, size, if_none_match=self.state.deletes_change_vector)
+        page = self._page(start, size, if_none_match=self.position.change_vector)
         while page is not None:
             for entry in page:
-                if self.state.deletes_reached(Metadata.of(entry)):
+                if self.position.reached(Metadata.of(entry)):
                     self.reached = True
                     return
                 yield entry
@@ -2066,17 +2190,19 @@ def select_child_tables(store: DocumentStore, settings: Settings, selection: Sel
     again from the beginning; a child table no longer selected has its rows marked deleted."""
     collections = list(selection.counts)
     for collection, sample in newest_samples(store, settings, selection, wanted=settings.child_tables.every):
-        before = state.child_paths.get(collection, [])
         paths = settings.child_tables.paths_of(collection, sample, collections)
         if settings.child_tables.every:  # an array `*` found stays a table when later samples no longer show it
-            paths = tuple(sorted({*paths, *map(tuple, state.child_paths.get(collection, []))}))
-        for table in state.use_child_tables(collection, paths):
+            paths = tuple(sorted({*paths, *map(tuple, state.children.paths.get(collection, []))}))
+        changed, dropped = state.children.select(collection, paths)
+        if not changed:
+            continue
+        state.read_again(collection)  # reading every document again fills the new tables
+        for table in dropped:
             log.info(f"{table}: no longer a child table; its rows are marked deleted")
             op.truncate(table)
-        if state.child_paths.get(collection, []) != before:
-            tables = ", ".join(child.table for child in _all_child_tables(state.child_tables(collection))) or "none"
-            again = "; reading every document again" if collection in state.cursors else ""
-            log.info(f"{collection}: child tables {tables}{again}")
+        tables = ", ".join(state.children.table_names(collection)) or "none"
+        again = "; reading every document again" if collection in state.cursors else ""
+        log.info(f"{collection}: child tables {tables}{again}")
 
 
 def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:
@@ -2093,8 +2219,8 @@ def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str
 
 
 def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], state: SyncState) -> int:
-    first_sync = state.deletes_since is None
-    walk = RevisionsBinWalk(store, settings, state)
+    first_sync = state.deletes.since is None
+    walk = RevisionsBinWalk(store, settings, state.deletes)
     newest, deleted = None, 0
     for entry in walk:
         meta = Metadata.of(entry)
@@ -2104,13 +2230,13 @@ def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], st
         if meta.collection in synced:
             delete_document(meta.collection, meta.id, state)
             deleted += 1
-    if not first_sync and not walk.reached and state.deletes_change_vector is not None:
+    if not first_sync and not walk.reached and state.deletes.change_vector is not None:
         log.warning(
-            f"revisions bin: neither the entry deleted at {state.deletes_since} that the last sync read last nor any "
+            f"revisions bin: neither the entry deleted at {state.deletes.since} that the last sync read last nor any "
             "older one is listed any more: documents deleted before this sync that were purged from the bin "
             "(revisions bin cleaner, revisions expiry) are not marked deleted; reconcile_deletes_hours catches them"
         )
-    state.advance_deletes(newest)
+    state.deletes.advance(newest)
     if deleted or walk.requests > 1:
         log.info(f"revisions bin: marked {deleted} deleted documents ({walk.requests} requests)")
     return deleted
@@ -2249,8 +2375,7 @@ def _upsert_changes(
         cursor.record(meta, bound)
         upserted += 1
         progress.document_read(upserted=True)
-        if state.count_record():
-            checkpoint(state)
+        state.checkpoints.record_written()
     return upserted
 
 
@@ -2261,13 +2386,13 @@ def upsert_document(collection: str, document: dict, state: SyncState, checkpoin
     are written), so the rows of removed elements are found without keeping anything per document. In a
     reconciliation the widening waits for the reconciliation's own checkpoint, which must carry its truncate and
     its touches together."""
-    table, columns, children = table_name(collection), state.columns(collection), state.child_tables(collection)
-    if not children:
-        op.upsert(table, flatten(document, columns))
+    columns = state.columns(collection)
+    if not state.children.tables(collection):
+        op.upsert(table_name(collection), flatten(document, columns))
         return
-    rows = document_rows(table, document, children, state.child_widths, columns, state.element_columns_of)
-    if state.widen(rows.widths) and checkpoint_on_widen:
-        checkpoint(state)
+    rows = state.children.rows(collection, document, columns)
+    if state.children.widen(rows.widths) and checkpoint_on_widen:
+        state.checkpoints.save()
     for table, row in rows.upserts:
         op.upsert(table, row)
     for table, key in rows.stale:
@@ -2277,7 +2402,7 @@ def upsert_document(collection: str, document: dict, state: SyncState, checkpoin
 def delete_document(collection: str, doc_id: str, state: SyncState) -> None:
     """Mark a deleted document's row deleted, and every element row it may have in its child tables."""
     op.delete(table_name(collection), {"Id": doc_id})
-    for table, key in deleted_document_rows(doc_id, state.child_tables(collection), state.child_widths):
+    for table, key in state.children.deleted_rows(collection, doc_id):
         op.delete(table, key)
 
 
@@ -2298,24 +2423,22 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
     """
     started, documents = time.monotonic(), 0
     cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
-    children = state.child_tables(collection)
-    keys = {child.table: child.keys for child in _all_child_tables(children)}
+    has_children = bool(state.children.tables(collection))
     op.truncate(table)
-    for child_table in keys:
+    for child_table in state.children.table_names(collection):
         op.truncate(child_table)
     for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
         meta = Metadata.of(document)
         if meta.last_modified > cursor.since:
             upsert_document(collection, document, state, checkpoint_on_widen=False)
-        elif not children:
+        elif not has_children:
             op.update(table, {"Id": meta.id})
         else:
-            rows = document_rows(table, document, children, {}, columns, state.element_columns_of)
-            for row_table, row in rows.upserts:
-                op.update(row_table, {key: row[key] for key in keys.get(row_table, ("Id",))})
+            for row_table, key in state.children.row_keys(collection, document, columns):
+                op.update(row_table, key)
         documents += 1
     state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
-    checkpoint(state)
+    state.checkpoints.save()
     log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
 
 
@@ -2339,11 +2462,37 @@ def _retrying(subject: str, again: str, action: Callable[[], Any]) -> Any:
 # Checkpoints and progress: what a sync saves and when, and what it tells the log while it runs
 
 
-def checkpoint(state: SyncState) -> None:
-    """Save the state; the records handed to Fivetran before it reach the destination with it."""
-    saved = state.to_dict()
-    op.checkpoint(saved)
-    state.unsaved_records, state.last_saved = 0, saved
+class Checkpoints:
+    """When a sync saves its state, and what it saved last.
+
+    A checkpoint is due every 1,000 records handed to Fivetran, counted across collections (a sync of many small
+    collections checkpoints as often as one large collection), and one saves the final state unless the last one
+    already did. A sync that fails therefore reads again at most the 999 documents it upserted after its last
+    checkpoint, which land again as the same rows; one that fails while new collections are read together (their
+    cursors held) reads them again whole, at most `_MAX_READ_TOGETHER` documents.
+    """
+
+    def __init__(self, state: SyncState):
+        self.state = state
+        self.unsaved_records = 0  # handed to Fivetran since the last checkpoint
+        self.last_saved: dict | None = None  # what this sync's last checkpoint saved
+
+    def record_written(self) -> None:
+        """One more record handed to Fivetran; save when a checkpoint is due."""
+        self.unsaved_records += 1
+        if self.unsaved_records >= _CHECKPOINT_EVERY_RECORDS:
+            self.save()
+
+    def save(self) -> None:
+        """Save the state; the records handed to Fivetran before it reach the destination with it."""
+        saved = self.state.to_dict()
+        op.checkpoint(saved)
+        self.unsaved_records, self.last_saved = 0, saved
+
+    def save_if_changed(self) -> None:
+        """Save unless the last checkpoint of this sync saved the same state with no record since."""
+        if self.unsaved_records > 0 or self.state.to_dict() != self.last_saved:
+            self.save()
 
 
 class Progress:
