@@ -12,6 +12,10 @@ documents no newer than the moment the server began the query, less `lookback_se
 document's current version at its indexed place, so later writes may come back out of order or not at all, and a
 cluster node may receive another node's write late with its original timestamp. Documents past that point are
 upserted and read again next sync; the versions kept in the state keep an unchanged one from landing twice.
+
+The module reads in the order of a sync, one labelled section per concern: the entry points (schema(), update(),
+the setup form), errors, settings, certificates, state, rows and types, child tables, reading RavenDB, the sync
+itself, checkpoints and progress.
 """
 
 import base64
@@ -67,22 +71,27 @@ from ravendb.tools.utils import Utils
 
 __version__ = "1.0.0"  # named in the first log line of every sync
 
-_CHECKPOINT_EVERY_RECORDS = 1_000
+# Settings: limits and defaults (the settings table, _SETTINGS, uses them)
 _DEFAULT_BATCH_SIZE = 1_000  # records per revisions-bin request; collections are streamed, not paged
 _MAX_BATCH_SIZE = 100_000
-_STREAM_READ_BYTES = 1 << 16  # bytes per socket read of a stream (the client's default is 512)
-_CONNECT_TIMEOUT_SECONDS = 5.0
+_DEFAULT_PROGRESS_SECONDS = 30.0  # while a collection streams, at most one progress line this often
+_MAX_PROGRESS_SECONDS = 3600.0
+_DEFAULT_LOOKBACK_SECONDS = 60
+_MAX_LOOKBACK_SECONDS = 7 * 24 * 3600
+_DATABASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_CONNECTION_STEP_BY_SETTING = {"database_name": "database", "collection_name": "read access to the collections"}
+
+# Certificates
 _PRIVATE_DIR_PREFIX = "ravendb-connector-"  # + pid: the owner-only temporary folder of the client certificate
-_INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for a stale auto index to catch up before reading on
-_MAX_ATTEMPTS = 5
-_BACKOFF_FIRST_SECONDS = 1.0
-_BACKOFF_CAP_SECONDS = 30.0
-_SMALL_COLLECTION = 1_000  # documents: new collections this small are read together, in one read of the database
-_MAX_READ_TOGETHER = 50_000  # documents of the collections read (or sampled) together in one read of the database
-_ALL_DOCUMENTS_STREAM = "streams/docs?format=jsonl"  # every document of the database, newest etag first
-_SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
+
+# State
+_STATE_VERSION = 2  # version 1 (versions kept only at the cursor's exact timestamp) is read and upgraded
+_BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
+_LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
+_MAX_SYNCED_VERSIONS = 5_000  # versions of documents at or after the cursor that the state keeps per collection
+
+# Rows, types and names
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
-_MAX_CHILD_TABLE_DEPTH = 2  # array levels that become tables (child, grandchild); deeper arrays stay JSON
 _COLUMN_BUDGET = 500  # columns a table's nested objects may take; past it an object lands as one JSON value
 _MAX_NAME_LENGTH = 120  # characters of a table or column name (Redshift takes 127)
 _CONNECTOR_COLUMNS = ("id", "last_modified")  # Id and LastModified as Fivetran names them: never a field's column
@@ -103,26 +112,35 @@ _TRANSLITERATION = {
     **{"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "þ": "th", "ð": "d", "đ": "d", "ł": "l", "ı": "i"},
 }
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_DEFAULT_PROGRESS_SECONDS = 30.0  # while a collection streams, at most one progress line this often
-_MAX_PROGRESS_SECONDS = 3600.0
 _SMALLEST_NORMAL_DOUBLE = 2.2250738585072014e-308
-_MAX_SYNCED_VERSIONS = 5_000  # versions of documents at or after the cursor that the state keeps per collection
-_DEFAULT_LOOKBACK_SECONDS = 60
-_MAX_LOOKBACK_SECONDS = 7 * 24 * 3600
-_INDEX_WAIT_SLICE_SECONDS = 15.0  # one wait request; a progress line is logged after each that ends still stale
-_STATE_VERSION = 2  # version 1 (versions kept only at the cursor's exact timestamp) is read and upgraded
-_BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
-_DATABASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-_LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
+_RAVEN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?")
 
+# Child tables
+_MAX_CHILD_TABLE_DEPTH = 2  # array levels that become tables (child, grandchild); deeper arrays stay JSON
+
+# Reading RavenDB
+_STREAM_READ_BYTES = 1 << 16  # bytes per socket read of a stream (the client's default is 512)
+_CONNECT_TIMEOUT_SECONDS = 5.0
+_INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for a stale auto index to catch up before reading on
+_INDEX_WAIT_SLICE_SECONDS = 15.0  # one wait request; a progress line is logged after each that ends still stale
+_SMALL_COLLECTION = 1_000  # documents: new collections this small are read together, in one read of the database
+_MAX_READ_TOGETHER = 50_000  # documents of the collections read (or sampled) together in one read of the database
+_ALL_DOCUMENTS_STREAM = "streams/docs?format=jsonl"  # every document of the database, newest etag first
+_SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
 # Every query the connector sends is one of these constant texts. The collection is the one part RQL cannot take
 # as a parameter: it is escaped exactly as the ravendb client escapes it (Utils.escape_collection_name).
 _CHANGED_SINCE_RQL = (
     "from '{collection}' where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
 )
 _ALL_DOCUMENTS_RQL = "from '{collection}'"  # a collection query: read from storage, no index, never stale
-_CONNECTION_STEP_BY_SETTING = {"database_name": "database", "collection_name": "read access to the collections"}
-_RAVEN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?")
+
+# The sync itself: retries of transient failures
+_MAX_ATTEMPTS = 5
+_BACKOFF_FIRST_SECONDS = 1.0
+_BACKOFF_CAP_SECONDS = 30.0
+
+# Checkpoints
+_CHECKPOINT_EVERY_RECORDS = 1_000
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -589,7 +607,7 @@ def _parse_child_tables(text: str | None, collections: tuple[str, ...]) -> "Chil
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Certificates: the client certificate and the server CA as the configuration gives them, and their private files
+# Certificates: the client certificate and server CA the configuration gives, and the owner-only files of them
 
 
 class ClientCertificate(NamedTuple):
@@ -740,7 +758,7 @@ def _write_private(directory: str, name: str, content: bytes | None) -> str | No
 
 
 # ----------------------------------------------------------------------------------------------------------
-# State: where each collection's next read starts, where the revisions bin was left, and the saved layout
+# State: cursors with their kept versions, where the revisions bin was left, SyncState composing them (by version)
 
 
 class Metadata(NamedTuple):
@@ -1317,7 +1335,7 @@ def format_last_modified(moment: datetime) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Child tables: which arrays land as tables, each document's element rows, and what the state keeps of them
+# Child tables: which arrays land as tables, each document's element rows, what the state keeps of them
 
 
 _ELEMENT_VALUE = "Value"  # the column of an array element that is not an object (a number, a string, a list)
@@ -1648,7 +1666,7 @@ def _declare(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Reading RavenDB: the store, the constant queries, streams and commands, errors translated at this boundary
+# Reading RavenDB (requests and streams only): store, constant queries, streams, commands, error translation
 
 
 @contextmanager
@@ -2181,7 +2199,7 @@ def _last_line(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The sync: what update() runs, in its order, writing to Fivetran
+# The sync itself: what update() runs, in its order: child tables, deletes, new collections, each collection
 
 
 def select_child_tables(store: DocumentStore, settings: Settings, selection: Selection, state: SyncState) -> None:
@@ -2306,7 +2324,7 @@ def sync_collection(
 ) -> int:
     """Upsert every document of `collection` changed since its cursor, retrying transient failures.
 
-    Its state is saved at the next checkpoint, which comes every 1,000 records across collections (see SyncState)."""
+    Its state is saved at the next checkpoint, which comes every 1,000 records across collections (see Checkpoints)."""
     since = state.cursor(collection).since
     log.info(f"{collection}: sync started from {'the beginning' if since == _BEGINNING_OF_TIME else since}")
     started = time.monotonic()
