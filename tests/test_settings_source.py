@@ -48,6 +48,7 @@ def test_the_example_configuration_has_every_form_setting_in_the_form_order():
     example = json.loads((REPO / "configuration.json.example").read_text(encoding="utf-8"))
 
     assert list(example) == form_keys()
+    assert example == {setting.key: setting.example for setting in connector._SETTINGS}  # the table's examples
 
 
 def test_validation_reads_every_form_setting_and_no_other():
