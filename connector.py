@@ -5,7 +5,9 @@ Each collection becomes one table keyed by the document id. A sync streams every
 them together, in one stream of the whole database), flattens each document into a row and upserts it,
 checkpointing every 1,000 records (counted across collections) and at the end. Documents deleted from collections
 with revisions enabled are read from the revisions bin and marked deleted. Arrays named by the `child_tables`
-setting land as tables of their own, one row per element.
+setting land as tables of their own, one row per element. With `history_collections`, every revision RavenDB keeps
+of those collections' documents lands as a row of `<table>_history`, valid from its `@last-modified` until the
+next revision's (read per node by etag: HistoryWalk).
 
 The cursor is RavenDB's own 7-digit `@last-modified` string, and the query reads `>=` it. It moves only to
 documents no newer than the moment the server began the query, less `lookback_seconds`: RavenDB returns each
@@ -14,8 +16,8 @@ cluster node may receive another node's write late with its original timestamp. 
 upserted and read again next sync; the versions kept in the state keep an unchanged one from landing twice.
 
 The module reads in the order of a sync, one labelled section per concern: the entry points (schema(), update(),
-the setup form), errors, settings, certificates, state, rows and types, child tables, reading RavenDB, the sync
-itself, checkpoints and progress.
+the setup form), errors, settings, certificates, state, rows and types, child tables, history tables, reading
+RavenDB, the sync itself, checkpoints and progress.
 """
 
 import base64
