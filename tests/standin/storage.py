@@ -16,7 +16,7 @@ from typing import Any
 
 from tests.standin.clock import Clock, format_ticks
 from tests.standin.errors import RavenError
-from tests.standin.revisions import DELETE_REVISION_FLAGS, RevisionStore, delete_revision, revision_of
+from tests.standin.revisions import RevisionStore, delete_revision, revision_of
 
 EMPTY_COLLECTION = "@empty"
 HILO_COLLECTION = "@hilo"
@@ -24,6 +24,7 @@ ALL_DOCS = "@all_docs"
 LAST_MODIFIED_FIELD = "@metadata.@last-modified"
 ID_FIELD = "id()"
 SERVER_METADATA = ("@id", "@change-vector", "@last-modified", "@flags", "@etag", "@index-score", "@nested-object-types")
+DELETE_REVISION_FLAGS = "HasRevisions, DeleteRevision"  # RevisionsStorage.Delete: DeleteRevision | HasRevisions
 
 
 def dumps(value: Any) -> bytes:
@@ -111,13 +112,6 @@ class RevisionsBin:
         """A delete that created a delete revision."""
         self.deletes.append(entry)
         self.add_revision(entry.key, entry.etag)
-
-    def forget(self, key: str, etag: int) -> None:
-        """A revision RavenDB trimmed (MinimumRevisionsToKeep, MinimumRevisionAgeToKeep): no longer counted, and no
-        longer a bin entry if it was a delete revision."""
-        self.deletes = [entry for entry in self.deletes if entry.etag != etag]
-        self.per_id[key] -= 1
-        self.count -= 1
 
     def purge(self, key: str) -> None:
         """PurgeOnDelete: the deleted id keeps no revision at all."""
@@ -522,9 +516,8 @@ class Database:
         self.changed.notify_all()
 
     def _keep_revision(self, collection: str, revision: Any) -> None:
-        """Store a revision's content, and forget in the bin what the configuration trims."""
-        for trimmed in self.revision_store.add(revision, self.revisions_enabled(collection), self.now()):
-            self.revisions.forget(trimmed.key, trimmed.etag)
+        """Store a revision's content; the store trims what the collection's configuration no longer keeps."""
+        self.revision_store.add(revision, self.revisions_enabled(collection), self.now())
 
     def receive(self, item: Replicated) -> None:
         """Apply a version replicated from another node: it keeps its @last-modified and change vector and gets
