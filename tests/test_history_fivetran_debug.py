@@ -19,8 +19,8 @@ from tests.test_history import enable_revisions, expected_history, write_history
 from tests.test_reliability import debug_process, start_debug
 
 HISTORY = (
-    "select id, change_vector, epoch_us(valid_from), epoch_us(valid_to), is_current, is_deleted, status "
-    "from tester.orders_history"
+    "select id, change_vector, epoch_us(valid_from), epoch_us(valid_to), is_current, is_deleted, status, company, "
+    "freight, ship_to_city, ordered_at::varchar from tester.orders_history"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -41,9 +41,18 @@ def warehouse_history(project_dir) -> dict[tuple[str, str], tuple]:
 def ravendb_history(target, ids: list[str]) -> dict[tuple[str, str], tuple]:
     """The revisions RavenDB keeps of `ids` as the history rows they make; times in microseconds since 1970."""
     return {
-        key: (_micros(row["ValidFrom"]), _micros(row["ValidTo"]), row["IsCurrent"], row["IsDeleted"], row.get("Status"))
+        key: (
+            _micros(row["ValidFrom"]), _micros(row["ValidTo"]), row["IsCurrent"], row["IsDeleted"], row.get("Status"),
+            row.get("Company"), float(row["Freight"]) if "Freight" in row else None, row.get("ShipTo_City"),
+            _duckdb_timestamp(row.get("OrderedAt")),
+        )
         for key, row in expected_history(target, ids).items()
-    }
+    }  # fmt: skip
+
+
+def _duckdb_timestamp(raven_date: str | None) -> str | None:
+    """A RavenDB date without offset as DuckDB shows the TIMESTAMP it lands as."""
+    return raven_date.replace("T", " ").split(".")[0] if raven_date else None
 
 
 def _micros(moment: datetime | None) -> int | None:
