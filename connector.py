@@ -2841,12 +2841,13 @@ class HistoryWalk:
     """One read of the revisions of one node, from where the last read of that node ended, in etag order.
 
     Each page of GET /debug/documents/get-revisions (every collection's revisions, metadata only) is followed by
-    GET /revisions?changeVector=... for the content of those to land (a revision RavenDB removed meanwhile comes
-    back null and is skipped). Revisions of one document are ordered as RavenDB orders them, by etag; each row's
-    `ValidTo` is its successor's `@last-modified`. The first revision of a document in a sync closes the row of
-    the one before it: known from this sync's earlier pages, or asked of RavenDB (GET /revisions?id=, newest first,
-    metadata only) when the node's read did not start at its first etag in this sync. The node's cursor moves,
-    and is checkpointed, after each page's rows.
+    one POST /multi_get of GET /revisions?changeVector=... for their content (a revision RavenDB removed meanwhile
+    comes back null and is skipped; those of other collections are dropped). Revisions of one document are ordered
+    as RavenDB orders them, by etag; each row's `ValidTo` is its successor's `@last-modified`. The first revision of
+    a document in a sync closes the row of the one before it: known from this sync's earlier pages, or asked of
+    RavenDB (GET /revisions?id=, newest first, metadata only, 100 documents per POST /multi_get) when the node's
+    read did not start at its first etag in this sync. The node's cursor moves, and is checkpointed, after each
+    page's rows. Memory holds, per document listed in the sync, its newest revision's change vector and time.
     """
 
     def __init__(
