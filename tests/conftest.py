@@ -2,13 +2,14 @@
 
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import connector
 from tests.fakes import FakeDocumentStore
-from tests.syncing import configuration_for
+from tests.syncing import configuration_for, copy_project
 
 pytest_plugins = ["tests.standin.fixtures"]
 
@@ -23,6 +24,12 @@ def base_configuration() -> dict[str, str]:
 def configuration(ravendb_target) -> dict[str, str]:
     """The connector's configuration for the test server's fresh database, syncing Orders."""
     return configuration_for(ravendb_target, collection_name="Orders")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A connector project as a user has it, in a fresh folder: connector.py and requirements.txt."""
+    return copy_project(tmp_path)
 
 
 @dataclass

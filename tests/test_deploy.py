@@ -26,12 +26,12 @@ from typing import NamedTuple
 import pytest
 
 import connector
+from tests.syncing import VENV_BIN, pipreqs_shim
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "scripts" / "deploy.sh"
 REQUIREMENTS = REPO / "requirements.txt"
 PIP = (sys.executable, "-m", "pip")
-VENV_BIN = Path(sys.executable).parent  # where pip installed the fivetran and pipreqs commands
 DEPLOY_PYTHON = re.search(r"^DEPLOY_PYTHON=(\S+)$", DEPLOY.read_text(), re.MULTILINE).group(1)
 
 
@@ -56,10 +56,8 @@ class DryRun(NamedTuple):
 
 def dry_run(folder: Path, pipreqs_options: str, *options: str) -> DryRun:
     """README's deploy command with --dry-run, called from `folder` (which holds configuration.json)."""
-    tools = folder / "bin"
-    tools.mkdir()
-    (tools / "pipreqs").write_text(f'#!/bin/sh\nexec "{VENV_BIN / "pipreqs"}" {pipreqs_options} "$@"\n')
-    (tools / "pipreqs").chmod(0o755)
+    (folder / "bin").mkdir()
+    tools = pipreqs_shim(folder / "bin", pipreqs_options)
     (folder / "configuration.json").write_text("{}")
     completed = subprocess.run(
         [str(DEPLOY), "--dry-run", *options, "--configuration", "configuration.json"],

@@ -18,7 +18,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import IO
 
 import duckdb
 import pytest
@@ -36,7 +35,9 @@ from tests.syncing import (
     configuration_for,
     database_documents,
     database_rows,
+    debug_process,
     record_streams,
+    start_debug,
     sync,
 )
 
@@ -493,33 +494,10 @@ def test_documents_without_a_collection_are_not_synced(ravendb_target, ravendb_s
 
 # ----------------------------------------------------------------------------------------------------------
 # 2. Crash and resume under `fivetran debug`: kill -9 mid-sync at a seeded moment, rerun, compare DuckDB.
-# The seeds and a failing run (unknown client certificate: a crash report) run side by side, since each run
-# spends ~13 s in the SDK's offline pipreqs check before its sync starts.
+# The seeds and a failing run (unknown client certificate: a crash report) run side by side.
 
 CRASH_SEEDS = [11, 23, 47]
 CRASH_DOCUMENTS = 20_000
-FIVETRAN = str(Path(sys.executable).with_name("fivetran"))
-
-
-def start_debug(project: Path, configuration_path: Path, tmpdir: Path, log_name: str) -> subprocess.Popen:
-    project.mkdir(parents=True)
-    tmpdir.mkdir(exist_ok=True)
-    for name in ("connector.py", "requirements.txt"):
-        shutil.copy(REPO_ROOT / name, project / name)
-    with (project.parent / log_name).open("w") as output:
-        return debug_process(project, configuration_path, tmpdir, output)
-
-
-def debug_process(project: Path, configuration_path: Path, tmpdir: Path, output: IO) -> subprocess.Popen:
-    """`fivetran debug` in `project`, its temporary files in `tmpdir`, everything it prints into `output`."""
-    return subprocess.Popen(
-        [FIVETRAN, "debug", "--configuration", str(configuration_path)],
-        cwd=project,
-        env={**os.environ, "DO_NOT_TRACK": "1", "TMPDIR": str(tmpdir)},
-        stdin=subprocess.DEVNULL,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def warehouse(project: Path) -> tuple[list[str], int, int]:
