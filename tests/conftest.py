@@ -1,4 +1,5 @@
-"""Shared fixtures: a base configuration, a document factory, a recorder of op.* calls and a fake store."""
+"""Shared fixtures: configurations, a connector project, a document factory, recorders of op.* calls and log lines,
+an in-memory database with a clock, and retries without waits."""
 
 import itertools
 from dataclasses import dataclass, field
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 
 import connector
-from tests.fakes import FakeDocumentStore
+from tests.fakes import FakeClock, FakeRavenDB
 from tests.syncing import configuration_for, copy_project
 
 pytest_plugins = ["tests.standin.fixtures"]
@@ -97,21 +98,28 @@ def ops(monkeypatch: pytest.MonkeyPatch) -> RecordedOps:
 
 
 @pytest.fixture
-def fake_store(monkeypatch: pytest.MonkeyPatch) -> type[FakeDocumentStore]:
-    """Replace ravendb.DocumentStore in connector.py with the in-memory fake; the TCP probe always succeeds."""
-    monkeypatch.setattr(FakeDocumentStore, "documents", {})
-    monkeypatch.setattr(FakeDocumentStore, "instances", [])
-    monkeypatch.setattr(FakeDocumentStore, "revisions_bin", None)
-    monkeypatch.setattr(FakeDocumentStore, "bin_extra", {})
-    monkeypatch.setattr(FakeDocumentStore, "indexed_at", {})
-    monkeypatch.setattr(FakeDocumentStore, "server_date", None)
-    monkeypatch.setattr(FakeDocumentStore, "stale_streams", 0)
-    monkeypatch.setattr(FakeDocumentStore, "stale_waits", 0)
-    monkeypatch.setattr(FakeDocumentStore, "error_after", None)
-    monkeypatch.setattr(FakeDocumentStore, "seconds_per_document", 0.0)
-    monkeypatch.setattr(connector, "DocumentStore", FakeDocumentStore)
+def fake_store(monkeypatch: pytest.MonkeyPatch) -> FakeRavenDB:
+    """A fresh in-memory database that connector.py opens its stores on (in place of ravendb.DocumentStore); the TCP
+    probe of the server always succeeds."""
+    db = FakeRavenDB()
+    monkeypatch.setattr(connector, "DocumentStore", db.open_store)
     monkeypatch.setattr(connector, "_check_reachable", lambda urls: None)
-    return FakeDocumentStore
+    return db
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch, fake_store: FakeRavenDB) -> FakeClock:
+    """connector.py's clock, moved only by its own waits and by the fake store's slow streams."""
+    fake_clock = FakeClock()
+    monkeypatch.setattr(connector, "time", fake_clock)
+    fake_store.sleep = fake_clock.sleep
+    return fake_clock
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries resume at once: the tests count attempts, not seconds."""
+    monkeypatch.setattr(connector, "_BACKOFF_FIRST_SECONDS", 0.0)
 
 
 @pytest.fixture

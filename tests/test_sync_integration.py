@@ -378,12 +378,16 @@ class TestFailuresNameTheSetting:
         with pytest.raises(SourceError, match=r"^ravendb_urls: TLS with .* the server certificate is not trusted"):
             connector.update(configuration, {})
 
-    def test_plain_http_to_an_https_server(self, ravendb_target):
+    def test_plain_http_to_an_https_server_says_to_use_https(self, ravendb_target):
         configuration = configuration_for(ravendb_target, ravendb_urls=ravendb_target.urls[0].replace("https", "http"))
         del configuration["certificate_base64"], configuration["server_ca_base64"]
 
-        with pytest.raises(SourceError, match=r"^ravendb_urls: "):
+        with pytest.raises(SourceError) as raised:
             connector.update(configuration, {})
+
+        assert raised.value.setting == "ravendb_urls"
+        assert str(raised.value).startswith(f"ravendb_urls: request to {configuration['ravendb_urls']} failed: ")
+        assert str(raised.value).endswith("(a server that only speaks TLS answers http:// like this: use https://)")
 
     def test_unknown_database(self, ravendb_target):
         configuration = configuration_for(ravendb_target, database_name="no_such_database")
