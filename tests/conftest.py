@@ -14,6 +14,21 @@ from tests.syncing import configuration_for, copy_project
 
 pytest_plugins = ["tests.standin.fixtures"]
 
+SERVER_FIXTURES = {"raven_server", "ravendb_target", "ravendb_store", "standin_control", "standin_http"}
+CLI_FIXTURES = {"project", "offline", "crash_runs"}  # each runs the fivetran CLI or scripts/deploy.sh
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by what it runs: `e2e` runs the `fivetran` CLI or a script of scripts/ as a user does (marked
+    by hand, or by a fixture of CLI_FIXTURES); `integration` talks to a test server (RavenDB or the stand-in);
+    `unit` runs in-process only (against the fake store at most)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("e2e") is None and fixtures & CLI_FIXTURES:
+            item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("e2e") is None:
+            item.add_marker(pytest.mark.integration if fixtures & SERVER_FIXTURES else pytest.mark.unit)
+
 
 @pytest.fixture
 def base_configuration() -> dict[str, str]:

@@ -170,6 +170,7 @@ def test_reconciliation_marks_deleted_the_lines_of_orders_that_no_longer_exist(r
     assert {"orders/3-A", "orders/7-A"}.isdisjoint(doc_id for doc_id, _ in live)
 
 
+@pytest.mark.e2e
 def test_a_sync_killed_mid_way_and_resumed_after_lines_changed_leaves_no_orphan_or_missing_line(
     ravendb_target, ravendb_store, tmp_path
 ):

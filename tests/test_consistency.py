@@ -1,4 +1,4 @@
-"""Incremental sync stays exact against a server that behaves as RavenDB does (issue 12): an index read as a
+"""Incremental sync stays exact against a server that behaves as RavenDB does: an index read as a
 snapshot that returns each document's current version at its indexed place, writes during a long stream, a
 lagging index, nodes with their own storage and delayed replication, a node killed mid-stream, an Error line
 mid-stream, an auto index being built.

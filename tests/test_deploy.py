@@ -126,6 +126,7 @@ def test_offline_the_check_would_remove_only_cryptography_which_local_mode_canno
     assert importlib.metadata.distribution("cryptography").read_text("top_level.txt") is None
 
 
+@pytest.mark.e2e
 @pytest.mark.pypi
 def test_online_the_check_adds_and_removes_nothing_and_suggests_only_the_newest_cryptography(tmp_path):
     # pipreqs' default server is pypi.python.org, PyPI's old name, which redirects to pypi.org: ask it directly
@@ -141,6 +142,7 @@ def test_online_the_check_adds_and_removes_nothing_and_suggests_only_the_newest_
         assert package.read("requirements.txt") == (REPO / "requirements.txt").read_bytes()
 
 
+@pytest.mark.e2e
 @pytest.mark.pypi
 def test_a_plain_pip_install_of_requirements_beside_the_sdk_replaces_its_requests_and_succeeds(tmp_path):
     sdk_requests = next(
@@ -174,6 +176,7 @@ WHEELS = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.pypi
 @pytest.mark.parametrize(("python", "machine", "from_wheels"), WHEELS)
 def test_which_pythons_install_every_dependency_from_wheels(tmp_path, python, machine, from_wheels):
@@ -208,8 +211,7 @@ def test_deploy_uses_a_python_every_dependency_has_wheels_for():
 def test_the_first_line_of_every_sync_names_the_versions_it_runs_on(
     fake_store, make_document, base_configuration, logs, configuration_change
 ):
-    order = make_document("Orders")
-    fake_store.documents[order["@metadata"]["@id"]] = order
+    fake_store.add(make_document("Orders"))
     base_configuration.update(configuration_change)
 
     with contextlib.suppress(connector.ConfigurationError):
