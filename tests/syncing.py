@@ -170,10 +170,16 @@ class DebugRun:
         return timedelta(hours=int(hours), minutes=int(minutes), seconds=float(seconds))
 
 
+def write_configuration(path: Path, configuration: dict) -> Path:
+    """Write `configuration` as the JSON file `fivetran --configuration` reads, readable by its owner only."""
+    path.write_text(json.dumps(configuration))
+    path.chmod(0o600)
+    return path
+
+
 def debug(project: Path, configuration: dict) -> DebugRun:
     """`fivetran debug` in `project` with `configuration` (written to configuration.json, readable by its owner)."""
-    (project / "configuration.json").write_text(json.dumps(configuration))
-    (project / "configuration.json").chmod(0o600)
+    write_configuration(project / "configuration.json", configuration)
     return DebugRun(run_fivetran(project, "debug", "--configuration", "configuration.json"))
 
 

@@ -2,7 +2,6 @@
 DuckDB, Northwind-shaped orders land with one row per order line, and the lines table stays equal to the
 documents across syncs that add, change, remove lines and delete orders."""
 
-import json
 import os
 import random
 import signal
@@ -15,7 +14,16 @@ from ravendb import ConfigureRevisionsOperation, RevisionsCollectionConfiguratio
 import connector
 from tests import documents
 from tests.standin.sample_data import order
-from tests.syncing import configuration_for, database_documents, debug, debug_process, query, start_debug, sync
+from tests.syncing import (
+    configuration_for,
+    database_documents,
+    debug,
+    debug_process,
+    query,
+    start_debug,
+    sync,
+    write_configuration,
+)
 
 EPOCH, MICROSECOND = datetime(1970, 1, 1, tzinfo=timezone.utc), timedelta(microseconds=1)
 LINE_COLUMNS = ("discount", "price_per_unit", "product", "product_name", "quantity")
@@ -181,9 +189,7 @@ def test_a_sync_killed_mid_way_and_resumed_after_lines_changed_leaves_no_orphan_
         for first in range(1, count + 1, 1000):
             documents.put(ravendb_store, northwind_orders(first, 1000, seed=first))
     configuration = configuration_for(ravendb_target, collection_name="Orders", child_tables="Orders.Lines")
-    configuration_path = tmp_path / "configuration.json"
-    configuration_path.write_text(json.dumps(configuration))
-    configuration_path.chmod(0o600)
+    configuration_path = write_configuration(tmp_path / "configuration.json", configuration)
     project_dir = tmp_path / "project"
     run = start_debug(project_dir, configuration_path, tmp_path / "tmp", "killed.log")
     log_path, deadline, killed_at = tmp_path / "killed.log", time.monotonic() + 120, None

@@ -39,6 +39,7 @@ from tests.syncing import (
     record_streams,
     start_debug,
     sync,
+    write_configuration,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -523,9 +524,7 @@ def crash_runs(raven_server, tmp_path_factory):
             for start in range(1, CRASH_DOCUMENTS + 1, 1000):
                 documents.put(admin, orders(start, 1000))
         configuration = configuration_for(target, collection_name="Orders")
-        configuration_path = root / "configuration.json"
-        configuration_path.write_text(json.dumps(configuration))
-        configuration_path.chmod(0o600)
+        configuration_path = write_configuration(root / "configuration.json", configuration)
         failing_path = root / "failing-configuration.json"
         failing = dict(configuration)
         if raven_server.unknown_client_pem:
