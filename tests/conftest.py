@@ -2,6 +2,7 @@
 an in-memory database with a clock, and retries without waits."""
 
 import itertools
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,16 @@ def clock(monkeypatch: pytest.MonkeyPatch, fake_store: FakeRavenDB) -> FakeClock
     monkeypatch.setattr(connector, "time", fake_clock)
     fake_store.sleep = fake_clock.sleep
     return fake_clock
+
+
+@pytest.fixture
+def own_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary folder of the test's own as tempfile.gettempdir(), where connector.py writes its certificate
+    folders: the folders of other processes in the shared one do not count."""
+    folder = tmp_path / "tempdir"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
 @pytest.fixture

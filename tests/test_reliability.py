@@ -642,7 +642,7 @@ def test_the_key_folder_of_a_killed_run_is_removed_by_the_resumed_run(crash_runs
 
 
 def test_no_secret_in_logs_errors_state_or_working_directory_after_in_process_scenarios(
-    ravendb_target, ravendb_store, configuration, ops, logs
+    ravendb_target, ravendb_store, configuration, ops, logs, own_tempdir
 ):
     documents.put(ravendb_store, orders(1, 5))
     before = certificate_dirs()

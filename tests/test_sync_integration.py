@@ -414,7 +414,9 @@ def test_a_dead_first_node_fails_over_with_a_warning(
     assert any("unreachable" in line and ravendb_target.urls[0] in line for line in logs.messages("WARNING"))
 
 
-def test_no_secret_in_logs_errors_or_files_left_behind(ravendb_target, ravendb_store, configuration, ops, logs):
+def test_no_secret_in_logs_errors_or_files_left_behind(
+    ravendb_target, ravendb_store, configuration, ops, logs, own_tempdir
+):
     documents.put(ravendb_store, orders(1, 5))
     before = certificate_dirs()
     bad = configuration_for(ravendb_target, certificate_base64=b64_file(ravendb_target.unknown_client_pem))
