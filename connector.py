@@ -359,7 +359,7 @@ def update(configuration: dict, state: dict) -> None:
             if collection not in together:
                 sync_collection(store, settings, collection, sync_state, progress)
             if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
-                reconcile_deletes(store, settings, collection, sync_state)
+                reconcile_deletes(store, settings, collection, sync_state, progress)
     if sync_state.changed_since_saved():
         checkpoint(sync_state)
     progress.finished(deletes)
@@ -2003,13 +2003,21 @@ def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], st
     return deleted
 
 
-def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> None:
+def reconcile_deletes(
+    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress | None = None
+) -> None:
     """Mark deleted every row whose document no longer exists, without ever marking a live one.
 
     op.truncate soft-deletes every row synced before it; each document that exists is then touched again
     (op.update of its Id, or a full upsert if it changed after the cursor). Truncate and touches reach the
     destination together at the next checkpoint, so no live row is ever seen deleted. Child tables are
     truncated too, and each element row of an existing document touched by its key.
+
+    The documents are read from storage, newest etag first (GET /streams/docs), never by position: when RavenDB
+    renews the read transaction of the long read (encrypted databases, 7.x compressed documents), it resumes below
+    the last etag read, so every document unchanged since the read began is read once. A document rewritten during
+    the read moves above it and may be missed; it is newer than the cursor, so the read of the collection's changes
+    that follows lands it before the checkpoint.
     """
     started, documents = time.monotonic(), 0
     cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
@@ -2018,10 +2026,14 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
     op.truncate(table)
     for child_table in keys:
         op.truncate(child_table)
-    for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
+    wanted = collection.lower()
+    for document in DatabaseStream(store, settings):
         meta = Metadata.of(document)
+        if (meta.collection or "").lower() != wanted:
+            continue
         if meta.last_modified > cursor.since:
             upsert_document(collection, document, state, checkpoint_on_widen=False)
+            cursor.record(meta, None)  # the read of the changes that follows does not land it again
         elif not children:
             op.update(table, {"Id": meta.id})
         else:
@@ -2029,6 +2041,12 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
             for row_table, row in rows.upserts:
                 op.update(row_table, {key: row[key] for key in keys.get(row_table, ("Id",))})
         documents += 1
+    progress = progress or Progress(settings.progress_seconds, {collection: documents})
+    _retrying(
+        collection,
+        "reading its changes again",
+        lambda: _stream_into_destination(store, settings, collection, state, progress),
+    )
     state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
     checkpoint(state)
     log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
