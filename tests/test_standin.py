@@ -23,7 +23,9 @@ from ravendb.documents.operations.revisions import (
 from ravendb.documents.operations.statistics import GetCollectionStatisticsOperation, GetStatisticsOperation
 from ravendb.exceptions.exceptions import AuthorizationException, DatabaseDoesNotExistException
 from ravendb.exceptions.raven_exceptions import ConcurrencyException, RavenException
+from ravendb.serverwide.misc import DocumentsCompressionConfiguration
 from ravendb.serverwide.operations.common import GetDatabaseNamesOperation
+from ravendb.serverwide.operations.documents_compression import UpdateDocumentsCompressionConfigurationOperation
 
 from tests import documents
 from tests.standin import rql, sample_data
@@ -1103,3 +1105,48 @@ def test_a_docs_stream_can_fail_midway_with_the_server_error_object(
     lines = [json.loads(line) for line in _get(ravendb_target, "streams/docs?format=jsonl").text.splitlines() if line]
     assert _ids(lines[:2]) == _orders(5, 4)
     assert len(lines) == 3 and {"Type", "Message", "Error"} <= set(lines[2])
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "compressed"])
+def test_a_collection_query_stream_over_compressed_documents_renews_at_multiples_of_1024_once_over_the_limit(
+    ravendb_target: RavenTarget, standin_control: StandInControl, compressed: bool
+) -> None:
+    """RavenDB 7.x counts decompression buffers towards Databases.PulseReadTransactionLimitInMb: a stream over a
+    compressed collection renews its read transaction (checked every 1,024 documents), and a collection query
+    resumes by position, so a document sent before the renewal and rewritten makes it skip an unchanged one."""
+    standin_control.generate_orders(ravendb_target.database, 3_000)
+    if compressed:
+        store = _node_store(ravendb_target, "A")
+        try:
+            store.maintenance.send(
+                UpdateDocumentsCompressionConfigurationOperation(
+                    DocumentsCompressionConfiguration(False, False, ["Orders"])
+                )
+            )
+        finally:
+            store.close()
+        standin_control.set_pulse_limit(ravendb_target.database, 1)
+
+    def rewrite_a_sent_one(writer: DocumentStore) -> None:
+        _store_orders(writer, 1, start=10)
+
+    ids = _stream_across_a_write(ravendb_target, standin_control, _collection_stream_ids, 1_500, rewrite_a_sent_one)
+    if compressed:  # renewed at 2,048: resumed at position 2,048 of the new snapshot
+        assert "orders/2049-A" not in ids and ids[-1] == "orders/10-A" and len(ids) == 3_000
+    else:
+        assert ids == [f"orders/{n}-A" for n in range(1, 3_001)]
+
+
+def test_minimum_revisions_to_keep_trims_the_oldest_revisions_of_an_id(ravendb_store: DocumentStore) -> None:
+    """DeleteOldRevisions on every write: an id keeps at most MinimumRevisionsToKeep revisions."""
+    ravendb_store.maintenance.send(
+        ConfigureRevisionsOperation(
+            RevisionsConfiguration(
+                collections={"Orders": RevisionsCollectionConfiguration(disabled=False, minimum_revisions_to_keep=2)}
+            )
+        )
+    )
+    for _ in range(5):
+        _store_orders(ravendb_store, 1)
+
+    assert ravendb_store.maintenance.send(GetStatisticsOperation()).count_of_revision_documents == 2
