@@ -358,8 +358,10 @@ def update(configuration: dict, state: dict) -> None:
         for collection in collections:
             if collection not in together:
                 sync_collection(store, settings, collection, sync_state, progress)
-            if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
-                reconcile_deletes(store, settings, collection, sync_state, progress)
+        now = datetime.now(timezone.utc)
+        due = [collection for collection in collections if reconciliation_due(settings, sync_state, collection, now)]
+        if due:
+            reconcile_deletes(store, settings, due, sync_state, progress)
     if sync_state.changed_since_saved():
         checkpoint(sync_state)
     progress.finished(deletes)
@@ -2004,52 +2006,66 @@ def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], st
 
 
 def reconcile_deletes(
-    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress | None = None
+    store: DocumentStore,
+    settings: Settings,
+    collections: list[str],
+    state: SyncState,
+    progress: Progress | None = None,
 ) -> None:
-    """Mark deleted every row whose document no longer exists, without ever marking a live one.
+    """Mark deleted every row of `collections` whose document no longer exists, without ever marking a live one.
 
     op.truncate soft-deletes every row synced before it; each document that exists is then touched again
-    (op.update of its Id, or a full upsert if it changed after the cursor). Truncate and touches reach the
+    (op.update of its Id, or a full upsert if it changed after the cursor). Truncates and touches reach the
     destination together at the next checkpoint, so no live row is ever seen deleted. Child tables are
     truncated too, and each element row of an existing document touched by its key.
 
-    The documents are read from storage, newest etag first (GET /streams/docs), never by position: when RavenDB
-    renews the read transaction of the long read (encrypted databases, 7.x compressed documents), it resumes below
-    the last etag read, so every document unchanged since the read began is read once. A document rewritten during
-    the read moves above it and may be missed; it is newer than the cursor, so the read of the collection's changes
-    that follows lands it before the checkpoint.
+    The documents are read in one read of the database from storage, newest etag first (GET /streams/docs), never
+    by position: when RavenDB renews the read transaction of the long read (encrypted databases, 7.x compressed
+    documents), it resumes below the last etag read, so every document unchanged since the read began is read once.
+    A document rewritten during the read moves above it and may be missed; it is newer than its collection's
+    cursor, so the read of each collection's changes that follows lands it before the checkpoint.
     """
-    started, documents = time.monotonic(), 0
-    cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
-    children = state.child_tables(collection)
-    keys = {child.table: child.keys for child in _all_child_tables(children)}
-    op.truncate(table)
-    for child_table in keys:
-        op.truncate(child_table)
-    wanted = collection.lower()
+    started = time.monotonic()
+    by_lower = {name.lower(): name for name in collections}
+    documents = dict.fromkeys(collections, 0)
+    for collection in collections:
+        op.truncate(table_name(collection))
+        for child in _all_child_tables(state.child_tables(collection)):
+            op.truncate(child.table)
     for document in DatabaseStream(store, settings):
         meta = Metadata.of(document)
-        if (meta.collection or "").lower() != wanted:
-            continue
-        if meta.last_modified > cursor.since:
-            upsert_document(collection, document, state, checkpoint_on_widen=False)
-            cursor.record(meta, None)  # the read of the changes that follows does not land it again
-        elif not children:
-            op.update(table, {"Id": meta.id})
-        else:
-            rows = document_rows(table, document, children, {}, columns, state.element_columns_of)
-            for row_table, row in rows.upserts:
-                op.update(row_table, {key: row[key] for key in keys.get(row_table, ("Id",))})
-        documents += 1
-    progress = progress or Progress(settings.progress_seconds, {collection: documents})
-    _retrying(
-        collection,
-        "reading its changes again",
-        lambda: _stream_into_destination(store, settings, collection, state, progress),
-    )
-    state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
+        collection = by_lower.get((meta.collection or "").lower())
+        if collection is not None:
+            _touch(collection, document, meta, state)
+            documents[collection] += 1
+    progress = progress or Progress(settings.progress_seconds, documents)
+    for collection in collections:
+        _retrying(
+            collection,
+            "reading its changes again",
+            lambda collection=collection: _stream_into_destination(store, settings, collection, state, progress),
+        )
+        state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
     checkpoint(state)
-    log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
+    seconds = time.monotonic() - started
+    for collection in collections:
+        log.info(f"{collection}: reconciled deletes against {documents[collection]} documents ({seconds:.1f} s)")
+
+
+def _touch(collection: str, document: dict, meta: Metadata, state: SyncState) -> None:
+    """A reconciliation found the document: its row (and element rows) are live again, in full if it changed
+    after the cursor."""
+    cursor, table, children = state.cursor(collection), table_name(collection), state.child_tables(collection)
+    if meta.last_modified > cursor.since:
+        upsert_document(collection, document, state, checkpoint_on_widen=False)
+        cursor.record(meta, None)  # the read of the changes that follows does not land it again
+    elif not children:
+        op.update(table, {"Id": meta.id})
+    else:
+        keys = {child.table: child.keys for child in _all_child_tables(children)}
+        rows = document_rows(table, document, children, {}, state.columns(collection), state.element_columns_of)
+        for row_table, row in rows.upserts:
+            op.update(row_table, {key: row[key] for key in keys.get(row_table, ("Id",))})
 
 
 def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, since: str) -> float | None:
