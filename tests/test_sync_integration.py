@@ -321,7 +321,7 @@ class TestReconciliationWithoutRevisions:
         state = connector.SyncState.load({"version": 1, "cursors": {"Orders": "2000-01-01T00:00:00.0000000Z"}})
 
         with connector.open_store(settings) as store:
-            connector.reconcile_deletes(store, settings, "Orders", state)
+            connector.reconcile_deletes(store, settings, ["Orders"], state)
 
         assert ops.rows("Orders") == database_rows(ravendb_target, "Orders")
         assert [kind for kind, *_ in ops.calls] == ["truncate", "upsert", "upsert", "upsert", "checkpoint"]
