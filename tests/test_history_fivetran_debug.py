@@ -2,35 +2,24 @@
 equals the revisions RavenDB keeps, later runs add only new revisions, a run killed mid-backfill resumes, and
 with the setting off the tables are today's."""
 
-import json
 import os
 import signal
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
 import requests
 
 from tests import documents
 from tests.documents import orders
-from tests.syncing import configuration_for
-from tests.test_fivetran_debug import REPO, column_types, debug, query
+from tests.syncing import configuration_for, copy_project, debug, debug_process, query, start_debug, write_configuration
+from tests.test_fivetran_debug import column_types
 from tests.test_history import enable_revisions, expected_history, write_history
-from tests.test_reliability import debug_process, start_debug
 
 HISTORY = (
     "select id, change_vector, epoch_us(valid_from), epoch_us(valid_to), is_current, is_deleted, status, company, "
     "freight, ship_to_city, ordered_at::varchar from tester.orders_history"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def project(tmp_path):
-    """A connector project as a user has it: connector.py and requirements.txt."""
-    for name in ("connector.py", "requirements.txt"):
-        (tmp_path / name).write_bytes((REPO / name).read_bytes())
-    return tmp_path
 
 
 def warehouse_history(project_dir) -> dict[tuple[str, str], tuple]:
@@ -96,10 +85,7 @@ def test_the_history_table_equals_the_revisions_ravendb_keeps_and_a_later_run_ad
 def test_with_the_setting_off_the_tables_are_todays(ravendb_target, ravendb_store, project, tmp_path):
     enable_revisions(ravendb_store)
     write_history(ravendb_store)
-    with_history = tmp_path / "with-history"
-    with_history.mkdir()
-    for name in ("connector.py", "requirements.txt"):
-        (with_history / name).write_bytes((project / name).read_bytes())
+    with_history = copy_project(tmp_path.parent / f"{tmp_path.name}-with-history")
 
     off = debug(project, configuration_for(ravendb_target, collection_name="Orders"))
     on = debug(with_history, configuration_for(ravendb_target, collection_name="Orders", history_collections="*"))
@@ -128,9 +114,7 @@ def test_a_run_killed_mid_backfill_resumes_to_every_revision_once(ravendb_target
     configuration = configuration_for(
         ravendb_target, collection_name="Orders", history_collections="Orders", batch_size="100"
     )
-    configuration_path = tmp_path / "configuration.json"
-    configuration_path.write_text(json.dumps(configuration))
-    configuration_path.chmod(0o600)
+    configuration_path = write_configuration(tmp_path / "configuration.json", configuration)
     project_dir = tmp_path / "project"
     run = start_debug(project_dir, configuration_path, tmp_path / "tmp", "killed.log")
     state_path, deadline = project_dir / "files" / "state.json", time.monotonic() + 120
