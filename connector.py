@@ -253,8 +253,8 @@ def connection_test(configuration: dict) -> Any:
         settings = validate_configuration(configuration)
         step = "URL reachability"
         _check_reachable(settings.urls)
+        step = "TLS and client certificate"
         with open_store(settings) as store:
-            step = "TLS and client certificate"
             collections = resolve_collections(store, settings, known=()).counts
             step = "read access to the collections"
             for collection in collections:
@@ -1682,9 +1682,33 @@ def open_store(settings: Settings) -> Iterator[DocumentStore]:
         try:
             with _translated_errors(settings):
                 store.initialize()
+            refuse_sharded_database(store, settings)
             yield store
         finally:
             store.close()
+
+
+def refuse_sharded_database(store: DocumentStore, settings: Settings) -> None:
+    """Refuse a sharded database (RavenDB 6.0+) before anything is read from it.
+
+    Its orchestrator answers the reads a sync relies on differently: `GET /streams/docs` as one JSON object without
+    `ETag`, and the revisions bin with a continuation token that an empty page does not carry on, so a sync could
+    land part of the database or miss deletes without a word. The database record tells: `GET /databases?name=`
+    lists one entry per shard, named `<database>$<shard>` (RavenDB's DatabasesHandlerProcessorForGet, through
+    `RawDatabaseRecord.AsShardsOrNormal`); `$` is not allowed in a database name, so no unsharded database looks
+    like that. One request, sent to the sync's node.
+    """
+    command = _DatabaseInfoCommand(settings.database)
+    with _translated_errors(settings):
+        _execute(store, command)
+    prefix = f"{settings.database.lower()}$"
+    shards = [name for name in command.result or () if name.lower().startswith(prefix)]
+    if shards:
+        raise SourceError(
+            "database_name",
+            f"{settings.database!r} is a sharded database ({len(shards)} shards): sharded databases are not supported "
+            "yet; sync an unsharded database (one server or a replicated cluster)",
+        )
 
 
 def _check_reachable(urls: tuple[str, ...]) -> None:
@@ -1932,15 +1956,7 @@ class RevisionsBinWalk:
 
     def _page(self, start: int, size: int, if_none_match: str | None = None) -> list[dict] | None:
         self.requests += 1
-        command = self._send(_RevisionsBinPageCommand(start, size, if_none_match))
-        if command.continuation_token:
-            raise SourceError(
-                "database_name",
-                f"{self.settings.database!r} is a sharded database: RavenDB pages its revisions bin across shards "
-                "with a continuation token that an empty page loses, so deletes cannot be read completely; "
-                "sharded databases with revisions are not supported",
-            )
-        return command.result
+        return self._send(_RevisionsBinPageCommand(start, size, if_none_match)).result
 
     def _count_of_revisions(self) -> int:
         """Every revision the node keeps (delete revisions among them): no bin page starts beyond it."""
@@ -1955,6 +1971,31 @@ class RevisionsBinWalk:
         return command
 
 
+class _DatabaseInfoCommand(RavenCommand):
+    """GET /databases?name=: the names of the databases the server lists for it (the database itself, or each of
+    its shards). `result`: the names, or None when the server knows no such database (404). Not kept in the
+    client's HTTP cache."""
+
+    def __init__(self, database: str):
+        super().__init__(list)
+        self.database = database
+        self._can_cache = False
+
+    def create_request(self, node: Any) -> requests.Request:
+        return requests.Request("GET", f"{node.url}/databases?name={quote(self.database, safe='')}")
+
+    def set_response(self, response: str | None, from_cache: bool) -> None:
+        databases = json.loads(response).get("Databases") if response else None
+        self.result = (
+            None
+            if databases is None
+            else [str(entry.get("Name") if isinstance(entry, dict) else entry) for entry in databases]
+        )
+
+    def is_read_request(self) -> bool:
+        return True
+
+
 class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
     """GET /revisions/bin?start=&pageSize=, optionally with If-None-Match. `result`: the entries, or None for
     304 Not Modified. The page is not kept in the client's HTTP cache (each is read once)."""
@@ -1962,7 +2003,6 @@ class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
     def __init__(self, start: int, page_size: int, if_none_match: str | None = None):
         super().__init__(start, page_size)
         self.if_none_match = if_none_match
-        self.continuation_token = False  # a sharded database's answer carries one
         self._can_cache = False
 
     def create_request(self, node: Any) -> requests.Request:
@@ -1975,9 +2015,7 @@ class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
         if response is None:  # 304: the executor hands over its (absent) cached copy
             self.result = None
             return
-        body = json.loads(response)
-        self.continuation_token = any(key.lower() == "continuationtoken" for key in body)
-        self.result = body["Results"]
+        self.result = json.loads(response)["Results"]
 
 
 class _CollectionDocumentsCommand(RavenCommand):

@@ -70,6 +70,11 @@ class FakeRequestExecutor:
             command.result = SimpleNamespace(is_stale=stale, index_name="Auto/Orders/By@metadata.@last-modified")
             return
         request = command.create_request(SimpleNamespace(url="http://fake", database="Northwind"))
+        if "/databases?name=" in (request.url or ""):  # the database record: the database, or each of its shards
+            name = parse_qs(urlsplit(request.url).query)["name"][0]
+            names = [f"{name}${n}" for n in range(self.store.shards)] if self.store.shards else [name]
+            command.set_response(json.dumps({"Databases": [{"Name": name} for name in names]}), False)
+            return
         if "/collections/docs?" in (request.url or ""):  # a page of one collection, newest etag first
             query = parse_qs(urlsplit(request.url).query)
             name, size = query["name"][0].lower(), int(query["pageSize"][0])
@@ -134,7 +139,7 @@ class FakeRequestExecutor:
         query = parse_qs(urlsplit(request.url).query)
         start, size = int(query["start"][0]), int(query["pageSize"][0])
         body = {"Results": [entry for entry in raw[start : start + size] if entry is not None]}
-        command.set_response(json.dumps({**body, **self.store.bin_extra}), False)
+        command.set_response(json.dumps(body), False)
 
 
 class FakeDocumentStore:
@@ -143,13 +148,13 @@ class FakeDocumentStore:
     documents: ClassVar[dict[str, dict]] = {}
     instances: ClassVar[list["FakeDocumentStore"]] = []
     revisions_bin: ClassVar[list[dict | None] | None] = None  # raw records newest first; None: no longer listed
-    bin_extra: ClassVar[dict] = {}  # more keys of every bin answer
     indexed_at: ClassVar[dict[str, str]] = {}  # id -> @last-modified the index still places it at
     server_date: ClassVar[datetime | None] = None  # the Date header streams carry; None: the current time
     stale_streams: ClassVar[int] = 0  # how many of the next streams report a stale index
     stale_waits: ClassVar[int] = 0  # how many of the next waits for the index end still stale
     error_after: ClassVar[int | None] = None  # the next stream breaks off with an Error line after this many documents
     seconds_per_document: ClassVar[float] = 0.0  # a slow stream: each line of a query stream waits this long
+    shards: ClassVar[int] = 0  # a sharded database's shards (GET /databases?name= lists one entry each); 0: unsharded
 
     def __init__(self, urls, database):
         self.urls, self.database = urls, database
