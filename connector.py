@@ -227,8 +227,10 @@ def update(configuration: dict, state: dict) -> None:
         for collection in collections:
             if collection not in together:
                 sync_collection(store, settings, collection, sync_state, progress)
-            if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
-                reconcile_deletes(store, settings, collection, sync_state)
+        now = datetime.now(timezone.utc)
+        due = [collection for collection in collections if reconciliation_due(settings, sync_state, collection, now)]
+        if due:
+            reconcile_deletes(store, settings, due, sync_state, progress)
     sync_state.children.finish(collections)
     sync_state.checkpoints.save_if_changed()
     progress.finished(deletes)
@@ -2647,39 +2649,76 @@ def reconciliation_due(settings: Settings, state: SyncState, collection: str, no
     return last is None or now - datetime.fromisoformat(last) >= settings.reconcile_every
 
 
-def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> None:
-    """Mark deleted every row whose document no longer exists, without ever marking a live one.
+def reconcile_deletes(
+    store: DocumentStore,
+    settings: Settings,
+    collections: list[str],
+    state: SyncState,
+    progress: "Progress | None" = None,
+) -> None:
+    """Mark deleted every row of `collections` whose document no longer exists, without ever marking a live one.
 
     op.truncate soft-deletes every row synced before it; each document that exists is then touched again
-    (op.update of its Id, or a full upsert if it changed after the cursor). Truncate and touches reach the
+    (op.update of its Id, or a full upsert if it changed after the cursor). Truncates and touches reach the
     destination together at the next checkpoint, so no live row is ever seen deleted. Child tables are
     truncated too, and each element row of an existing document touched by its key; their bounds (ChildRows) then
-    start again from the arrays the documents hold, whose element rows are the only ones left live.
+    start again from the arrays the documents hold, whose element rows are the only ones left live (a document
+    the read misses keeps none live, and the read of its changes lands it against those bounds).
+
+    The documents are read in one read of the database from storage, newest etag first (GET /streams/docs), never
+    by position: when RavenDB renews the read transaction of the long read (encrypted databases, 7.x compressed
+    documents), it resumes below the last etag read, so every document unchanged since the read began is read once.
+    A document rewritten during the read moves above it and may be missed; it is newer than its collection's
+    cursor, so the read of each collection's changes that follows lands it before the checkpoint.
     """
-    started, documents = time.monotonic(), 0
-    cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
-    has_children = bool(state.children.tables(collection))
-    rebuilt = state.children.rebuilding(collection)
-    op.truncate(table)
-    for child_table in state.children.table_names(collection):
-        op.truncate(child_table)
-    for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
+    started = time.monotonic()
+    by_lower = {name.lower(): name for name in collections}
+    documents = dict.fromkeys(collections, 0)
+    rebuilt = {
+        table: rows for collection in collections for table, rows in state.children.rebuilding(collection).items()
+    }
+    for collection in collections:
+        op.truncate(table_name(collection))
+        for child_table in state.children.table_names(collection):
+            op.truncate(child_table)
+    for document in DatabaseStream(store, settings):
         meta = Metadata.of(document)
-        touched = state.children.row_keys(collection, document, columns) if has_children else None
-        for child_table, parent, length in touched.lengths if touched is not None else ():
-            rebuilt[child_table].record(parent, length)
-        if meta.last_modified > cursor.since:
-            upsert_document(collection, document, state, checkpoint_ahead=False)
-        elif touched is None:
-            op.update(table, {"Id": meta.id})
-        else:
-            for row_table, key in touched.upserts:
-                op.update(row_table, key)
-        documents += 1
+        collection = by_lower.get((meta.collection or "").lower())
+        if collection is not None:
+            _touch(collection, document, meta, state, rebuilt)
+            documents[collection] += 1
     state.children.rebuilt(rebuilt)
-    state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
+    progress = progress or Progress(settings.progress_seconds, documents)
+    for collection in collections:
+        _retrying(
+            collection,
+            "reading its changes again",
+            lambda collection=collection: _stream_into_destination(store, settings, collection, state, progress),
+        )
+        state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
     state.checkpoints.save()
-    log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
+    seconds = time.monotonic() - started
+    for collection in collections:
+        log.info(f"{collection}: reconciled deletes against {documents[collection]} documents ({seconds:.1f} s)")
+
+
+def _touch(collection: str, document: dict, meta: Metadata, state: SyncState, rebuilt: dict[str, "ChildRows"]) -> None:
+    """A reconciliation found the document: its row (and element rows) are live again, in full if it changed
+    after the cursor; its arrays' lengths go to the child tables' new bounds (`rebuilt`)."""
+    cursor = state.cursor(collection)
+    touched = None
+    if state.children.tables(collection):
+        touched = state.children.row_keys(collection, document, state.columns(collection))
+        for child_table, parent, length in touched.lengths:
+            rebuilt[child_table].record(parent, length)
+    if meta.last_modified > cursor.since:
+        upsert_document(collection, document, state, checkpoint_ahead=False)
+        cursor.record(meta, None)  # the read of the changes that follows does not land it again
+    elif touched is None:
+        op.update(table_name(collection), {"Id": meta.id})
+    else:
+        for row_table, key in touched.upserts:
+            op.update(row_table, key)
 
 
 def _retrying(subject: str, again: str, action: Callable[[], Any]) -> Any:
