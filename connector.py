@@ -22,10 +22,12 @@ RavenDB, the sync itself, checkpoints and progress.
 
 import base64
 import binascii
+import bisect
 import decimal
 import functools
 import getpass
 import hashlib
+import heapq
 import importlib.metadata
 import json
 import math
@@ -37,6 +39,7 @@ import socket
 import tempfile
 import time
 import unicodedata
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -119,6 +122,8 @@ _RAVEN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|
 
 # Child tables
 _MAX_CHILD_TABLE_DEPTH = 2  # array levels that become tables (child, grandchild); deeper arrays stay JSON
+_CHILD_WIDTH_AT_MOST = 8  # arrays up to this long raise their child table's shared bound; longer ones get their own
+_CHILD_LONG_ARRAYS = 1_000  # parents with a bound of their own, per child table; past it the shared bound doubles
 
 # History tables
 _HISTORY_SUFFIX = "_history"  # a history table is its collection's table name and this
@@ -240,6 +245,7 @@ def update(configuration: dict, state: dict) -> None:
         if due:
             reconcile_deletes(store, settings, due, sync_state, progress)
         sync_history(store, settings, collections, sync_state)
+    sync_state.children.finish(collections)
     sync_state.checkpoints.save_if_changed()
     progress.finished(deletes)
 
@@ -269,8 +275,8 @@ def connection_test(configuration: dict) -> Any:
         settings = validate_configuration(configuration)
         step = "URL reachability"
         _check_reachable(settings.urls)
+        step = "TLS and client certificate"
         with open_store(settings) as store:
-            step = "TLS and client certificate"
             collections = resolve_collections(store, settings, known=()).counts
             step = "read access to the collections"
             for collection in collections:
@@ -930,8 +936,8 @@ class BinPosition:
 class SyncState:
     """What a checkpoint saves: each collection's cursor (with the versions it keeps), where the revisions bin was
     left, when each collection was last reconciled, the column each field of each table landed in (ColumnNames),
-    the child tables' paths, widths and columns (ChildTableState), and where each node's revisions were read to
-    for the history tables (HistoryCursor). `checkpoints` saves it (Checkpoints).
+    the child tables' paths, element-row bounds and columns (ChildTableState), and where each node's revisions
+    were read to for the history tables (HistoryCursor). `checkpoints` saves it (Checkpoints).
 
     `load` reads every state version a release wrote, upgrading it to the current layout (`_STATE_VERSION`);
     `to_dict` writes the current layout.
@@ -1518,20 +1524,23 @@ def _take_arrays(value: dict, children: tuple[ChildTable, ...]) -> tuple[dict, l
     return value, taken
 
 
+Bound = Callable[[str, tuple], int]  # (child table, parent key) -> its element rows the destination may hold: [0, n)
+
+
 class DocumentRows(NamedTuple):
-    """What one document writes: its row and its elements' rows, and the element rows an earlier version of it
-    may have left (indices from the array's length up to the widest array written so far): to be deleted."""
+    """What one document writes: its row and its elements' rows; the element rows an earlier version of it may have
+    left (indices from each array's length up to the parent's bound), to be deleted; and each array's length."""
 
     upserts: list[tuple[str, dict]]  # (table, row), the document's row first
     stale: list[tuple[str, dict]]  # (table, primary key)
-    widths: dict[str, int]  # child table -> the most elements one of its arrays has in this document
+    lengths: list[tuple[str, tuple, int]]  # (child table, parent key, elements now written)
 
 
 def document_rows(
     table: str,
     document: dict,
     children: tuple[ChildTable, ...],
-    widths: dict[str, int],
+    bound: Bound,
     columns: ColumnNames,
     element_columns: Callable[[ChildTable], ColumnNames],
 ) -> DocumentRows:
@@ -1540,8 +1549,8 @@ def document_rows(
     document's Id and the element's index, with the document's LastModified."""
     parent, arrays = _take_arrays(document, children)
     row = flatten(parent, columns)
-    rows = DocumentRows([(table, row)], [], {})
-    _element_rows(rows, children, arrays, {"Id": row["Id"]}, row["LastModified"], widths, element_columns)
+    rows = DocumentRows([(table, row)], [], [])
+    _element_rows(rows, children, arrays, {"Id": row["Id"]}, row["LastModified"], bound, element_columns)
     return rows
 
 
@@ -1551,7 +1560,7 @@ def _element_rows(
     arrays: list[list],
     key: dict,
     last_modified: datetime,
-    widths: dict[str, int],
+    bound: Bound,
     element_columns: Callable[[ChildTable], ColumnNames],
 ) -> None:
     for child, elements in zip(children, arrays, strict=True):
@@ -1567,26 +1576,33 @@ def _element_rows(
             row.update(element_key)
             row["LastModified"] = last_modified
             rows.upserts.append((child.table, row))
-            _element_rows(rows, child.children, below, element_key, last_modified, widths, element_columns)
-        rows.widths[child.table] = max(rows.widths.get(child.table, 0), len(elements))
-        _stale_rows(rows.stale, child, key, len(elements), widths)
+            _element_rows(rows, child.children, below, element_key, last_modified, bound, element_columns)
+        _stale_rows(rows, child, key, len(elements), bound)
 
 
-def _stale_rows(stale: list, child: ChildTable, key: dict, start: int, widths: dict[str, int]) -> None:
-    """The keys of elements [start, widest written) of one array, and of every row below them."""
-    for index in range(start, widths.get(child.table, 0)):
+def _stale_rows(rows: DocumentRows, child: ChildTable, key: dict, start: int, bound: Bound) -> None:
+    """The keys of elements [start, the parent's bound) of one array, and of every row below them; the array's
+    length is now `start`."""
+    parent = tuple(key.values())
+    for index in range(start, bound(child.table, parent)):
         element_key = {**key, child.keys[-1]: index}
-        stale.append((child.table, element_key))
+        rows.stale.append((child.table, element_key))
         for grandchild in child.children:
-            _stale_rows(stale, grandchild, element_key, 0, widths)
+            _stale_rows(rows, grandchild, element_key, 0, bound)
+    rows.lengths.append((child.table, parent, start))
 
 
-def deleted_document_rows(doc_id: str, children: tuple[ChildTable, ...], widths: dict[str, int]) -> list:
-    """The keys of every element row a deleted document may have left in its child tables."""
-    stale: list[tuple[str, dict]] = []
+def deleted_document_rows(doc_id: str, children: tuple[ChildTable, ...], bound: Bound) -> DocumentRows:
+    """The keys of every element row a deleted document may have left in its child tables (`stale`)."""
+    rows = DocumentRows([], [], [])
     for child in children:
-        _stale_rows(stale, child, {"Id": doc_id}, 0, widths)
-    return stale
+        _stale_rows(rows, child, {"Id": doc_id}, 0, bound)
+    return rows
+
+
+def _nothing(table: str, parent: tuple) -> int:
+    """The bound of a table that holds no element row."""
+    return 0
 
 
 def element_column_names(child: ChildTable, entries: list | None = None) -> ColumnNames:
@@ -1596,25 +1612,149 @@ def element_column_names(child: ChildTable, entries: list | None = None) -> Colu
     return columns
 
 
+def _power_of_two(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+class _Written:
+    """The parents a sync wrote to one child table, as 64-bit hashes, 8 bytes each: the newest in a set, the others
+    in sorted arrays of 2**16, 2**17, ... hashes, merged as a binary counter carries. A parent never written whose
+    hash equals a written one's (odds about parents / 2**64) counts as written: it then deletes up to its bound,
+    more deletes than needed, never fewer."""
+
+    _BLOCK = 1 << 16
+
+    def __init__(self) -> None:
+        self.newest: set[int] = set()
+        self.blocks: list[array] = []  # sorted; each at least twice as long as the next
+
+    def add(self, parent: tuple) -> None:
+        self.newest.add(hash(parent))
+        if len(self.newest) < self._BLOCK:
+            return
+        block = array("q", sorted(self.newest))
+        self.newest.clear()
+        while self.blocks and len(self.blocks[-1]) <= len(block):
+            block = array("q", heapq.merge(self.blocks.pop(), block))
+        self.blocks.append(block)
+
+    def __contains__(self, parent: tuple) -> bool:
+        digest = hash(parent)
+        if digest in self.newest:
+            return True
+        for block in self.blocks:
+            at = bisect.bisect_left(block, digest)
+            if at < len(block) and block[at] == digest:
+                return True
+        return False
+
+
+@dataclass
+class ChildRows:
+    """The element rows one child table may hold in the destination, which the connector cannot read: for each
+    parent (the document; for a grandchild table, the element that holds the array, i.e. the row key without its
+    last index), the rows at indices below a bound. Rows from there up to the bound are what a changed parent
+    deletes beyond its new length, and a deleted one deletes from 0.
+
+    The bound of a parent is its last length when that exceeded `width`, kept in `long`; otherwise `width`, a
+    power of two covering every array up to `_CHILD_WIDTH_AT_MOST` long ever written, doubled whenever `long`
+    would hold more than `_CHILD_LONG_ARRAYS` parents. So a changed parent deletes at most `width` - 1 rows it
+    did not have, whatever the longest array of the table, and the state holds two numbers and the long arrays.
+
+    Rows are written after the state that covers them is saved. `pending` bounds every parent's rows written after
+    the checkpoint that saved it: each checkpoint sets it to the power of two above the longest array written
+    since the one before (a guess at what comes next), and a longer array raises it and is checkpointed before its
+    rows are written. A sync that resumes after one that died bounds every parent by it too (`inherited`), until it
+    completes. A table the state does not name held no row when the sync began: a parent this sync has not written
+    (`written`) has none.
+    """
+
+    width: int = 0
+    long: dict[tuple, int] = field(default_factory=dict)
+    pending: int = 0
+    inherited: int = 0  # not saved: `pending` as the state this sync began from holds it
+    written: _Written | None = None  # not saved: set when the table held no row when this sync began
+    since_checkpoint: int = 0  # not saved: the longest array written since the last checkpoint
+
+    def bound(self, parent: tuple) -> int:
+        if self.written is not None and parent not in self.written:
+            return 0
+        return max(self.long.get(parent, self.width), self.inherited)
+
+    def record(self, parent: tuple, length: int) -> bool:
+        """The parent now has `length` elements written and none beyond. True when `pending` grew: a checkpoint must
+        save it before those rows are written."""
+        if self.written is not None:
+            self.written.add(parent)
+        if length <= self.width:
+            self.long.pop(parent, None)
+        elif length <= _CHILD_WIDTH_AT_MOST:
+            self.width = _power_of_two(length)
+            self.long = {key: bound for key, bound in self.long.items() if bound > self.width}
+        else:
+            self.long[parent] = length
+            if len(self.long) > _CHILD_LONG_ARRAYS:
+                self.width = max(self.width, _CHILD_WIDTH_AT_MOST)
+                while sum(bound > self.width for bound in self.long.values()) > _CHILD_LONG_ARRAYS // 2:
+                    self.width *= 2
+                self.long = {key: bound for key, bound in self.long.items() if bound > self.width}
+        self.since_checkpoint = max(self.since_checkpoint, length)
+        if length <= self.pending:
+            return False
+        self.pending = _power_of_two(length)
+        return True
+
+    def checkpointed(self) -> None:
+        """A checkpoint saves the state now: what was written before it needs `pending` no more."""
+        self.pending = max(self.inherited, _power_of_two(self.since_checkpoint) if self.since_checkpoint else 0)
+        self.since_checkpoint = 0
+
+    def finish(self) -> None:
+        self.pending = self.inherited = self.since_checkpoint = 0
+
+    def to_dict(self) -> dict:
+        saved: dict[str, Any] = {}
+        if self.width:
+            saved["width"] = self.width
+        if self.long:
+            saved["long"] = [[*parent, bound] for parent, bound in self.long.items()]
+        if self.pending:
+            saved["pending"] = self.pending
+        return saved
+
+    @classmethod
+    def load(cls, saved: dict) -> "ChildRows":
+        pending = int(saved.get("pending", 0))
+        long = {tuple(entry[:-1]): int(entry[-1]) for entry in saved.get("long", [])}
+        if any(not parent or not isinstance(parent[0], str) for parent in long):
+            raise ValueError("a parent is not a document id")
+        return cls(width=int(saved.get("width", 0)), long=long, pending=pending, inherited=pending)
+
+
 @dataclass
 class ChildTableState:
-    """What the state keeps of child tables: each collection's child-table array paths, the most elements one array
-    has had per child table (so the rows of removed elements are found without keeping anything per document),
-    and the column each field of a child table's elements landed in."""
+    """What the state keeps of child tables: each collection's child-table array paths, the element rows each child
+    table may hold (ChildRows: so the rows of removed elements are found without keeping anything per document,
+    except for long arrays), and the column each field of a child table's elements landed in.
+
+    A state saved by the version that kept the most elements one array of a table had (`child_widths`) loads as that
+    number for every parent of the table."""
 
     paths: dict[str, list[list[str]]] = field(default_factory=dict)  # collection -> its child-table arrays
-    widths: dict[str, int] = field(default_factory=dict)  # child table -> most elements of one array written
+    bounds: dict[str, ChildRows] = field(default_factory=dict)  # child table -> the element rows it may hold
     element_columns: dict[str, Any] = field(default_factory=dict)  # child table -> its ColumnNames (saved: entries)
 
     @classmethod
     def load(cls, state: dict) -> "ChildTableState":
         try:
+            bounds = {table: ChildRows(width=int(width)) for table, width in state.get("child_widths", {}).items()}
+            bounds.update((table, ChildRows.load(saved)) for table, saved in dict(state.get("child_rows", {})).items())
             return cls(
                 paths={name: [list(path) for path in paths] for name, paths in state.get("child_paths", {}).items()},
-                widths={table: int(width) for table, width in state.get("child_widths", {}).items()},
+                bounds=bounds,
                 element_columns={table: list(entries) for table, entries in state.get("child_columns", {}).items()},
             )
-        except (AttributeError, TypeError, ValueError):
+        except (AttributeError, TypeError, ValueError, IndexError):
             raise SourceError(
                 None, "state: the child tables are not in the layout written; reset the connector"
             ) from None
@@ -1622,7 +1762,9 @@ class ChildTableState:
     def save(self, state: dict) -> None:
         if self.paths:
             state["child_paths"] = {name: [list(path) for path in paths] for name, paths in self.paths.items()}
-            state["child_widths"] = dict(self.widths)
+        bounds = {table: saved for table, rows in self.bounds.items() if (saved := rows.to_dict())}
+        if bounds:
+            state["child_rows"] = bounds
         element_columns = {
             table: columns.to_list() if isinstance(columns, ColumnNames) else columns
             for table, columns in self.element_columns.items()
@@ -1640,7 +1782,7 @@ class ChildTableState:
 
     def select(self, collection: str, fields: tuple[tuple[str, ...], ...]) -> tuple[bool, list[str]]:
         """Make `fields` the child-table arrays of `collection`: whether they changed, and the tables no longer
-        selected (their widths and columns are forgotten)."""
+        selected (their bounds and columns are forgotten)."""
         paths = sorted(list(path) for path in fields)
         if paths == self.paths.get(collection, []):
             return False, []
@@ -1651,34 +1793,67 @@ class ChildTableState:
             self.paths.pop(collection, None)
         dropped = before - set(self.table_names(collection))
         for table in dropped:
-            self.widths.pop(table, None)
+            self.bounds.pop(table, None)
             self.element_columns.pop(table, None)
         return True, sorted(dropped)
 
     def rows(self, collection: str, document: dict, columns: ColumnNames) -> DocumentRows:
-        """The rows the document writes (see document_rows), against the widest arrays written so far."""
+        """The rows the document writes (see document_rows), against the element rows its parents may hold."""
         children = self.tables(collection)
-        return document_rows(table_name(collection), document, children, self.widths, columns, self._columns_of)
+        return document_rows(table_name(collection), document, children, self.bound, columns, self._columns_of)
 
-    def widen(self, widths: dict[str, int]) -> bool:
-        """Raise the widest array written per child table; True when one grew (to be checkpointed before its rows
-        are written, so that a later shrink always knows which element rows may exist)."""
-        grown = False
-        for table, width in widths.items():
-            if width > self.widths.get(table, 0):
-                self.widths[table], grown = width, True
-        return grown
+    def bound(self, table: str, parent: tuple) -> int:
+        """The element rows of `parent` that `table` may hold: those at indices below this."""
+        rows = self.bounds.get(table)
+        return 0 if rows is None else rows.bound(parent)
 
-    def row_keys(self, collection: str, document: dict, columns: ColumnNames) -> list[tuple[str, dict]]:
-        """The primary key of every row the document writes: its own and its elements' (to touch them)."""
+    def record_lengths(self, lengths: list[tuple[str, tuple, int]]) -> bool:
+        """Each (table, parent, length): the parent's elements now written, the rows beyond them deleted. True when
+        a checkpoint must save the state before those rows are written (ChildRows.pending)."""
+        due = False
+        for table, parent, length in lengths:
+            if table not in self.bounds:  # no row of it when this sync began: a parent it has not written has none
+                self.bounds[table] = ChildRows(written=_Written())
+            due = self.bounds[table].record(parent, length) or due
+        return due
+
+    def row_keys(self, collection: str, document: dict, columns: ColumnNames) -> DocumentRows:
+        """The rows the document writes, each as its primary key (to touch them), and its arrays' lengths; no
+        stale rows."""
         children = self.tables(collection)
         keys = {child.table: child.keys for child in _all_child_tables(children)}
-        rows = document_rows(table_name(collection), document, children, {}, columns, self._columns_of)
-        return [(table, {key: row[key] for key in keys.get(table, ("Id",))}) for table, row in rows.upserts]
+        rows = document_rows(table_name(collection), document, children, _nothing, columns, self._columns_of)
+        touched = [(table, {key: row[key] for key in keys.get(table, ("Id",))}) for table, row in rows.upserts]
+        return rows._replace(upserts=touched)
 
-    def deleted_rows(self, collection: str, doc_id: str) -> list[tuple[str, dict]]:
-        """The keys of every element row a deleted document may have left in its child tables."""
-        return deleted_document_rows(doc_id, self.tables(collection), self.widths)
+    def rebuilding(self, collection: str) -> dict[str, ChildRows]:
+        """Empty bounds for the collection's child tables, to record the lengths a reconciliation touches."""
+        return {table: ChildRows() for table in self.table_names(collection)}
+
+    def rebuilt(self, rebuilt: dict[str, ChildRows]) -> None:
+        """These child tables hold exactly the element rows recorded in `rebuilt` (a reconciliation truncated them
+        and touched those): their bounds start again from them."""
+        for table, rows in rebuilt.items():
+            kept = self.bounds.get(table) or ChildRows()
+            rows.pending, rows.inherited, rows.since_checkpoint = kept.pending, kept.inherited, kept.since_checkpoint
+            self.bounds[table] = rows
+
+    def deleted_rows(self, collection: str, doc_id: str) -> DocumentRows:
+        """The keys of every element row a deleted document may have left in its child tables (`stale`)."""
+        return deleted_document_rows(doc_id, self.tables(collection), self.bound)
+
+    def checkpointed(self) -> None:
+        """A checkpoint saves the state now (ChildRows.checkpointed)."""
+        for rows in self.bounds.values():
+            rows.checkpointed()
+
+    def finish(self, collections: Iterable[str]) -> None:
+        """The sync completes: every parent written after a checkpoint was written again or deleted since, so the
+        child tables of these collections owe nothing more to a sync that did not complete."""
+        for collection in collections:
+            for table in self.table_names(collection):
+                if table in self.bounds:
+                    self.bounds[table].finish()
 
     def _columns_of(self, child: ChildTable) -> ColumnNames:
         """Which column each field of a child table's elements lands in, as named by the syncs before."""
@@ -1895,9 +2070,33 @@ def open_store(settings: Settings) -> Iterator[DocumentStore]:
         try:
             with _translated_errors(settings):
                 store.initialize()
+            refuse_sharded_database(store, settings)
             yield store
         finally:
             store.close()
+
+
+def refuse_sharded_database(store: DocumentStore, settings: Settings) -> None:
+    """Refuse a sharded database (RavenDB 6.0+) before anything is read from it.
+
+    Its orchestrator answers the reads a sync relies on differently: `GET /streams/docs` as one JSON object without
+    `ETag`, and the revisions bin with a continuation token that an empty page does not carry on, so a sync could
+    land part of the database or miss deletes without a word. The database record tells: `GET /databases?name=`
+    lists one entry per shard, named `<database>$<shard>` (RavenDB's DatabasesHandlerProcessorForGet, through
+    `RawDatabaseRecord.AsShardsOrNormal`); `$` is not allowed in a database name, so no unsharded database looks
+    like that. One request, sent to the sync's node.
+    """
+    command = _DatabaseInfoCommand(settings.database)
+    with _translated_errors(settings):
+        _execute(store, command)
+    prefix = f"{settings.database.lower()}$"
+    shards = [name for name in command.result or () if name.lower().startswith(prefix)]
+    if shards:
+        raise SourceError(
+            "database_name",
+            f"{settings.database!r} is a sharded database ({len(shards)} shards): sharded databases are not supported "
+            "yet; sync an unsharded database (one server or a replicated cluster)",
+        )
 
 
 def _check_reachable(urls: tuple[str, ...]) -> None:
@@ -2145,15 +2344,7 @@ class RevisionsBinWalk:
 
     def _page(self, start: int, size: int, if_none_match: str | None = None) -> list[dict] | None:
         self.requests += 1
-        command = self._send(_RevisionsBinPageCommand(start, size, if_none_match))
-        if command.continuation_token:
-            raise SourceError(
-                "database_name",
-                f"{self.settings.database!r} is a sharded database: RavenDB pages its revisions bin across shards "
-                "with a continuation token that an empty page loses, so deletes cannot be read completely; "
-                "sharded databases with revisions are not supported",
-            )
-        return command.result
+        return self._send(_RevisionsBinPageCommand(start, size, if_none_match)).result
 
     def _count_of_revisions(self) -> int:
         """Every revision the node keeps (delete revisions among them): no bin page starts beyond it."""
@@ -2168,6 +2359,31 @@ class RevisionsBinWalk:
         return command
 
 
+class _DatabaseInfoCommand(RavenCommand):
+    """GET /databases?name=: the names of the databases the server lists for it (the database itself, or each of
+    its shards). `result`: the names, or None when the server knows no such database (404). Not kept in the
+    client's HTTP cache."""
+
+    def __init__(self, database: str):
+        super().__init__(list)
+        self.database = database
+        self._can_cache = False
+
+    def create_request(self, node: Any) -> requests.Request:
+        return requests.Request("GET", f"{node.url}/databases?name={quote(self.database, safe='')}")
+
+    def set_response(self, response: str | None, from_cache: bool) -> None:
+        databases = json.loads(response).get("Databases") if response else None
+        self.result = (
+            None
+            if databases is None
+            else [str(entry.get("Name") if isinstance(entry, dict) else entry) for entry in databases]
+        )
+
+    def is_read_request(self) -> bool:
+        return True
+
+
 class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
     """GET /revisions/bin?start=&pageSize=, optionally with If-None-Match. `result`: the entries, or None for
     304 Not Modified. The page is not kept in the client's HTTP cache (each is read once)."""
@@ -2175,7 +2391,6 @@ class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
     def __init__(self, start: int, page_size: int, if_none_match: str | None = None):
         super().__init__(start, page_size)
         self.if_none_match = if_none_match
-        self.continuation_token = False  # a sharded database's answer carries one
         self._can_cache = False
 
     def create_request(self, node: Any) -> requests.Request:
@@ -2188,9 +2403,7 @@ class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
         if response is None:  # 304: the executor hands over its (absent) cached copy
             self.result = None
             return
-        body = json.loads(response)
-        self.continuation_token = any(key.lower() == "continuationtoken" for key in body)
-        self.result = body["Results"]
+        self.result = json.loads(response)["Results"]
 
 
 def revisions_configuration(store: DocumentStore, settings: Settings) -> RevisionsConfiguration:
@@ -2740,31 +2953,34 @@ def _upsert_changes(
     return upserted
 
 
-def upsert_document(collection: str, document: dict, state: SyncState, checkpoint_on_widen: bool = True) -> None:
+def upsert_document(collection: str, document: dict, state: SyncState, checkpoint_ahead: bool = True) -> None:
     """Upsert the document's row and its child-table rows, and delete the element rows an earlier version left.
 
-    The state keeps, per child table, the most elements one array has had (checkpointed before rows beyond it
-    are written), so the rows of removed elements are found without keeping anything per document. In a
-    reconciliation the widening waits for the reconciliation's own checkpoint, which must carry its truncate and
-    its touches together."""
+    The state bounds the element rows each parent may hold (ChildRows), so the rows of removed elements are found
+    without reading the destination: the deletes go first, then the state records the new lengths, and when they
+    exceed what the last checkpoint covers, a checkpoint saves it before the rows are written. In a
+    reconciliation that checkpoint waits for the reconciliation's own, which must carry its truncate and its
+    touches together."""
     columns = state.columns(collection)
     if not state.children.tables(collection):
         op.upsert(table_name(collection), flatten(document, columns))
         return
     rows = state.children.rows(collection, document, columns)
-    if state.children.widen(rows.widths) and checkpoint_on_widen:
+    for table, key in rows.stale:
+        op.delete(table, key)
+    if state.children.record_lengths(rows.lengths) and checkpoint_ahead:
         state.checkpoints.save()
     for table, row in rows.upserts:
         op.upsert(table, row)
-    for table, key in rows.stale:
-        op.delete(table, key)
 
 
 def delete_document(collection: str, doc_id: str, state: SyncState) -> None:
     """Mark a deleted document's row deleted, and every element row it may have in its child tables."""
     op.delete(table_name(collection), {"Id": doc_id})
-    for table, key in state.children.deleted_rows(collection, doc_id):
+    rows = state.children.deleted_rows(collection, doc_id)
+    for table, key in rows.stale:
         op.delete(table, key)
+    state.children.record_lengths(rows.lengths)
 
 
 def reconciliation_due(settings: Settings, state: SyncState, collection: str, now: datetime) -> bool:
@@ -2786,7 +3002,9 @@ def reconcile_deletes(
     op.truncate soft-deletes every row synced before it; each document that exists is then touched again
     (op.update of its Id, or a full upsert if it changed after the cursor). Truncates and touches reach the
     destination together at the next checkpoint, so no live row is ever seen deleted. Child tables are
-    truncated too, and each element row of an existing document touched by its key.
+    truncated too, and each element row of an existing document touched by its key; their bounds (ChildRows) then
+    start again from the arrays the documents hold, whose element rows are the only ones left live (a document
+    the read misses keeps none live, and the read of its changes lands it against those bounds).
 
     The documents are read in one read of the database from storage, newest etag first (GET /streams/docs), never
     by position: when RavenDB renews the read transaction of the long read (encrypted databases, 7.x compressed
@@ -2797,6 +3015,9 @@ def reconcile_deletes(
     started = time.monotonic()
     by_lower = {name.lower(): name for name in collections}
     documents = dict.fromkeys(collections, 0)
+    rebuilt = {
+        table: rows for collection in collections for table, rows in state.children.rebuilding(collection).items()
+    }
     for collection in collections:
         op.truncate(table_name(collection))
         for child_table in state.children.table_names(collection):
@@ -2805,8 +3026,9 @@ def reconcile_deletes(
         meta = Metadata.of(document)
         collection = by_lower.get((meta.collection or "").lower())
         if collection is not None:
-            _touch(collection, document, meta, state)
+            _touch(collection, document, meta, state, rebuilt)
             documents[collection] += 1
+    state.children.rebuilt(rebuilt)
     progress = progress or Progress(settings.progress_seconds, documents)
     for collection in collections:
         _retrying(
@@ -2821,17 +3043,22 @@ def reconcile_deletes(
         log.info(f"{collection}: reconciled deletes against {documents[collection]} documents ({seconds:.1f} s)")
 
 
-def _touch(collection: str, document: dict, meta: Metadata, state: SyncState) -> None:
+def _touch(collection: str, document: dict, meta: Metadata, state: SyncState, rebuilt: dict[str, "ChildRows"]) -> None:
     """A reconciliation found the document: its row (and element rows) are live again, in full if it changed
-    after the cursor."""
+    after the cursor; its arrays' lengths go to the child tables' new bounds (`rebuilt`)."""
     cursor = state.cursor(collection)
+    touched = None
+    if state.children.tables(collection):
+        touched = state.children.row_keys(collection, document, state.columns(collection))
+        for child_table, parent, length in touched.lengths:
+            rebuilt[child_table].record(parent, length)
     if meta.last_modified > cursor.since:
-        upsert_document(collection, document, state, checkpoint_on_widen=False)
+        upsert_document(collection, document, state, checkpoint_ahead=False)
         cursor.record(meta, None)  # the read of the changes that follows does not land it again
-    elif not state.children.tables(collection):
+    elif touched is None:
         op.update(table_name(collection), {"Id": meta.id})
     else:
-        for row_table, key in state.children.row_keys(collection, document, state.columns(collection)):
+        for row_table, key in touched.upserts:
             op.update(row_table, key)
 
 
@@ -3073,6 +3300,7 @@ class Checkpoints:
 
     def save(self) -> None:
         """Save the state; the records handed to Fivetran before it reach the destination with it."""
+        self.state.children.checkpointed()
         saved = self.state.to_dict()
         op.checkpoint(saved)
         self.unsaved_records, self.last_saved = 0, saved

@@ -11,11 +11,14 @@ certificate) and measures, in one run:
   5   the connector end to end under `fivetran debug` into DuckDB                              (docs/s, peak RSS)
   6   incremental syncs under `fivetran debug`: nothing changed, and 1% of documents changed   (seconds)
   5c  with --child-tables Orders.Lines: (5) again with that setting, per row written (orders + lines)   (rows/s)
+  8   child-table deletes (`--case child-deletes`): 2,000 orders, the oldest with 300 lines, child_tables
+      Orders.Lines; the first sync of a fresh destination, then one after rewriting 199 small orders: upserts and
+      deletes sent, and whether the lines landed equal the database's (no orphan, none missing)
   7   many collections: a first sync of 1,000 collections of 10 documents, and of the same 10,000 documents in
       one collection: the connector's whole sync, schema() and update() with op.* counted as in (3) (seconds,
       their ratio); then both under `fivetran debug` at 100 collections (--debug-collections), for information
       (the SDK's local tester checkpoints in a time that grows with the tables declared: bench/checkpoint_cost.py)
-  8   history tables (--case history): N orders written twice with revisions on (2N revisions); the backfill of
+  9   history tables (--case history): N orders written twice with revisions on (2N revisions); the backfill of
       Orders_history by a sync whose main table has nothing new (history rows/s), the requests a sync without
       changes sends with history_collections off and on, and a sync after 1% of the documents changed
       (op.* counted as in (3))
@@ -28,7 +31,8 @@ peak RSS (os.wait4) is per measurement.
   python bench/run.py --full          # 100,000 then 1,000,000 documents (also checks peak RSS growth)
   python bench/run.py --smoke         # 2,000 documents and 50 collections of 10, no thresholds (CI)
   python bench/run.py --case collections --debug-collections 1000   # only the many-collections case
-  python bench/run.py --case history --docs 20000                    # only the history case
+  python bench/run.py --case child-deletes                           # only the child-table deletes case (8)
+  python bench/run.py --case history --docs 20000                    # only the history case (9)
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import json
 import os
 import pickle
 import platform
+import random
 import re
 import shutil
 import subprocess
@@ -82,6 +87,11 @@ MAX_NO_CHANGE_SECONDS = 2.0
 MAX_ONE_PERCENT_SHARE = 0.05
 MAX_MANY_VS_ONE_COLLECTION = 3.0
 MIN_CHILD_TABLES_VS_OFF = 0.85  # (5c) rows/s with child tables on vs (5) with them off
+MAX_FIRST_SYNC_CHILD_DELETES = 0  # (8) deletes sent by the first sync of a fresh destination
+MAX_CHILD_DELETES_PER_REWRITE = 10  # (8) deletes per small order rewritten
+CHILD_DELETES_ORDERS = 2_000  # (8) orders, of which the oldest has LONG_ORDER_LINES lines
+LONG_ORDER_LINES = 300
+REWRITTEN_ORDERS = 199
 
 
 class Server(NamedTuple):
@@ -411,7 +421,7 @@ def child_sample_rows(context: dict) -> tuple[int, float]:
 
 
 def child_history(context: dict) -> tuple[int, float]:
-    """8: connector.update() in-process from a saved state, op.* counted (only the history tables' upserts when the
+    """9: connector.update() in-process from a saved state, op.* counted (only the history tables' upserts when the
     setting is on); saves the state it checkpointed last."""
     import connector
 
@@ -432,7 +442,93 @@ def child_history(context: dict) -> tuple[int, float]:
     return ops.upserts, seconds
 
 
+class RowOps:
+    """Stands in for connector.op: counts upserts and deletes per table and keeps the live rows' keys."""
+
+    def __init__(self) -> None:
+        self.upserts: dict[str, int] = {}
+        self.deletes: dict[str, int] = {}
+        self.live: set[tuple] = set()
+        self.state: dict = {}
+
+    def upsert(self, table: str, data: dict) -> None:
+        self.upserts[table] = self.upserts.get(table, 0) + 1
+        self.live.add((table, data["Id"], data.get("lines_index")))
+
+    def update(self, table: str, modified: dict) -> None:
+        pass
+
+    def delete(self, table: str, keys: dict) -> None:
+        self.deletes[table] = self.deletes.get(table, 0) + 1
+        self.live.discard((table, keys["Id"], keys.get("lines_index")))
+
+    def checkpoint(self, state: dict) -> None:
+        self.state = state
+
+    def error(self, message: str) -> None:
+        raise RuntimeError(message)
+
+
+def child_deletes(context: dict) -> tuple[int, float]:
+    """8: the first sync of Orders with child_tables Orders.Lines into an empty destination, then 199 small orders
+    rewritten (one field changed) and a second sync; in-process, op.* recorded. Writes its counts to
+    context["report"]."""
+    import connector
+    from tests import documents
+
+    ops = RowOps()
+    connector.op = ops  # type: ignore[assignment]
+    connector.log = QuietLog()  # type: ignore[assignment]
+    configuration = {**context["configuration"], "child_tables": "Orders.Lines"}
+    started = time.perf_counter()
+    connector.update(configuration, {})
+    first = (dict(ops.upserts), dict(ops.deletes))
+    ops.upserts, ops.deletes = {}, {}
+    settings = connector.validate_configuration(configuration)
+    small = sorted(
+        (doc for doc in _orders(settings) if len(doc.get("Lines") or []) < LONG_ORDER_LINES),
+        key=lambda doc: doc["@metadata"]["@id"],
+    )
+    rewritten = [
+        (doc["@metadata"]["@id"], COLLECTION, {**{k: v for k, v in doc.items() if k != "@metadata"}, "Freight": 1.5})
+        for doc in small[:REWRITTEN_ORDERS]
+    ]
+    store = open_store(Server(context["url"], Path(context["tls_dir"])))
+    try:
+        documents.put(store, rewritten)
+    finally:
+        store.close()
+    connector.update(configuration, ops.state)
+    second = (dict(ops.upserts), dict(ops.deletes))
+    seconds = time.perf_counter() - started
+    expected = {("Orders", doc["@metadata"]["@id"], None) for doc in _orders(settings)}
+    expected |= {
+        ("Orders_lines", doc["@metadata"]["@id"], index)
+        for doc in _orders(settings)
+        for index in range(len(doc.get("Lines") or []))
+    }
+    report = {
+        "first": first,
+        "second": second,
+        "rewritten": len(rewritten),
+        "orphans": len(ops.live - expected),
+        "missing": len(expected - ops.live),
+        "state_bytes": len(json.dumps(ops.state)),
+    }
+    Path(context["report"]).write_text(json.dumps(report), encoding="utf-8")
+    return sum(second[1].values()), seconds
+
+
+def _orders(settings: Any) -> list[dict]:
+    import connector
+
+    with connector.open_store(settings) as store:
+        query = connector.collection_query("from '{collection}'", COLLECTION)
+        return list(connector.QueryStream(store, settings, query))
+
+
 CHILDREN = {
+    "deletes": child_deletes,
     "public_stream": child_public_stream,
     "command_stream": child_command_stream,
     "collection_stream": child_collection_stream,
@@ -646,7 +742,66 @@ def bench_size(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# History tables (8)
+# Child-table deletes (8)
+
+
+def bench_child_deletes(server: Server, work: Path) -> list[Check]:
+    """Case 8: 2,000 orders whose oldest has 300 lines, the others 1 to 4; the first sync with child_tables
+    Orders.Lines, then 199 small orders rewritten and synced again (`child_deletes`)."""
+    from tests import documents
+    from tests.standin.sample_data import order
+
+    work.mkdir(parents=True, exist_ok=True)
+    print(
+        f"\n== child-table deletes: {CHILD_DELETES_ORDERS:,} orders, the oldest with {LONG_ORDER_LINES} lines",
+        flush=True,
+    )
+    fresh_database(server)
+    long_order = order(1, random.Random(1))
+    long_order["Lines"] = [long_order["Lines"][0]] * LONG_ORDER_LINES
+    store = open_store(server)
+    try:
+        documents.put(store, [("orders/1-A", COLLECTION, long_order)])
+    finally:
+        store.close()
+    control(server, "generate", {"count": CHILD_DELETES_ORDERS - 1, "collection": COLLECTION, "start": 2})
+    report_path = work / "child-deletes.json"
+    context = {
+        "url": server.url,
+        "tls_dir": str(server.tls_dir),
+        "configuration": configuration(server),
+        "report": str(report_path),
+    }
+    run_child("deletes", context, work)
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    for label, (upserts, deletes) in (("first sync", report["first"]), ("after rewriting", report["second"])):
+        tables = ", ".join(f"{table} {count:,}" for table, count in upserts.items())
+        print(
+            f"  8  {label:<16} upserts {sum(upserts.values()):>7,} ({tables}), deletes {sum(deletes.values()):>7,}",
+            flush=True,
+        )
+    per_order = sum(report["second"][1].values()) / max(report["rewritten"], 1)
+    print(
+        f"  8  {report['rewritten']} orders rewritten: {per_order:.2f} deletes per order; rows landed vs the database: "
+        f"{report['orphans']} orphans, {report['missing']} missing; state {report['state_bytes']:,} bytes",
+        flush=True,
+    )
+    first_deletes = sum(report["first"][1].values())
+    exact = report["orphans"] + report["missing"]
+    return [
+        Check("(8) child deletes, first sync", first_deletes, f"<= {MAX_FIRST_SYNC_CHILD_DELETES}", first_deletes <= 0),
+        Check(
+            "(8) child deletes per rewritten order",
+            per_order,
+            f"<= {MAX_CHILD_DELETES_PER_REWRITE}",
+            per_order <= MAX_CHILD_DELETES_PER_REWRITE,
+        ),
+        Check("(8) lines orphaned or missing", exact, "= 0", exact == 0),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# History tables (9)
 
 
 def bench_history(server: Server, docs: int, work: Path) -> None:
@@ -678,11 +833,11 @@ def bench_history(server: Server, docs: int, work: Path) -> None:
     changed = change_documents(server, docs, 0.01)
     later, later_requests = counted(server, lambda: run_child("history", {**context, "configuration": on}, work))
     for label, run, sent in (
-        ("8  first sync, history off (main table)", main, main_requests),
-        ("8  history backfill (main table unchanged), history rows", backfill, backfill_requests),
-        ("8  sync without changes, history off", quiet_off, off_requests),
-        ("8  sync without changes, history on", quiet_on, on_requests),
-        (f"8  sync after {changed:,} documents changed, history on", later, later_requests),
+        ("9  first sync, history off (main table)", main, main_requests),
+        ("9  history backfill (main table unchanged), history rows", backfill, backfill_requests),
+        ("9  sync without changes, history off", quiet_off, off_requests),
+        ("9  sync without changes, history on", quiet_on, on_requests),
+        (f"9  sync after {changed:,} documents changed, history on", later, later_requests),
     ):
         print(f"  {label:<52} {run.items:>9,} in {run.seconds:8.2f} s ({run.rate:>9,.0f}/s), {sent}", flush=True)
 
@@ -950,7 +1105,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     size.add_argument("--smoke", action="store_true", help=f"{SMOKE_DOCS:,} documents, no thresholds (CI)")
     parser.add_argument(
         "--case",
-        choices=("all", "documents", "collections", "history"),
+        choices=("all", "documents", "collections", "child-deletes", "history"),
         default="all",
         help="which measurements to run (history: only with --case history)",
     )
@@ -997,13 +1152,16 @@ def main(argv: list[str] | None = None) -> int:
                 for docs in sizes:
                     bench_history(server, docs, work / f"history-{docs}")
                 return 0
-            for docs in sizes if args.case not in ("collections",) else []:
+            for docs in sizes if args.case in ("all", "documents") else []:
                 results = bench_size(server, docs, work / str(docs), args.baseline_seconds, args.child_tables)
                 all_passed &= report(results, checks(results, previous), enforce=not args.smoke)
                 previous = PeakRss(docs, results.end_to_end.peak_rss_kb)
                 if args.save_rss:
                     args.save_rss.write_text(json.dumps(previous._asdict()), encoding="utf-8")
-            if args.case != "documents":
+            if args.case in ("all", "child-deletes"):
+                found = bench_child_deletes(server, work / "child-deletes")
+                all_passed &= report_checks(found, enforce=not args.smoke)
+            if args.case in ("all", "collections"):
                 collections = args.collections or (SMOKE_COLLECTIONS if args.smoke else COLLECTIONS)
                 debug = args.debug_collections
                 if debug is None:

@@ -74,6 +74,11 @@ class FakeRequestExecutor:
             command.result = SimpleNamespace(is_stale=stale, index_name="Auto/Orders/By@metadata.@last-modified")
             return
         request = command.create_request(SimpleNamespace(url="http://fake", database="Northwind"))
+        if "/databases?name=" in (request.url or ""):  # the database record: the database, or each of its shards
+            name = parse_qs(urlsplit(request.url).query)["name"][0]
+            names = [f"{name}${n}" for n in range(self.db.shards)] if self.db.shards else [name]
+            command.set_response(json.dumps({"Databases": [{"Name": name} for name in names]}), False)
+            return
         if "/collections/docs?" in (request.url or ""):  # a page of one collection, newest etag first
             query = parse_qs(urlsplit(request.url).query)
             name, size = query["name"][0].lower(), int(query["pageSize"][0])
@@ -136,7 +141,7 @@ class FakeRequestExecutor:
         query = parse_qs(urlsplit(request.url).query)
         start, size = int(query["start"][0]), int(query["pageSize"][0])
         body = {"Results": [entry for entry in raw[start : start + size] if entry is not None]}
-        command.set_response(json.dumps({**body, **self.db.bin_extra}), False)
+        command.set_response(json.dumps(body), False)
 
 
 class FakeRavenDB:
@@ -147,7 +152,7 @@ class FakeRavenDB:
         self.documents: dict[str, dict] = {}
         self.stores: list[FakeDocumentStore] = []
         self.revisions_bin: list[dict | None] | None = None  # raw records newest first; None: no longer listed
-        self.bin_extra: dict = {}  # more keys of every bin answer
+        self.shards = 0  # a sharded database's shards (GET /databases?name= lists one entry each); 0: unsharded
         self.indexed_at: dict[str, str] = {}  # id -> @last-modified the index still places it at
         self.server_date: datetime | bool | None = None  # the Date header of streams; None: now; False: none
         self.stale_streams = 0  # how many of the next streams report a stale index

@@ -353,14 +353,14 @@ class TestExactUnderChange:
 
         assert lines_of(ops) == expected_lines(shrunk)
 
-    def test_the_state_keeps_one_width_per_child_table_not_one_entry_per_document(
+    def test_the_state_keeps_one_bound_per_child_table_not_one_entry_per_document(
         self, fake_store, make_document, child_configuration, ops
     ):
         fake_store.add(*(make_document(Lines=[line(n)] * (1 + n % 4)) for n in range(1, 2001)))
 
         connector.update(child_configuration, {})
 
-        assert ops.checkpoints[-1]["child_widths"] == {"Orders_lines": 4}
+        assert ops.checkpoints[-1]["child_rows"] == {"Orders_lines": {"width": 4}}
         assert ops.checkpoints[-1]["child_paths"] == {"Orders": [["Lines"]]}
 
     def test_selecting_a_new_array_reads_the_collection_again_and_dropping_one_marks_its_rows_deleted(
@@ -383,6 +383,9 @@ class TestExactUnderChange:
     [
         pytest.param({"child_paths": {"Orders": 5}}, id="paths-not-a-list"),
         pytest.param({"child_widths": {"Orders_lines": "wide"}}, id="width-not-a-number"),
+        pytest.param({"child_rows": {"Orders_lines": {"width": "wide"}}}, id="bound-not-a-number"),
+        pytest.param({"child_rows": {"Orders_lines": {"long": [[7, 300]]}}}, id="long-array-without-its-document"),
+        pytest.param({"child_rows": {"Orders_lines": [4]}}, id="rows-not-a-mapping"),
         pytest.param({"child_columns": ["Orders_lines"]}, id="columns-not-a-mapping"),
     ],
 )

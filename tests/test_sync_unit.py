@@ -383,13 +383,17 @@ class TestDeletes:
         assert deleted_ids(ops) == ["orders/5-A"]
         assert any("reconcile_deletes_hours" in line for line in logs.messages("WARNING"))
 
-    def test_a_sharded_database_is_refused_in_one_line(self, fake_store, make_document, base_configuration, ops):
+    def test_a_sharded_database_is_refused_in_one_line_before_the_bin_is_read(
+        self, fake_store, make_document, base_configuration, ops
+    ):
         fake_store.add(make_document("Orders"))
         fake_store.revisions_bin = [deletion("orders/5-A", at(5))]
-        fake_store.bin_extra = {"ContinuationToken": "eyJQYWdlcyI6W119"}
+        fake_store.shards = 3
 
-        with pytest.raises(SourceError, match=r"^database_name: 'Northwind' is a sharded database"):
+        with pytest.raises(SourceError, match=r"^database_name: 'Northwind' is a sharded database \(3 shards\)"):
             connector.update(base_configuration, {})
+
+        assert [store.bin_requests for store in fake_store.stores] == [[]]
 
 
 def test_a_failing_sync_reports_one_line_through_op_error_without_a_traceback_chain(

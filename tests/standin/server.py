@@ -190,6 +190,8 @@ class StandIn:
                 continue
             match = pattern.fullmatch(request.path)
             if match:
+                if route in SHARDED_UNMODELLED:
+                    _refuse_sharded_read(node, request, match)
                 return route(node, request, match)
         raise RavenError(
             501,
@@ -247,7 +249,9 @@ def build_version(_n: Node, _r: Request, _m: re.Match) -> Response:
 
 
 def database_names(node: Node, request: Request, _m: re.Match) -> Response:
-    """GET /databases?namesOnly=true."""
+    """GET /databases?namesOnly=true, or GET /databases?name= (one database's information: `database_info`)."""
+    if request.arg("name") is not None:
+        return database_info(node, request.arg("name") or "")
     names = node.server.storage.names()
     start = int(request.arg("start", "0") or 0)
     size = int(request.arg("pageSize", str(MAX_PAGE)) or MAX_PAGE)
@@ -260,7 +264,10 @@ def create_database(node: Node, request: Request, _m: re.Match) -> Response:
     name = request.arg("name") or record.get("DatabaseName")
     if not name:
         raise RavenError(400, "System.ArgumentException", "Database name is required")
+    shards = _shards_of(record, [n.tag for n in node.server.nodes])
     node.server.storage.create(name)
+    if shards:
+        node.server.storage.group(name).shards = shards
     members = [n.tag for n in node.server.nodes]
     topo = {
         "Members": members,
@@ -294,7 +301,96 @@ def database_record(node: Node, request: Request, _m: re.Match) -> Response:
     if db is None:
         return Response(404)
     members = [n.tag for n in node.server.nodes]
+    if db.group.shards:  # a sharded record has no Topology of its own (DatabaseHelper.Validate)
+        sharding = {"Shards": {str(n): {"Members": tags} for n, tags in db.group.shards.items()}}
+        return json_response({"DatabaseName": db.name, "Disabled": False, "Sharding": sharding, "Etag": 1})
     return json_response({"DatabaseName": db.name, "Disabled": False, "Topology": {"Members": members}, "Etag": 1})
+
+
+def _shards_of(record: dict[str, Any], node_tags: list[str]) -> dict[int, list[str]]:
+    """The shards a creation record asks for (`Sharding.Shards`: shard number -> topology), each with its node
+    tags: the ones its topology lists, else one node, spread over the cluster (replication factor 1, the python
+    client's default). RavenDB refuses a sharded record that also carries a `Topology`
+    (src/Raven.Server/Web/System/DatabaseHelper.cs `Validate`, as a BadRequestException)."""
+    shards = ((record.get("Sharding") or {}).get("Shards")) or {}
+    if shards and record.get("Topology") is not None:
+        raise RavenError(
+            400,
+            "Raven.Client.Exceptions.BadRequestException",
+            "Database document validation failed. Sharded database can't have field Topology defined in its record.",
+        )
+    return {
+        int(number): list((topology or {}).get("Members") or [node_tags[int(number) % len(node_tags)]])
+        for number, topology in shards.items()
+    }
+
+
+def database_info(node: Node, name: str) -> Response:
+    """GET /databases?name=: the database's information, as RavenDB 6.x/7.x serves it
+    (src/Raven.Server/Web/System/Processors/Databases/DatabasesHandlerProcessorForGet.cs): `{"Databases": [...]}`
+    with one `DatabaseInfo` per record from `RawDatabaseRecord.AsShardsOrNormal()`: the database itself, or for a
+    sharded database one per shard, named `<database>$<shard number>` (`ShardHelper.ToShardName`; `$` is not
+    allowed in a database name, src/Raven.Client/Util/ResourceNameValidator.cs) with that shard's nodes in
+    `NodesTopology`. An unknown database: 404 with `Database-Missing`. Sizes, uptime and counts are not modelled
+    (zeros)."""
+    group = node.server.storage.group(name)
+    if group is None:
+        return Response(404, b"", {"Database-Missing": name})
+    if group.shards:
+        records = [(f"{group.name}${number}", tags) for number, tags in sorted(group.shards.items())]
+    else:
+        records = [(group.name, list(group.copies))]
+    return json_response({"Databases": [_database_info(node, name, tags) for name, tags in records]})
+
+
+def _database_info(node: Node, name: str, tags: list[str]) -> dict[str, Any]:
+    """One `DatabaseInfo` as `DatabaseInfo.ToJson` writes it
+    (src/Raven.Client/ServerWide/Operations/DatabasesInfo.cs)."""
+    urls = {n.tag: n.url for n in node.server.nodes}
+    size = {"HumaneSize": "0 Bytes", "SizeInBytes": 0}
+    return {
+        "Name": name,
+        "Disabled": False,
+        "TotalSize": size,
+        "TempBuffersSize": size,
+        "IsAdmin": True,
+        "IsEncrypted": False,
+        "UpTime": None,
+        "BackupInfo": None,
+        "Alerts": 0,
+        "PerformanceHints": 0,
+        "RejectClients": False,
+        "IndexingErrors": 0,
+        "DocumentsCount": 0,
+        "HasRevisionsConfiguration": False,
+        "HasExpirationConfiguration": False,
+        "HasRefreshConfiguration": False,
+        "IndexesCount": 0,
+        "IndexingStatus": "Running",
+        "NodesTopology": {
+            "Members": [{"NodeTag": tag, "NodeUrl": urls.get(tag), "ResponsibleNode": None} for tag in tags],
+            "Promotables": [],
+            "Rehabs": [],
+            "Status": {tag: {"LastStatus": "Ok", "LastError": None} for tag in tags},
+            "PriorityOrder": [],
+        },
+        "ReplicationFactor": len(tags),
+        "DynamicNodesDistribution": False,
+        "DeletionInProgress": {},
+        "Environment": "None",
+    }
+
+
+def _refuse_sharded_read(node: Node, request: Request, match: re.Match) -> None:
+    """The stand-in models a sharded database's record and writes to it, not how its orchestrator reads across
+    shards: such a read gets 501 rather than an answer RavenDB would not give."""
+    group = node.server.storage.group(match["db"])
+    if group is not None and group.shards:
+        raise RavenError(
+            501,
+            "System.NotSupportedException",
+            f"The RavenDB stand-in does not model {request.method} {request.path} on a sharded database",
+        )
 
 
 # ---- documents ---------------------------------------------------------------------------------------------------
@@ -1067,6 +1163,11 @@ def control_ping(node: Node, _r: Request, _m: re.Match) -> Response:
     """GET /standin/ping."""
     return json_response({"Tag": node.tag, "Urls": node.server.urls})
 
+
+# Reads a sharded database's orchestrator serves by merging its shards, which the stand-in does not model.
+SHARDED_UNMODELLED = frozenset(
+    {docs_get, queries, stream_query, stream_docs, stats, collection_stats, collection_docs, revisions_bin}
+)
 
 DB = r"/databases/(?P<db>[^/]+)"
 

@@ -911,6 +911,7 @@ class DatabaseGroup:
         self.commit_latency_ms = DEFAULT_COMMIT_LATENCY_MS
         self.compression: dict[str, Any] = {}  # DocumentsCompressionConfiguration of the database record
         self.raft_index = 0
+        self.shards: dict[int, list[str]] = {}  # a sharded database's shards and the node tags of each; {}: not sharded
         self.pending: dict[str, deque[Replicated]] = {tag: deque() for tag in node_tags}
         self.offline = offline if offline is not None else set()
         self.skew_ticks = skew_ticks if skew_ticks is not None else {}
