@@ -20,7 +20,7 @@ from tests.standin import sample_data
 from tests.standin.clock import format_ticks
 from tests.standin.engine import MAX_PAGE, Outcome, QueryRequest, parse_timespan, run_query
 from tests.standin.errors import RavenError, database_missing
-from tests.standin.httpcore import Listener, Request, Response, server_context
+from tests.standin.httpcore import CancelAfter, Listener, Request, Response, server_context
 from tests.standin.rql import parse
 from tests.standin.storage import Database, Doc, Storage, dumps, format_change_vector
 from tests.standin.tls import thumbprint, thumbprint_sha256
@@ -31,6 +31,12 @@ STREAM_CHUNK_DOCS = 2000
 STREAM_ERROR = (
     "System.OperationCanceledException: The operation was canceled.\r\n"
     "   at Raven.Server.Documents.Queries.AbstractQueryRunner (stand-in: injected mid-stream failure)"
+)
+# What a query stream cancelled by its time limit (Databases.QueryTimeoutInSec) writes.
+QUERY_TIMEOUT_ERROR = (
+    "System.OperationCanceledException: The operation was canceled.\r\n"
+    "   at Raven.Server.Documents.Queries.StreamDocumentQueryResult.AddResultAsync (stand-in: no result written "
+    "within Databases.QueryTimeoutInSec)"
 )
 Route = Callable[["Node", Request, re.Match], Response]
 
@@ -491,21 +497,30 @@ def queries(node: Node, request: Request, m: re.Match) -> Response:
 
 
 def stream_query(node: Node, request: Request, m: re.Match) -> Response:
-    """POST /databases/{db}/streams/queries?format=jsonl: Stats line, then one {"Item": doc} per line."""
+    """POST /databases/{db}/streams/queries?format=jsonl: Stats line, then one {"Item": doc} per line.
+
+    It runs under RavenDB's query time limit (AbstractStreamingHandlerProcessorForGetStreamQuery.ExecuteAsync:
+    CreateHttpRequestBoundTimeLimitedOperationTokenForQuery, Databases.QueryTimeoutInSec, 300 s by default), re-armed
+    after each result written (StreamDocumentQueryResult.AddResultAsync → OperationCancelToken.Delay): a stream that
+    writes no result for that long, because its reader stopped reading or the server stalled, is cancelled
+    (`set_query_timeout` shortens it for tests)."""
     db = node.database(m["db"])
+    with db.lock:
+        cancel = CancelAfter(db.group.streams.query_timeout_s)
     req = _query_request(request)
     req.wait_for_non_stale = False
     req.stream = True
     outcome = run_query(db, req)
     first = dumps({"Stats": _stats(outcome, db)}) + b"\n"
-    return Response(200, _query_lines(first, db, outcome), {"Content-Type": "application/jsonl; charset=utf-8"})
+    lines = _query_lines(first, db, outcome, cancel)
+    return Response(200, lines, {"Content-Type": "application/jsonl; charset=utf-8"}, cancel=cancel)
 
 
-def _query_lines(first: bytes, db: Database, outcome: Outcome) -> Iterator[bytes]:
+def _query_lines(first: bytes, db: Database, outcome: Outcome, cancel: CancelAfter | None = None) -> Iterator[bytes]:
     """The Stats line, then `{"Item": doc}` lines (StreamJsonlDocumentQueryResultWriter.AddResultAsync); a failure
     ends it with the `{"Error": ...}` line its WriteErrorAsync writes."""
     yield first
-    for part in _paced(db, outcome.docs, outcome.reload, outcome.renew):
+    for part in _paced(db, outcome.docs, outcome.reload, outcome.renew, cancel):
         if isinstance(part, str):
             yield dumps({"Error": part}) + b"\n"
             return
@@ -513,7 +528,11 @@ def _query_lines(first: bytes, db: Database, outcome: Outcome) -> Iterator[bytes
 
 
 def _paced(
-    db: Database, hits: list[Doc], reload: bool, renew: Callable[[int, Doc], list[Doc]] | None
+    db: Database,
+    hits: list[Doc],
+    reload: bool,
+    renew: Callable[[int, Doc], list[Doc]] | None,
+    cancel: CancelAfter | None = None,
 ) -> Iterator[list[Doc] | str]:
     """A stream's documents in batches, produced as the socket takes them, or the error message that ends it.
 
@@ -521,8 +540,9 @@ def _paced(
     hits not yet sent (a deleted one is skipped). A stream that reads storage (`renew`) reads one snapshot, unless
     the test set `read_pulse_docs`: then, like PulsedTransactionEnumerator.MoveNext, before reading on after every
     multiple of that many documents it renews its read transaction and takes the rest from `renew`. The test knobs:
-    a stream pauses after N hits until released; an error ends it; a throttle sends `throttle_docs` hits every
-    `throttle_ms`."""
+    a stream pauses after N hits until released; stalls (sends nothing) for `stall_s` after `stall_after` hits; an
+    error ends it; a throttle sends `throttle_docs` hits every `throttle_ms`. A query stream's time limit (`cancel`)
+    that fires ends it with the OperationCanceledException line."""
     streams = db.group.streams
     with db.lock:
         cuts = streams.cuts()
@@ -537,6 +557,9 @@ def _paced(
             return
         if sent and delay_s:
             time.sleep(delay_s)
+        if cancel is not None and cancel.check():
+            yield QUERY_TIMEOUT_ERROR
+            return
         stops = [sent + chunk, *(cut for cut in cuts if cut > sent)]
         if pulse:
             stops.append((sent // pulse + 1) * pulse)
@@ -552,11 +575,17 @@ def _paced(
         if sent not in cuts:
             continue
         with db.lock:
-            error, pause = streams.fire_error(sent), streams.fire_pause(sent)
+            error, pause, stall = streams.fire_error(sent), streams.fire_pause(sent), streams.fire_stall(sent)
             db.changed.notify_all()
         if error is not None:
             yield error
             return
+        if stall:
+            if cancel is None:
+                time.sleep(stall)
+            elif cancel.fired.wait(stall):
+                yield QUERY_TIMEOUT_ERROR
+                return
         if pause:
             streams.release.wait(60)
             with db.lock:
@@ -770,10 +799,13 @@ def control_replication(node: Node, request: Request, m: re.Match) -> Response:
 
 def control_streams(node: Node, request: Request, m: re.Match) -> Response:
     """POST /standin/databases/{db}/streams {"pause_after"?, "release"?, "error_after"?, "error_times"?, "error"?,
-    "throttle_docs"?, "throttle_ms"?, "read_pulse_docs"?}: arm a pause of the next stream that reaches N results,
+    "throttle_docs"?, "throttle_ms"?, "read_pulse_docs"?, "stall_after"?, "stall_s"?, "query_timeout_s"?}: arm a
+    pause of the next stream that reaches N results, or a stall of `stall_s` seconds (then it goes on by itself),
     release a paused stream, end streams that reach N results with an error (error_times: how many streams; -1 =
     every one; 0 disarms), slow every stream down (throttle_docs 0 = full speed), or make document streams renew
-    their read transaction every N documents (null or 0: never). Query streams and GET /streams/docs alike."""
+    their read transaction every N documents (null or 0: never). Query streams and GET /streams/docs alike, except
+    `query_timeout_s` (null: RavenDB's 300 s), the time limit of query streams only: GET /streams/docs runs under
+    a token without one (AbstractStreamingHandlerProcessorForGetDocs: CreateOperationToken)."""
     group = node.database(m["db"]).group
     body = body_json(request) or {}
     streams = group.streams
@@ -788,6 +820,12 @@ def control_streams(node: Node, request: Request, m: re.Match) -> Response:
         if "read_pulse_docs" in body:
             every = body["read_pulse_docs"]
             streams.read_pulse_docs = None if not every else int(every)
+        if "stall_after" in body:
+            streams.stall_after = None if body["stall_after"] is None else int(body["stall_after"])
+            streams.stall_s = float(body.get("stall_s") or 0)
+        if "query_timeout_s" in body:
+            timeout = body["query_timeout_s"]
+            streams.query_timeout_s = 300.0 if timeout is None else float(timeout)
         if "error_after" in body:
             streams.error_after = None if body["error_after"] is None else int(body["error_after"])
             streams.error_times = int(body.get("error_times", 1))
@@ -801,6 +839,9 @@ def control_streams(node: Node, request: Request, m: re.Match) -> Response:
                 "ThrottleDocs": streams.throttle_docs,
                 "ThrottleMs": streams.throttle_ms,
                 "ReadPulseDocs": streams.read_pulse_docs,
+                "StallAfter": streams.stall_after,
+                "StallS": streams.stall_s,
+                "QueryTimeoutS": streams.query_timeout_s,
             }
         )
 
