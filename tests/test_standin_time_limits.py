@@ -47,7 +47,7 @@ def test_a_tls_handshake_on_the_plain_http_port_gets_400_and_a_closed_connection
 def test_an_https_client_of_the_plain_http_port_fails_at_once_on_the_servers_plain_answer(standin_http: Any) -> None:
     https = standin_http.urls[0].replace("http://", "https://")
     started = time.monotonic()
-    with pytest.raises(requests.exceptions.SSLError, match="WRONG_VERSION_NUMBER|wrong version number"):
+    with pytest.raises(requests.exceptions.SSLError, match=r"WRONG_VERSION_NUMBER|wrong version number"):
         requests.get(f"{https}/build/version", timeout=30)
     assert time.monotonic() - started < 2
 
