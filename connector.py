@@ -16,7 +16,9 @@ upserted and read again next sync; the versions kept in the state keep an unchan
 
 import base64
 import binascii
+import concurrent.futures
 import decimal
+import difflib
 import functools
 import getpass
 import hashlib
@@ -71,7 +73,10 @@ _CHECKPOINT_EVERY_RECORDS = 1_000
 _DEFAULT_BATCH_SIZE = 1_000  # records per revisions-bin request; collections are streamed, not paged
 _MAX_BATCH_SIZE = 100_000
 _STREAM_READ_BYTES = 1 << 16  # bytes per socket read of a stream (the client's default is 512)
-_CONNECT_TIMEOUT_SECONDS = 5.0
+_CONNECT_TIMEOUT_SECONDS = 5.0  # every request: time to open the TCP connection
+_ANSWER_TIMEOUT_SECONDS = 10.0  # the first request of a sync or connection test: time to TLS and HTTP answers
+_DEFAULT_READ_TIMEOUT_SECONDS = 120.0  # every later request: the longest silence (above RavenDB's 60 s index wait)
+_MAX_READ_TIMEOUT_SECONDS = 3600.0
 _PRIVATE_DIR_PREFIX = "ravendb-connector-"  # + pid: the owner-only temporary folder of the client certificate
 _INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for a stale auto index to catch up before reading on
 _MAX_ATTEMPTS = 5
@@ -183,6 +188,12 @@ _FORM_FIELDS = [
         f"nodes (default {_DEFAULT_LOOKBACK_SECONDS}). Each sync re-reads the documents changed in this window.",
     ),
     _FormField(
+        "read_timeout_seconds",
+        "Read timeout (seconds)",
+        "How long a request or a stream may go without receiving anything before it counts as failed (and is "
+        f"retried); keep it above RavenDB's 60 s wait for a new index (default {_DEFAULT_READ_TIMEOUT_SECONDS:.0f}).",
+    ),
+    _FormField(
         "server_ca_base64",
         "Server CA certificate",
         "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
@@ -234,6 +245,7 @@ class Settings(NamedTuple):
     child_tables: "ChildTableSelection"
     type_from_every_document: bool = False  # schema() reads every document, not only the newest 500
     progress_seconds: float = _DEFAULT_PROGRESS_SECONDS
+    read_timeout: float = _DEFAULT_READ_TIMEOUT_SECONDS  # seconds a request or stream may receive nothing
 
 
 def _version_line() -> str:
@@ -275,6 +287,7 @@ def _fails_in_one_line(entry_point: Callable) -> Callable:
 
 def validate_configuration(configuration: dict) -> Settings:
     """Parse and check every setting before any I/O; raise ConfigurationError naming the first bad one."""
+    _check_keys(configuration)
     urls = _parse_urls(_required(configuration, "ravendb_urls"))
     database = _required(configuration, "database_name")
     if not _DATABASE_NAME.fullmatch(database):
@@ -316,6 +329,9 @@ def validate_configuration(configuration: dict) -> Settings:
         ),
         progress_seconds=_parse_seconds(
             configuration, "progress_log_seconds", _DEFAULT_PROGRESS_SECONDS, 0.01, _MAX_PROGRESS_SECONDS
+        ),
+        read_timeout=_parse_seconds(
+            configuration, "read_timeout_seconds", _DEFAULT_READ_TIMEOUT_SECONDS, 1, _MAX_READ_TIMEOUT_SECONDS
         ),
     )
 
@@ -404,6 +420,16 @@ def connection_test(configuration: dict) -> Any:
 
 # ----------------------------------------------------------------------------------------------------------
 # Settings: parsing and checking the configuration (pure)
+
+
+def _check_keys(configuration: dict) -> None:
+    """Refuse a key that is no setting (a typo would otherwise leave the setting at its default, silently)."""
+    known = [setting.name for setting in _FORM_FIELDS]
+    for key in sorted(configuration, key=str):
+        if key not in known:
+            nearest = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean {nearest[0]}?" if nearest else f"the settings are {', '.join(sorted(known))}"
+            raise ConfigurationError(str(key), f"unknown setting; {hint}")
 
 
 def _required(configuration: dict, key: str) -> str:
@@ -1575,9 +1601,15 @@ def _duration(seconds: float) -> str:
 
 @contextmanager
 def open_store(settings: Settings) -> Iterator[DocumentStore]:
-    """An initialised DocumentStore; its certificate file exists only inside the block, owner-readable."""
+    """An initialised DocumentStore whose every request has a connect and a read timeout; its certificate file
+    exists only inside the block, owner-readable.
+
+    Before the client's first request, each URL must answer one request within `_CONNECT_TIMEOUT_SECONDS` +
+    `_ANSWER_TIMEOUT_SECONDS` (`_check_answers`), so an address that accepts connections and never answers fails
+    the sync (or the connection test) within that bound, with one line."""
     _check_reachable(settings.urls)
     with _private_files(settings) as (certificate_path, ca_path):
+        _check_answers(settings, certificate_path, ca_path)
         store = DocumentStore(list(settings.urls), settings.database)
         if certificate_path is not None:
             store.certificate_pem_path = certificate_path
@@ -1586,9 +1618,81 @@ def open_store(settings: Settings) -> Iterator[DocumentStore]:
         try:
             with _translated_errors(settings):
                 store.initialize()
+                _with_timeouts(store.get_request_executor(), settings)
             yield store
         finally:
             store.close()
+
+
+class _TimeoutAdapter(requests.adapters.HTTPAdapter):
+    """Sends every request with (connect, read) timeouts unless it names its own: the ravendb client sends its
+    requests, streams included, without any. The read timeout bounds each wait for bytes, so a stream that
+    delivers nothing for that long fails as a broken stream."""
+
+    def __init__(self, timeouts: tuple[float, float]):
+        super().__init__()
+        self.timeouts = timeouts
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any) -> Any:
+        return super().send(request, stream=stream, timeout=timeout or self.timeouts, **kwargs)
+
+
+def _with_timeouts(executor: Any, settings: Settings) -> None:
+    """Mount `_TimeoutAdapter` on the request executor's HTTP session (public `http_session`, created on first use).
+
+    The executor sends its first request (the topology) from a thread of its own as soon as it exists, so that
+    request may go out before the adapter is mounted; `_check_answers` has just proved the server answers. If that
+    thread created the session at the same moment, the session the executor keeps is mounted too (the loop)."""
+    while True:
+        session = executor.http_session
+        adapter = _TimeoutAdapter((_CONNECT_TIMEOUT_SECONDS, settings.read_timeout))
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        if executor.http_session is session:
+            return
+
+
+def _check_answers(settings: Settings, certificate_path: str | None, ca_path: str | None) -> None:
+    """Fail in one line when no URL answers a request (GET /build/version) within the connect and answer timeouts:
+    an address that accepts connections but never answers (a proxy, a firewall, a wrong port, an https:// URL of
+    a server that speaks plain HTTP and waits for a request line); warn about the URLs that do not. Only silence
+    counts here: any answer, or any other failure, is left to the client, whose errors are translated as usual."""
+
+    def silence(url: str) -> str | None:
+        try:
+            requests.get(
+                f"{url}/build/version",
+                cert=certificate_path,
+                verify=ca_path or True,
+                timeout=(_CONNECT_TIMEOUT_SECONDS, _ANSWER_TIMEOUT_SECONDS),
+                allow_redirects=False,
+            ).close()
+        except requests.exceptions.Timeout as exc:
+            return _silence_text(url, exc)
+        except requests.RequestException:
+            return None
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(settings.urls)) as pool:
+        failures = [text for text in pool.map(silence, settings.urls) if text is not None]
+    if len(failures) == len(settings.urls):
+        raise SourceError("ravendb_urls", "; ".join(failures))
+    if failures:
+        log.warning(f"ravendb_urls: {'; '.join(failures)}; failing over to the other nodes")
+
+
+def _silence_text(url: str, exc: Exception) -> str:
+    if isinstance(exc, requests.exceptions.ConnectTimeout) and "handshake" not in _failure_text(exc).lower():
+        return f"{url} did not accept a connection within {_CONNECT_TIMEOUT_SECONDS:g} s"
+    if url.startswith("https://") and "handshake" in _failure_text(exc).lower():
+        return (
+            f"{url} accepted the connection but gave no TLS answer within {_ANSWER_TIMEOUT_SECONDS:g} s; "
+            "is the server plain http://? (a proxy or firewall that holds connections looks the same)"
+        )
+    return (
+        f"{url} accepted the connection but sent no answer within {_ANSWER_TIMEOUT_SECONDS:g} s "
+        "(a proxy, a firewall, or a port that is not RavenDB's?)"
+    )
 
 
 @contextmanager
@@ -2349,12 +2453,16 @@ def _translated_errors(settings: Settings) -> Iterator[None]:
     except DatabaseDoesNotExistException as exc:
         raise SourceError("database_name", f"database {settings.database!r} does not exist on {urls}") from exc
     except (RavenException, AllTopologyNodesDownException, requests.RequestException) as exc:
-        raise _classified(exc, urls) from exc
+        raise _classified(exc, urls, settings.read_timeout) from exc
 
 
-def _classified(exc: Exception, urls: str) -> SourceError:
+def _classified(exc: Exception, urls: str, read_timeout: float = _DEFAULT_READ_TIMEOUT_SECONDS) -> SourceError:
     # With several nodes the client folds each node's failure into the text of one exception: read the text.
     text = _failure_text(exc)
+    if "Read timed out" in text:
+        return TransientSourceError(
+            "ravendb_urls", f"{urls} sent nothing for {read_timeout:g} s (read_timeout_seconds); the request is dropped"
+        )
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return SourceError(
             "ravendb_urls",
