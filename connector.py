@@ -30,6 +30,7 @@ import platform
 import re
 import shutil
 import socket
+import ssl
 import tempfile
 import time
 import unicodedata
@@ -345,7 +346,9 @@ def schema(configuration: dict) -> list[dict]:
     with open_store(settings) as store:
         selection = resolve_collections(store, settings, known=())
         collections = selection.counts
-        wants_newest = settings.child_tables.every or not settings.type_from_every_document
+        settings.child_tables.check_collections(settings.database, list(collections))
+        child_tables_sampled = settings.child_tables.every or bool(settings.child_tables.paths)
+        wants_newest = child_tables_sampled or not settings.type_from_every_document
         for name, newest in newest_samples(store, settings, selection, wanted=wants_newest):
             paths = settings.child_tables.paths_of(name, newest, collections)
             if settings.type_from_every_document:
@@ -366,6 +369,7 @@ def update(configuration: dict, state: dict) -> None:
         selection = resolve_collections(store, settings, known=tuple(sync_state.cursors))
         collections = selection.counts
         select_child_tables(store, settings, selection, sync_state)
+        log.info(deletes_line(settings, list(collections), revisions_configuration(store, settings)))
         progress = Progress(settings.progress_seconds, collections)
         deletes = sync_deletes(store, settings, list(collections), sync_state)
         together = read_together(selection, sync_state)
@@ -1287,11 +1291,14 @@ class ChildTableSelection(NamedTuple):
         """The array paths of `collection` that become tables; `*` finds them in the sample of its documents.
 
         A child table whose destination name is the table of one of `collections` (`Orders.Lines` and a
-        collection `OrdersLines` both make `orders_lines`) is refused when listed; `*` leaves that array JSON."""
+        collection `OrdersLines` both make `orders_lines`) is refused when listed; `*` leaves that array JSON.
+        A listed path that is not an array of objects in the sample is refused (`check_child_path`)."""
         if self.every:
             paths = tuple(sorted(_object_array_paths(sample, (), _MAX_CHILD_TABLE_DEPTH)))
         else:
             paths = tuple(path[1:] for path in self.paths if path[0].lower() == collection.lower())
+            for path in paths:
+                check_child_path(collection, path, sample)
         for path, other in _clashing_tables(collection, paths, collections).items():
             if not self.every:
                 raise SourceError(
@@ -1301,6 +1308,74 @@ class ChildTableSelection(NamedTuple):
                 )
             paths = tuple(kept for kept in paths if kept[: len(path)] != path)
         return paths
+
+    def check_collections(self, database: str, collections: list[str] | tuple[str, ...]) -> None:
+        """Refuse a listed path whose collection the database does not have (names are case-insensitive)."""
+        present = {name.lower() for name in collections}
+        for path in self.paths:
+            if path[0].lower() not in present:
+                raise SourceError(
+                    "child_tables",
+                    f"{'.'.join(path)}: database {database!r} has no collection {path[0]!r} "
+                    f"(has: {', '.join(sorted(collections)) or 'none'})",
+                )
+
+
+def check_child_path(collection: str, path: tuple[str, ...], sample: list[dict]) -> None:
+    """Refuse a listed child-table path that is not an array of objects in the collection's sampled (newest)
+    documents, naming what it is there and the arrays of objects the sample has. A path none of them has is refused
+    too: a typo is far likelier than a field still to come, which can be listed once documents carry it. An array
+    that is empty (or null) in every sampled document passes, as does any path of a collection with no documents:
+    nothing there says what it holds."""
+    if not sample:
+        return
+    values = [value for value in _values_at(sample, path) if value is not None]
+    if any(value and _is_object_array(value) for value in values) or (values and all(v == [] for v in values)):
+        return
+    kinds = sorted({_kind_of(value) for value in values})
+    arrays = sorted(".".join((collection, *found)) for found in _object_array_paths(sample, (), _MAX_CHILD_TABLE_DEPTH))
+    raise SourceError(
+        "child_tables",
+        f"{'.'.join((collection, *path))} is "
+        + (f"{' or '.join(kinds)} in" if kinds else "in none of")
+        + f" the {len(sample)} newest {collection} documents, not an array of objects "
+        f"({collection} has: {', '.join(arrays) or 'no arrays of objects'})",
+    )
+
+
+def _values_at(documents: list[dict], path: tuple[str, ...]) -> list[Any]:
+    """The values at `path` in these documents: through nested objects, and into the elements of the arrays on
+    the way (a grandchild path); documents without it give nothing."""
+    current: list[Any] = list(documents)
+    for depth, key in enumerate(path):
+        found = []
+        for value in current:
+            holders = (
+                [element for element in value if isinstance(element, dict)] if isinstance(value, list) else [value]
+            )
+            found += [holder[key] for holder in holders if isinstance(holder, dict) and key in holder]
+        current = found if depth == len(path) - 1 else [value for value in found if isinstance(value, (dict, list))]
+    return current
+
+
+def _is_object_array(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(element, dict) for element in value)
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, list):
+        if not value:
+            return "an empty array"
+        return f"an array of {' and '.join(sorted({_plural_kind_of(element) for element in value}))}"
+    return {dict: "an object", bool: "true/false", int: "a number", float: "a number"}.get(type(value), "text")
+
+
+def _plural_kind_of(value: Any) -> str:
+    if isinstance(value, list):
+        return "arrays"
+    return {dict: "objects", bool: "true/false", int: "numbers", float: "numbers", type(None): "nulls"}.get(
+        type(value), "text"
+    )
 
 
 class ChildTable(NamedTuple):
@@ -1604,12 +1679,11 @@ def open_store(settings: Settings) -> Iterator[DocumentStore]:
     """An initialised DocumentStore whose every request has a connect and a read timeout; its certificate file
     exists only inside the block, owner-readable.
 
-    Before the client's first request, each URL must answer one request within `_CONNECT_TIMEOUT_SECONDS` +
-    `_ANSWER_TIMEOUT_SECONDS` (`_check_answers`), so an address that accepts connections and never answers fails
+    Before the client's first request, some URL must answer within `_CONNECT_TIMEOUT_SECONDS` +
+    `_ANSWER_TIMEOUT_SECONDS` (`_check_reachable`), so an address that accepts connections and never answers fails
     the sync (or the connection test) within that bound, with one line."""
     _check_reachable(settings.urls)
     with _private_files(settings) as (certificate_path, ca_path):
-        _check_answers(settings, certificate_path, ca_path)
         store = DocumentStore(list(settings.urls), settings.database)
         if certificate_path is not None:
             store.certificate_pem_path = certificate_path
@@ -1641,7 +1715,7 @@ def _with_timeouts(executor: Any, settings: Settings) -> None:
     """Mount `_TimeoutAdapter` on the request executor's HTTP session (public `http_session`, created on first use).
 
     The executor sends its first request (the topology) from a thread of its own as soon as it exists, so that
-    request may go out before the adapter is mounted; `_check_answers` has just proved the server answers. If that
+    request may go out before the adapter is mounted; `_check_reachable` has just proved the server answers. If that
     thread created the session at the same moment, the session the executor keeps is mounted too (the loop)."""
     while True:
         session = executor.http_session
@@ -1650,49 +1724,6 @@ def _with_timeouts(executor: Any, settings: Settings) -> None:
         session.mount("http://", adapter)
         if executor.http_session is session:
             return
-
-
-def _check_answers(settings: Settings, certificate_path: str | None, ca_path: str | None) -> None:
-    """Fail in one line when no URL answers a request (GET /build/version) within the connect and answer timeouts:
-    an address that accepts connections but never answers (a proxy, a firewall, a wrong port, an https:// URL of
-    a server that speaks plain HTTP and waits for a request line); warn about the URLs that do not. Only silence
-    counts here: any answer, or any other failure, is left to the client, whose errors are translated as usual."""
-
-    def silence(url: str) -> str | None:
-        try:
-            requests.get(
-                f"{url}/build/version",
-                cert=certificate_path,
-                verify=ca_path or True,
-                timeout=(_CONNECT_TIMEOUT_SECONDS, _ANSWER_TIMEOUT_SECONDS),
-                allow_redirects=False,
-            ).close()
-        except requests.exceptions.Timeout as exc:
-            return _silence_text(url, exc)
-        except requests.RequestException:
-            return None
-        return None
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(settings.urls)) as pool:
-        failures = [text for text in pool.map(silence, settings.urls) if text is not None]
-    if len(failures) == len(settings.urls):
-        raise SourceError("ravendb_urls", "; ".join(failures))
-    if failures:
-        log.warning(f"ravendb_urls: {'; '.join(failures)}; failing over to the other nodes")
-
-
-def _silence_text(url: str, exc: Exception) -> str:
-    if isinstance(exc, requests.exceptions.ConnectTimeout) and "handshake" not in _failure_text(exc).lower():
-        return f"{url} did not accept a connection within {_CONNECT_TIMEOUT_SECONDS:g} s"
-    if url.startswith("https://") and "handshake" in _failure_text(exc).lower():
-        return (
-            f"{url} accepted the connection but gave no TLS answer within {_ANSWER_TIMEOUT_SECONDS:g} s; "
-            "is the server plain http://? (a proxy or firewall that holds connections looks the same)"
-        )
-    return (
-        f"{url} accepted the connection but sent no answer within {_ANSWER_TIMEOUT_SECONDS:g} s "
-        "(a proxy, a firewall, or a port that is not RavenDB's?)"
-    )
 
 
 @contextmanager
@@ -1736,19 +1767,53 @@ def _write_private(directory: str, name: str, content: bytes | None) -> str | No
 
 
 def _check_reachable(urls: tuple[str, ...]) -> None:
-    """Fail fast when no URL accepts a TCP connection; warn about the ones that do not."""
-    failures = []
-    for url in urls:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            socket.create_connection((parts.hostname, port), timeout=_CONNECT_TIMEOUT_SECONDS).close()
-        except OSError as exc:
-            failures.append(f"{url} ({exc.strerror or exc})")
+    """Fail fast, in one line, when no URL answers; warn about the ones that do not.
+
+    Each URL, at the same time, must accept a TCP connection within `_CONNECT_TIMEOUT_SECONDS` and then answer
+    within `_ANSWER_TIMEOUT_SECONDS`: an https:// URL with a TLS handshake, an http:// one with a response to
+    `GET /build/version`. Any answer counts, even one the client will refuse (it names that failure itself); only
+    silence fails here: an address that accepts connections and never answers (a proxy, a firewall, a wrong port,
+    an https:// URL of a server that speaks plain HTTP and still waits for a request line). The handshake is not
+    verified and carries no certificate: it only proves that TLS answers, and nothing is sent over it."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(urls)) as pool:
+        failures = [text for text in pool.map(_silence, urls) if text is not None]
     if len(failures) == len(urls):
         raise SourceError("ravendb_urls", f"no server is reachable: {'; '.join(failures)}")
     if failures:
         log.warning(f"ravendb_urls: unreachable, failing over to the other nodes: {'; '.join(failures)}")
+
+
+def _silence(url: str) -> str | None:
+    """What the URL did instead of answering, or None when it answered."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        connection = socket.create_connection((parts.hostname, port), timeout=_CONNECT_TIMEOUT_SECONDS)
+    except OSError as exc:
+        return f"{url} ({exc.strerror or exc})"
+    with connection:
+        connection.settimeout(_ANSWER_TIMEOUT_SECONDS)
+        try:
+            if parts.scheme == "https":
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                context.wrap_socket(connection, server_hostname=parts.hostname).close()
+            else:
+                connection.sendall(f"GET /build/version HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+                connection.recv(1)
+        except TimeoutError:
+            if parts.scheme == "https":
+                return (
+                    f"{url} accepted the connection but gave no TLS answer within {_ANSWER_TIMEOUT_SECONDS:g} s; "
+                    "is the server plain http://? (a proxy or firewall that holds connections looks the same)"
+                )
+            return (
+                f"{url} accepted the connection but sent no answer within {_ANSWER_TIMEOUT_SECONDS:g} s "
+                "(a proxy, a firewall, or a port that is not RavenDB's?)"
+            )
+        except (OSError, ssl.SSLError):
+            return None  # an answer, or a failure the client will name
+    return None
 
 
 class Selection(NamedTuple):
@@ -2281,6 +2346,71 @@ class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
         body = json.loads(response)
         self.continuation_token = any(key.lower() == "continuationtoken" for key in body)
         self.result = body["Results"]
+
+
+def revisions_configuration(store: DocumentStore, settings: Settings) -> dict | str:
+    """The database's revisions configuration (`{"Default": ..., "Collections": {...}}`; empty when it has none),
+    or, when it cannot be read, why."""
+    command = _RevisionsConfigurationCommand()
+    try:
+        with _translated_errors(settings):
+            _execute(store, command)
+    except SourceError as exc:
+        return exc.message
+    return command.result or {}
+
+
+def deletes_line(settings: Settings, collections: list[str], configuration: dict | str) -> str:
+    """One line saying how this sync tracks deletes in each collection: the revisions bin (the collection keeps
+    revisions and does not purge them on delete), a reconciliation every `reconcile_deletes_hours`, both, or not at
+    all, with what would turn tracking on."""
+    every = settings.reconcile_every
+    reconciled = f"reconciliation every {every.total_seconds() / 3600:g} h" if every else None
+    unknown = isinstance(configuration, str)
+    groups: dict[str, list[str]] = {}
+    for collection in collections:
+        how = ["the revisions bin"] if unknown or _revisions_of(configuration, collection) else []
+        how += [reconciled] if reconciled else []
+        groups.setdefault(" and ".join(how) or "not tracked", []).append(collection)
+    parts = []
+    for how, names in groups.items():
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        parts.append(f"{shown}: {how}")
+    line = "deletes: " + "; ".join(parts) if parts else "deletes: no collections"
+    if "not tracked" in groups:
+        line += (
+            " (deleted documents' rows stay live; enable revisions in RavenDB for those collections, without "
+            "PurgeOnDelete, or set reconcile_deletes_hours)"
+        )
+    if unknown:
+        line += f" (the bin holds deletes only where RavenDB keeps revisions; its configuration: {configuration})"
+    return line
+
+
+def _revisions_of(configuration: dict, collection: str) -> bool:
+    """Whether deletes in the collection reach the revisions bin: revisions on for it (its own entry, else the
+    default) and not purged on delete."""
+    entries = {name.lower(): entry for name, entry in (configuration.get("Collections") or {}).items()}
+    entry = entries.get(collection.lower(), configuration.get("Default"))
+    return bool(entry) and not entry.get("Disabled") and not entry.get("PurgeOnDelete")
+
+
+class _RevisionsConfigurationCommand(RavenCommand):
+    """GET /revisions/config: the database's revisions configuration (RavenDB's RevisionsHandler, any valid
+    certificate); 404 when it has none. `result`: the configuration, or None."""
+
+    def __init__(self) -> None:
+        super().__init__(dict)
+        self._can_cache = False
+
+    def create_request(self, node: Any) -> requests.Request:
+        return requests.Request("GET", f"{node.url}/databases/{node.database}/revisions/config")
+
+    def set_response(self, response: str | None, from_cache: bool) -> None:
+        self.result = json.loads(response) if response else None
+
+    def is_read_request(self) -> bool:
+        return True
 
 
 class _CollectionDocumentsCommand(RavenCommand):

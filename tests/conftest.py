@@ -102,6 +102,7 @@ def fake_store(monkeypatch: pytest.MonkeyPatch) -> type[FakeDocumentStore]:
     monkeypatch.setattr(FakeDocumentStore, "stale_waits", 0)
     monkeypatch.setattr(FakeDocumentStore, "error_after", None)
     monkeypatch.setattr(FakeDocumentStore, "seconds_per_document", 0.0)
+    monkeypatch.setattr(FakeDocumentStore, "revisions_configuration", None)
     monkeypatch.setattr(connector, "DocumentStore", FakeDocumentStore)
     monkeypatch.setattr(connector, "_check_reachable", lambda urls: None)
     return FakeDocumentStore

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+import requests
 from ravendb.documents.commands.query import QueryCommand
 from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
 from ravendb.documents.commands.stream import StreamCommand
@@ -48,6 +49,7 @@ class FakeResponse:
 class FakeRequestExecutor:
     def __init__(self, store: "FakeDocumentStore"):
         self.store = store
+        self.http_session = requests.Session()  # where the connector mounts its timeouts; never sends here
 
     @property
     def preferred_node(self):
@@ -70,6 +72,10 @@ class FakeRequestExecutor:
             command.result = SimpleNamespace(is_stale=stale, index_name="Auto/Orders/By@metadata.@last-modified")
             return
         request = command.create_request(SimpleNamespace(url="http://fake", database="Northwind"))
+        if (request.url or "").endswith("/revisions/config"):
+            configuration = self.store.revisions_configuration
+            command.set_response(None if configuration is None else json.dumps(configuration), False)
+            return
         if "/collections/docs?" in (request.url or ""):  # a page of one collection, newest etag first
             query = parse_qs(urlsplit(request.url).query)
             name, size = query["name"][0].lower(), int(query["pageSize"][0])
@@ -150,6 +156,7 @@ class FakeDocumentStore:
     stale_waits: ClassVar[int] = 0  # how many of the next waits for the index end still stale
     error_after: ClassVar[int | None] = None  # the next stream breaks off with an Error line after this many documents
     seconds_per_document: ClassVar[float] = 0.0  # a slow stream: each line of a query stream waits this long
+    revisions_configuration: ClassVar[dict | None] = None  # GET /revisions/config; None: the database has none (404)
 
     def __init__(self, urls, database):
         self.urls, self.database = urls, database

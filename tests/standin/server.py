@@ -693,6 +693,19 @@ def revisions_config(node: Node, request: Request, m: re.Match) -> Response:
         return json_response({"RaftCommandIndex": db.raft_index})
 
 
+def revisions_config_get(node: Node, _r: Request, m: re.Match) -> Response:
+    """GET /databases/{db}/revisions/config (any valid certificate): `{"Default", "Collections"}` from the database
+    record, 404 when it has no revisions configuration (src/Raven.Server/Documents/Handlers/RevisionsHandler.cs
+    `GetRevisionsConfig`; later versions move it to RevisionsHandlerProcessorForGetRevisionsConfiguration, **UNSURE**
+    that they keep the 404)."""
+    db = node.database(m["db"])
+    with db.lock:
+        config = db.revisions_config
+        if not config:
+            return Response(404)
+        return json_response({"Default": config.get("Default"), "Collections": config.get("Collections") or {}})
+
+
 def revisions_bin(node: Node, request: Request, m: re.Match) -> Response:
     """GET /databases/{db}/revisions/bin?start=&pageSize=, as RavenDB 6.x/7.x answers it
     (RevisionsHandlerProcessorForGetRevisionsBin): no check of the revisions configuration (without one the bin is
@@ -946,6 +959,7 @@ def build_routes() -> list[tuple[str, re.Pattern, Route]]:
         ("GET", DB + r"/collections/stats", collection_stats),
         ("GET", DB + r"/collections/docs", collection_docs),
         ("POST", DB + r"/admin/revisions/config", revisions_config),
+        ("GET", DB + r"/revisions/config", revisions_config_get),
         ("GET", DB + r"/revisions/bin", revisions_bin),
         ("POST", r"/standin/clock", control_clock),
         ("GET", r"/standin/nodes", control_nodes),
