@@ -1920,23 +1920,38 @@ def sync_collection(
 ) -> int:
     """Upsert every document of `collection` changed since its cursor, retrying transient failures.
 
-    Its state is saved at the next checkpoint, which comes every 1,000 records across collections (see SyncState)."""
+    Its state is saved at the next checkpoint, which comes every 1,000 records across collections (see SyncState).
+    The lines it logs say what is read and what it did: a cursor at the beginning (a first sync, a collection read
+    again, or one whose documents are all newer than the lookback) reads every document, and skips those that
+    landed already."""
+    first = collection not in state.cursors
     since = state.cursor(collection).since
-    log.info(f"{collection}: sync started from {'the beginning' if since == _BEGINNING_OF_TIME else since}")
+    if since == _BEGINNING_OF_TIME:
+        log.info(f"{collection}: reading every document{' (first sync)' if first else ''}")
+    else:
+        log.info(f"{collection}: reading the documents changed since {since}")
     started = time.monotonic()
     progress.start_collection(collection)
-    documents = 0
-
-    def attempt() -> None:
-        nonlocal documents
-        documents += _stream_into_destination(store, settings, collection, state, progress)
-
-    _retrying(collection, "resuming from the cursor", attempt)
+    tally = Tally()
+    _retrying(
+        collection,
+        "resuming from the cursor",
+        lambda: _stream_into_destination(store, settings, collection, state, progress, tally),
+    )
     seconds = time.monotonic() - started
     log.info(
-        f"{collection}: synced {documents} documents in {seconds:.1f} s ({documents / max(seconds, 1e-6):,.0f} docs/s)"
+        f"{collection}: upserted {tally.upserted} of {tally.read} documents read ({tally.read - tally.upserted} had "
+        f"landed already) in {seconds:.1f} s ({tally.read / max(seconds, 1e-6):,.0f} docs/s)"
     )
-    return documents
+    return tally.upserted
+
+
+@dataclass
+class Tally:
+    """Documents read and upserted by the attempts of one read (a failed attempt's count as well)."""
+
+    read: int = 0
+    upserted: int = 0
 
 
 def _retrying(subject: str, again: str, action: Callable[[], Any]) -> Any:
@@ -1956,8 +1971,8 @@ def _retrying(subject: str, again: str, action: Callable[[], Any]) -> Any:
 
 
 def _stream_into_destination(
-    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress
-) -> int:
+    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress, tally: Tally
+) -> None:
     """Upsert the documents changed since the cursor; move the cursor only as far as the read provably covers.
 
     The index behind the query answers from a snapshot, with each document's current version at its indexed place:
@@ -1977,7 +1992,7 @@ def _stream_into_destination(
     bound = None if covered_from is None else stream_bound(stream, covered_from, settings.lookback)
     if bound is None and covered_from is not None:
         log.warning(f"{collection}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
-    return _upsert_changes(stream, lambda meta: collection, state, bound, progress)
+    _upsert_changes(stream, lambda meta: collection, state, bound, progress, tally)
 
 
 def stream_bound(stream: "QueryStream", covered_from: float, lookback: timedelta) -> str | None:
@@ -1994,11 +2009,13 @@ def _upsert_changes(
     state: SyncState,
     bound: str | None,
     progress: Progress,
-) -> int:
+    tally: Tally,
+) -> None:
     """Upsert what the stream returns into the table of the collection `collection_of` names (None: a document
-    no table takes), unless it landed already; each document read may move its collection's cursor."""
-    upserted = 0
+    no table takes), unless it landed already; each document read may move its collection's cursor. Counts into
+    `tally`."""
     for document in stream:
+        tally.read += 1
         meta = Metadata.of(document)
         collection = collection_of(meta)
         if collection is None:
@@ -2011,11 +2028,10 @@ def _upsert_changes(
             continue
         upsert_document(collection, document, state)
         cursor.record(meta, bound)
-        upserted += 1
+        tally.upserted += 1
         progress.document_read(upserted=True)
         if state.count_record():
             checkpoint(state)
-    return upserted
 
 
 def read_together(selection: Selection, state: SyncState) -> list[str]:
@@ -2065,28 +2081,25 @@ def sync_new_collections(
     cursors = [state.cursor(name) for name in collections]
     for cursor in cursors:
         cursor.hold()
-    upserted = 0
+    tally = Tally()
 
     def attempt() -> None:
-        nonlocal upserted
         covered_from = time.monotonic()
         stream = DatabaseStream(store, settings).open()
         bound = stream_bound(stream, covered_from, settings.lookback)
         if bound is None:
             log.warning("new collections: RavenDB sent no Date header; their cursors stay and they are read again")
-        upserted += _upsert_changes(
-            stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress
-        )
+        _upsert_changes(stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress, tally)
 
     _retrying("new collections", "reading the database again", attempt)
     for cursor in cursors:
         cursor.release()
     seconds = time.monotonic() - started
     log.info(
-        f"{len(collections):,} new collections: synced {upserted} documents in {seconds:.1f} s "
-        f"({upserted / max(seconds, 1e-6):,.0f} docs/s)"
+        f"{len(collections):,} new collections: upserted {tally.upserted} documents of {tally.read} read in "
+        f"{seconds:.1f} s ({tally.read / max(seconds, 1e-6):,.0f} docs/s)"
     )
-    return upserted
+    return tally.upserted
 
 
 def select_child_tables(store: DocumentStore, settings: Settings, selection: Selection, state: SyncState) -> None:
