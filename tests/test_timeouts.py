@@ -135,3 +135,19 @@ def test_a_stream_that_stalls_past_the_read_timeout_is_read_again_from_the_curso
     assert len(ops.rows("Orders")) == 30
     assert sorted(data["Id"] for table, data in ops.upserts if table == "Orders") == sorted(ops.rows("Orders"))
     assert any("sent nothing for 2 s (read_timeout_seconds)" in line for line in logs.messages("WARNING"))
+
+
+def test_fivetran_debug_reads_a_stalled_stream_again_and_lands_every_document_once(
+    offline_requirements_check,
+    ravendb_target,
+    standin_control,
+    project,  # noqa: F811
+) -> None:
+    standin_control.generate_orders(ravendb_target.database, 30)
+    standin_control.stall_stream(ravendb_target.database, after=10, seconds=6)
+
+    run = debug(project, configuration_for(ravendb_target, read_timeout_seconds="2"))
+
+    assert run.returncode == 0, run.output
+    assert "sent nothing for 2 s (read_timeout_seconds)" in run.output
+    assert run.count("Upserts") == 30
