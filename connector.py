@@ -1830,8 +1830,9 @@ def _check_reachable(urls: tuple[str, ...]) -> None:
     within `_ANSWER_TIMEOUT_SECONDS`: an https:// URL with a TLS handshake, an http:// one with a response to
     `GET /build/version`. Any answer counts, even one the client will refuse (it names that failure itself); only
     silence fails here: an address that accepts connections and never answers (a proxy, a firewall, a wrong port,
-    an https:// URL of a server that speaks plain HTTP and still waits for a request line). The handshake is not
-    verified and carries no certificate: it only proves that TLS answers, and nothing is sent over it."""
+    an https:// URL of a server that speaks plain HTTP and still waits for a request line). The handshake carries
+    no client certificate and verifies the server against the public CAs; a server it cannot verify (a private
+    CA) has answered all the same, and nothing is sent over the connection."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(urls)) as pool:
         failures = [text for text in pool.map(_silence, urls) if text is not None]
     if len(failures) == len(urls):
@@ -1852,9 +1853,7 @@ def _silence(url: str) -> str | None:
         connection.settimeout(_ANSWER_TIMEOUT_SECONDS)
         try:
             if parts.scheme == "https":
-                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-                context.wrap_socket(connection, server_hostname=parts.hostname).close()
+                ssl.create_default_context().wrap_socket(connection, server_hostname=parts.hostname).close()
             else:
                 connection.sendall(f"GET /build/version HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
                 connection.recv(1)
