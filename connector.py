@@ -231,8 +231,10 @@ def update(configuration: dict, state: dict) -> None:
         for collection in collections:
             if collection not in together:
                 sync_collection(store, settings, collection, sync_state, progress)
-            if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
-                reconcile_deletes(store, settings, collection, sync_state)
+        now = datetime.now(timezone.utc)
+        due = [collection for collection in collections if reconciliation_due(settings, sync_state, collection, now)]
+        if due:
+            reconcile_deletes(store, settings, due, sync_state, progress)
     sync_state.checkpoints.save_if_changed()
     progress.finished(deletes)
 
@@ -2594,9 +2596,15 @@ class Tally:
 
 
 def _stream_into_destination(
-    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: "Progress", tally: Tally
+    store: DocumentStore,
+    settings: Settings,
+    collection: str,
+    state: SyncState,
+    progress: "Progress",
+    tally: Tally | None = None,
 ) -> None:
-    """Upsert the documents changed since the cursor; move the cursor only as far as the read provably covers.
+    """Upsert the documents changed since the cursor (counted into `tally` when given); move the cursor only as far
+    as the read provably covers.
 
     The index behind the query answers from a snapshot, with each document's current version at its indexed place:
     a document changed after the snapshot comes back early carrying its new `@last-modified`, one written after it
@@ -2615,7 +2623,7 @@ def _stream_into_destination(
     bound = None if covered_from is None else stream_bound(stream, covered_from, settings.lookback)
     if bound is None and covered_from is not None:
         log.warning(f"{collection}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
-    _upsert_changes(stream, lambda meta: collection, state, bound, progress, tally)
+    _upsert_changes(stream, lambda meta: collection, state, bound, progress, tally or Tally())
 
 
 def _upsert_changes(
@@ -2682,33 +2690,65 @@ def reconciliation_due(settings: Settings, state: SyncState, collection: str, no
     return last is None or now - datetime.fromisoformat(last) >= settings.reconcile_every
 
 
-def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> None:
-    """Mark deleted every row whose document no longer exists, without ever marking a live one.
+def reconcile_deletes(
+    store: DocumentStore,
+    settings: Settings,
+    collections: list[str],
+    state: SyncState,
+    progress: "Progress | None" = None,
+) -> None:
+    """Mark deleted every row of `collections` whose document no longer exists, without ever marking a live one.
 
     op.truncate soft-deletes every row synced before it; each document that exists is then touched again
-    (op.update of its Id, or a full upsert if it changed after the cursor). Truncate and touches reach the
+    (op.update of its Id, or a full upsert if it changed after the cursor). Truncates and touches reach the
     destination together at the next checkpoint, so no live row is ever seen deleted. Child tables are
     truncated too, and each element row of an existing document touched by its key.
+
+    The documents are read in one read of the database from storage, newest etag first (GET /streams/docs), never
+    by position: when RavenDB renews the read transaction of the long read (encrypted databases, 7.x compressed
+    documents), it resumes below the last etag read, so every document unchanged since the read began is read once.
+    A document rewritten during the read moves above it and may be missed; it is newer than its collection's
+    cursor, so the read of each collection's changes that follows lands it before the checkpoint.
     """
-    started, documents = time.monotonic(), 0
-    cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
-    has_children = bool(state.children.tables(collection))
-    op.truncate(table)
-    for child_table in state.children.table_names(collection):
-        op.truncate(child_table)
-    for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
+    started = time.monotonic()
+    by_lower = {name.lower(): name for name in collections}
+    documents = dict.fromkeys(collections, 0)
+    for collection in collections:
+        op.truncate(table_name(collection))
+        for child_table in state.children.table_names(collection):
+            op.truncate(child_table)
+    for document in DatabaseStream(store, settings):
         meta = Metadata.of(document)
-        if meta.last_modified > cursor.since:
-            upsert_document(collection, document, state, checkpoint_on_widen=False)
-        elif not has_children:
-            op.update(table, {"Id": meta.id})
-        else:
-            for row_table, key in state.children.row_keys(collection, document, columns):
-                op.update(row_table, key)
-        documents += 1
-    state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
+        collection = by_lower.get((meta.collection or "").lower())
+        if collection is not None:
+            _touch(collection, document, meta, state)
+            documents[collection] += 1
+    progress = progress or Progress(settings.progress_seconds, documents)
+    for collection in collections:
+        _retrying(
+            collection,
+            "reading its changes again",
+            lambda collection=collection: _stream_into_destination(store, settings, collection, state, progress),
+        )
+        state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
     state.checkpoints.save()
-    log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
+    seconds = time.monotonic() - started
+    for collection in collections:
+        log.info(f"{collection}: reconciled deletes against {documents[collection]} documents ({seconds:.1f} s)")
+
+
+def _touch(collection: str, document: dict, meta: Metadata, state: SyncState) -> None:
+    """A reconciliation found the document: its row (and element rows) are live again, in full if it changed
+    after the cursor."""
+    cursor = state.cursor(collection)
+    if meta.last_modified > cursor.since:
+        upsert_document(collection, document, state, checkpoint_on_widen=False)
+        cursor.record(meta, None)  # the read of the changes that follows does not land it again
+    elif not state.children.tables(collection):
+        op.update(table_name(collection), {"Id": meta.id})
+    else:
+        for row_table, key in state.children.row_keys(collection, document, state.columns(collection)):
+            op.update(row_table, key)
 
 
 def _retrying(subject: str, again: str, action: Callable[[], Any]) -> Any:

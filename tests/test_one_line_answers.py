@@ -1,10 +1,6 @@
 """A typo, a wrong child-table path or untracked deletes are told in one line, through the real client against the
 test server (and once each through `fivetran debug`); and the log says only what a sync did."""
 
-import os
-import sys
-from pathlib import Path
-
 import pytest
 from ravendb.documents.operations.revisions import (
     ConfigureRevisionsOperation,
@@ -14,8 +10,7 @@ from ravendb.documents.operations.revisions import (
 
 import connector
 from tests import documents
-from tests.syncing import configuration_for
-from tests.test_fivetran_debug import debug, project  # noqa: F401 (a fixture)
+from tests.syncing import configuration_for, debug
 
 ORDER = {
     "Lines": [{"Product": "products/1-A", "Quantity": 2}],
@@ -24,15 +19,6 @@ ORDER = {
     "Tags": ["rush"],
     "Notes": [],
 }
-
-
-@pytest.fixture
-def offline_requirements_check(tmp_path_factory, monkeypatch) -> None:
-    """`fivetran` runs the SDK's requirements check through pipreqs in its local mode (see tests/test_deploy.py)."""
-    tools = tmp_path_factory.mktemp("bin")
-    (tools / "pipreqs").write_text(f'#!/bin/sh\nexec "{Path(sys.executable).parent / "pipreqs"}" --use-local "$@"\n')
-    (tools / "pipreqs").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tools}:{Path(sys.executable).parent}:{os.environ['PATH']}")
 
 
 @pytest.fixture
@@ -60,9 +46,8 @@ def test_an_unknown_setting_is_refused_naming_it_and_the_nearest_known_one(key, 
 
 
 def test_fivetran_debug_refuses_an_unknown_setting_in_one_line(
-    offline_requirements_check,
     ravendb_target,
-    project,  # noqa: F811
+    project,
 ) -> None:
     run = debug(project, configuration_for(ravendb_target, batch_sise="5"))
     assert run.returncode != 0
@@ -104,9 +89,8 @@ def test_an_array_of_objects_or_an_array_empty_in_every_sampled_document_is_a_ch
 
 
 def test_fivetran_debug_refuses_a_misspelt_child_table_and_creates_no_table(
-    offline_requirements_check,
     orders,
-    project,  # noqa: F811
+    project,
 ) -> None:
     run = debug(project, configuration_for(orders, child_tables="Orders.Lnies"))
     assert run.returncode != 0

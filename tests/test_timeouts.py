@@ -2,10 +2,8 @@
 a stream that stops delivering, through the real client (and once each through `fivetran debug`)."""
 
 import json
-import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -15,20 +13,9 @@ import pytest
 
 import connector
 from tests.standin import tls
-from tests.syncing import b64_file, configuration_for, run_fivetran
-from tests.test_fivetran_debug import debug, project  # noqa: F401 (a fixture)
+from tests.syncing import b64_file, configuration_for, debug, run_fivetran
 
 BOUND_SECONDS = 20  # README: a server that never answers fails a sync or a connection test within 20 s
-
-
-@pytest.fixture
-def offline_requirements_check(tmp_path_factory, monkeypatch) -> None:
-    """`fivetran` runs the SDK's requirements check through pipreqs in its local mode, as tests/test_deploy.py
-    does: offline, pipreqs otherwise spends its time retrying PyPI."""
-    tools = tmp_path_factory.mktemp("bin")
-    (tools / "pipreqs").write_text(f'#!/bin/sh\nexec "{Path(sys.executable).parent / "pipreqs"}" --use-local "$@"\n')
-    (tools / "pipreqs").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tools}:{Path(sys.executable).parent}:{os.environ['PATH']}")
 
 
 @pytest.fixture
@@ -82,10 +69,9 @@ def test_a_server_that_never_answers_fails_the_connection_test_within_the_bound(
 
 
 def test_fivetran_debug_against_a_server_that_never_answers_ends_with_one_line(
-    offline_requirements_check,
     ravendb_target,
     silent_endpoint,
-    project,  # noqa: F811
+    project,
 ) -> None:
     configuration = configuration_for(ravendb_target, ravendb_urls=f"https://{silent_endpoint}")
     started = time.monotonic()
@@ -106,9 +92,7 @@ def test_an_https_url_of_a_plain_http_server_fails_at_once_in_one_line(standin_h
     assert str(raised.value) == f"ravendb_urls: {https} does not speak TLS on this port; use http:// for such a server"
 
 
-def test_fivetran_configuration_test_of_an_https_url_of_a_plain_http_server_names_it(
-    offline_requirements_check, standin_http, tmp_path
-):
+def test_fivetran_configuration_test_of_an_https_url_of_a_plain_http_server_names_it(standin_http, tmp_path):
     https = standin_http.urls[0].replace("http://", "https://")
     shutil.copy(connector.__file__, tmp_path / "connector.py")
     configuration = {"ravendb_urls": https, "database_name": "plain", "certificate_base64": _any_certificate()}
@@ -138,10 +122,9 @@ def test_a_stream_that_stalls_past_the_read_timeout_is_read_again_from_the_curso
 
 
 def test_fivetran_debug_reads_a_stalled_stream_again_and_lands_every_document_once(
-    offline_requirements_check,
     ravendb_target,
     standin_control,
-    project,  # noqa: F811
+    project,
 ) -> None:
     standin_control.generate_orders(ravendb_target.database, 30)
     standin_control.stall_stream(ravendb_target.database, after=10, seconds=6)
