@@ -23,7 +23,9 @@ RavenDB, the sync itself, checkpoints and progress.
 import base64
 import binascii
 import bisect
+import concurrent.futures
 import decimal
+import difflib
 import functools
 import getpass
 import hashlib
@@ -36,6 +38,7 @@ import platform
 import re
 import shutil
 import socket
+import ssl
 import tempfile
 import time
 import unicodedata
@@ -83,6 +86,8 @@ _DEFAULT_PROGRESS_SECONDS = 30.0  # while a collection streams, at most one prog
 _MAX_PROGRESS_SECONDS = 3600.0
 _DEFAULT_LOOKBACK_SECONDS = 60
 _MAX_LOOKBACK_SECONDS = 7 * 24 * 3600
+_DEFAULT_READ_TIMEOUT_SECONDS = 120.0  # every request after the first: the longest silence (above RavenDB's 60 s)
+_MAX_READ_TIMEOUT_SECONDS = 3600.0
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _CONNECTION_STEP_BY_SETTING = {"database_name": "database", "collection_name": "read access to the collections"}
 
@@ -131,7 +136,8 @@ _HISTORY_COLUMNS = ("change_vector", "valid_from", "valid_to", "is_current", "is
 
 # Reading RavenDB
 _STREAM_READ_BYTES = 1 << 16  # bytes per socket read of a stream (the client's default is 512)
-_CONNECT_TIMEOUT_SECONDS = 5.0
+_CONNECT_TIMEOUT_SECONDS = 5.0  # every request: time to open the TCP connection
+_ANSWER_TIMEOUT_SECONDS = 10.0  # the first request of a sync or connection test: time to TLS and HTTP answers
 _INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for a stale auto index to catch up before reading on
 _INDEX_WAIT_SLICE_SECONDS = 15.0  # one wait request; a progress line is logged after each that ends still stale
 _SMALL_COLLECTION = 1_000  # documents: new collections this small are read together, in one read of the database
@@ -209,7 +215,9 @@ def schema(configuration: dict) -> list[dict]:
         selection = resolve_collections(store, settings, known=())
         collections = selection.counts
         history = set(history_collections(store, settings, collections))
-        wants_newest = settings.child_tables.every or not settings.type_from_every_document
+        settings.child_tables.check_collections(settings.database, list(collections))
+        child_tables_sampled = settings.child_tables.every or bool(settings.child_tables.paths)
+        wants_newest = child_tables_sampled or not settings.type_from_every_document
         for name, newest in newest_samples(store, settings, selection, wanted=wants_newest):
             paths = settings.child_tables.paths_of(name, newest, collections)
             if settings.type_from_every_document:
@@ -232,6 +240,7 @@ def update(configuration: dict, state: dict) -> None:
         selection = resolve_collections(store, settings, known=tuple(sync_state.cursors))
         collections = selection.counts
         select_child_tables(store, settings, selection, sync_state)
+        log.info(deletes_line(settings, list(collections), revisions_configuration_or_why(store, settings)))
         progress = Progress(settings.progress_seconds, collections)
         deletes = sync_deletes(store, settings, list(collections), sync_state)
         together = read_together(selection, sync_state)
@@ -435,6 +444,15 @@ _SETTINGS = (
         default=f"{_DEFAULT_LOOKBACK_SECONDS}",
     ),
     _Setting(
+        "read_timeout_seconds",
+        "Read timeout (seconds)",
+        "How long a request or a stream may go without receiving anything before it counts as failed (and is "
+        f"retried); keep it above RavenDB's 60 s wait for a new index (default {_DEFAULT_READ_TIMEOUT_SECONDS:g}).",
+        f"{_DEFAULT_READ_TIMEOUT_SECONDS:g}",
+        lambda text, value: _parse_seconds("read_timeout_seconds", text, 1, _MAX_READ_TIMEOUT_SECONDS),
+        default=f"{_DEFAULT_READ_TIMEOUT_SECONDS:g}",
+    ),
+    _Setting(
         "server_ca_base64",
         "Server CA certificate",
         "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
@@ -459,11 +477,13 @@ class Settings(NamedTuple):
     type_from_every_document: bool  # type_from_every_document: schema() reads every document, not the newest 500
     progress_seconds: float  # progress_log_seconds
     history: "HistorySelection"  # history_collections; empty: off
+    read_timeout: float  # read_timeout_seconds: how long a request or stream may receive nothing
 
 
 def validate_configuration(configuration: dict) -> Settings:
     """Parse and check every setting of _SETTINGS before any I/O, in the table's order (a setting that another
     one needs is parsed when it is asked for); raise ConfigurationError naming the first bad one."""
+    _check_keys(configuration)
     values: dict[str, Any] = {}
 
     def value(key: str) -> Any:
@@ -487,10 +507,21 @@ def validate_configuration(configuration: dict) -> Settings:
         type_from_every_document=values["type_from_every_document"],
         progress_seconds=values["progress_log_seconds"],
         history=values["history_collections"],
+        read_timeout=values["read_timeout_seconds"],
     )
 
 
 _SETTING_BY_KEY = {setting.key: setting for setting in _SETTINGS}
+
+
+def _check_keys(configuration: dict) -> None:
+    """Refuse a key that is no setting (a typo would otherwise leave the setting at its default, silently)."""
+    known = list(_SETTING_BY_KEY)
+    for key in sorted(configuration, key=str):
+        if key not in known:
+            nearest = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean {nearest[0]}?" if nearest else f"the settings are {', '.join(sorted(known))}"
+            raise ConfigurationError(str(key), f"unknown setting; {hint}")
 
 
 def _setting_text(configuration: dict, setting: _Setting) -> str | None:
@@ -1411,11 +1442,14 @@ class ChildTableSelection(NamedTuple):
         """The array paths of `collection` that become tables; `*` finds them in the sample of its documents.
 
         A child table whose destination name is the table of one of `collections` (`Orders.Lines` and a
-        collection `OrdersLines` both make `orders_lines`) is refused when listed; `*` leaves that array JSON."""
+        collection `OrdersLines` both make `orders_lines`) is refused when listed; `*` leaves that array JSON.
+        A listed path that is not an array of objects in the sample is refused (`check_child_path`)."""
         if self.every:
             paths = tuple(sorted(_object_array_paths(sample, (), _MAX_CHILD_TABLE_DEPTH)))
         else:
             paths = tuple(path[1:] for path in self.paths if path[0].lower() == collection.lower())
+            for path in paths:
+                check_child_path(collection, path, sample)
         for path, other in _clashing_tables(collection, paths, collections).items():
             if not self.every:
                 raise SourceError(
@@ -1425,6 +1459,74 @@ class ChildTableSelection(NamedTuple):
                 )
             paths = tuple(kept for kept in paths if kept[: len(path)] != path)
         return paths
+
+    def check_collections(self, database: str, collections: list[str] | tuple[str, ...]) -> None:
+        """Refuse a listed path whose collection the database does not have (names are case-insensitive)."""
+        present = {name.lower() for name in collections}
+        for path in self.paths:
+            if path[0].lower() not in present:
+                raise SourceError(
+                    "child_tables",
+                    f"{'.'.join(path)}: database {database!r} has no collection {path[0]!r} "
+                    f"(has: {', '.join(sorted(collections)) or 'none'})",
+                )
+
+
+def check_child_path(collection: str, path: tuple[str, ...], sample: list[dict]) -> None:
+    """Refuse a listed child-table path that is not an array of objects in the collection's sampled (newest)
+    documents, naming what it is there and the arrays of objects the sample has. A path none of them has is refused
+    too: a typo is far likelier than a field still to come, which can be listed once documents carry it. An array
+    that is empty (or null) in every sampled document passes, as does any path of a collection with no documents:
+    nothing there says what it holds."""
+    if not sample:
+        return
+    values = [value for value in _values_at(sample, path) if value is not None]
+    if any(value and _is_object_array(value) for value in values) or (values and all(v == [] for v in values)):
+        return
+    kinds = sorted({_kind_of(value) for value in values})
+    arrays = sorted(".".join((collection, *found)) for found in _object_array_paths(sample, (), _MAX_CHILD_TABLE_DEPTH))
+    raise SourceError(
+        "child_tables",
+        f"{'.'.join((collection, *path))} is "
+        + (f"{' or '.join(kinds)} in" if kinds else "in none of")
+        + f" the {len(sample)} newest {collection} documents, not an array of objects "
+        f"({collection} has: {', '.join(arrays) or 'no arrays of objects'})",
+    )
+
+
+def _values_at(documents: list[dict], path: tuple[str, ...]) -> list[Any]:
+    """The values at `path` in these documents: through nested objects, and into the elements of the arrays on
+    the way (a grandchild path); documents without it give nothing."""
+    current: list[Any] = list(documents)
+    for depth, key in enumerate(path):
+        found = []
+        for value in current:
+            holders = (
+                [element for element in value if isinstance(element, dict)] if isinstance(value, list) else [value]
+            )
+            found += [holder[key] for holder in holders if isinstance(holder, dict) and key in holder]
+        current = found if depth == len(path) - 1 else [value for value in found if isinstance(value, (dict, list))]
+    return current
+
+
+def _is_object_array(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(element, dict) for element in value)
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, list):
+        if not value:
+            return "an empty array"
+        return f"an array of {' and '.join(sorted({_plural_kind_of(element) for element in value}))}"
+    return {dict: "an object", bool: "true/false", int: "a number", float: "a number"}.get(type(value), "text")
+
+
+def _plural_kind_of(value: Any) -> str:
+    if isinstance(value, list):
+        return "arrays"
+    return {dict: "objects", bool: "true/false", int: "numbers", float: "numbers", type(None): "nulls"}.get(
+        type(value), "text"
+    )
 
 
 class ChildTable(NamedTuple):
@@ -1937,6 +2039,12 @@ class RevisionsConfiguration(NamedTuple):
         entry = self.collections.get(collection.lower(), self.default)
         return bool(entry) and not entry.get("Disabled", False)
 
+    def keeps_deletes(self, collection: str) -> bool:
+        """Whether deletes in the collection reach the revisions bin: revisions on for it (its own entry, else the
+        default) and not purged on delete."""
+        entry = self.collections.get(collection.lower(), self.default)
+        return self.enabled(collection) and not entry.get("PurgeOnDelete", False)
+
     def trims(self, collection: str) -> bool:
         """Whether RavenDB removes old revisions of the collection (MinimumRevisionsToKeep or -AgeToKeep set)."""
         entry = self.collections.get(collection.lower(), self.default) or {}
@@ -2059,7 +2167,12 @@ class HistoryCursor:
 
 @contextmanager
 def open_store(settings: Settings) -> Iterator[DocumentStore]:
-    """An initialised DocumentStore; its certificate file exists only inside the block, owner-readable."""
+    """An initialised DocumentStore whose every request has a connect and a read timeout; its certificate file
+    exists only inside the block, owner-readable.
+
+    Before the client's first request, some URL must answer within `_CONNECT_TIMEOUT_SECONDS` +
+    `_ANSWER_TIMEOUT_SECONDS` (`_check_reachable`), so an address that accepts connections and never answers fails
+    the sync (or the connection test) within that bound, with one line."""
     _check_reachable(settings.urls)
     with _private_files(settings) as (certificate_path, ca_path):
         store = DocumentStore(list(settings.urls), settings.database)
@@ -2070,6 +2183,7 @@ def open_store(settings: Settings) -> Iterator[DocumentStore]:
         try:
             with _translated_errors(settings):
                 store.initialize()
+                _with_timeouts(store.get_request_executor(), settings)
             refuse_sharded_database(store, settings)
             yield store
         finally:
@@ -2099,20 +2213,81 @@ def refuse_sharded_database(store: DocumentStore, settings: Settings) -> None:
         )
 
 
+class _TimeoutAdapter(requests.adapters.HTTPAdapter):
+    """Sends every request with (connect, read) timeouts unless it names its own: the ravendb client sends its
+    requests, streams included, without any. The read timeout bounds each wait for bytes, so a stream that
+    delivers nothing for that long fails as a broken stream."""
+
+    def __init__(self, timeouts: tuple[float, float]):
+        super().__init__()
+        self.timeouts = timeouts
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any) -> Any:
+        return super().send(request, stream=stream, timeout=timeout or self.timeouts, **kwargs)
+
+
+def _with_timeouts(executor: Any, settings: Settings) -> None:
+    """Mount `_TimeoutAdapter` on the request executor's HTTP session (public `http_session`, created on first use).
+
+    The executor sends its first request (the topology) from a thread of its own as soon as it exists, so that
+    request may go out before the adapter is mounted; `_check_reachable` has just proved the server answers. If that
+    thread created the session at the same moment, the session the executor keeps is mounted too (the loop)."""
+    while True:
+        session = executor.http_session
+        adapter = _TimeoutAdapter((_CONNECT_TIMEOUT_SECONDS, settings.read_timeout))
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        if executor.http_session is session:
+            return
+
+
 def _check_reachable(urls: tuple[str, ...]) -> None:
-    """Fail fast when no URL accepts a TCP connection; warn about the ones that do not."""
-    failures = []
-    for url in urls:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            socket.create_connection((parts.hostname, port), timeout=_CONNECT_TIMEOUT_SECONDS).close()
-        except OSError as exc:
-            failures.append(f"{url} ({exc.strerror or exc})")
+    """Fail fast, in one line, when no URL answers; warn about the ones that do not.
+
+    Each URL, at the same time, must accept a TCP connection within `_CONNECT_TIMEOUT_SECONDS` and then answer
+    within `_ANSWER_TIMEOUT_SECONDS`: an https:// URL with a TLS handshake, an http:// one with a response to
+    `GET /build/version`. Any answer counts, even one the client will refuse (it names that failure itself); only
+    silence fails here: an address that accepts connections and never answers (a proxy, a firewall, a wrong port,
+    an https:// URL of a server that speaks plain HTTP and still waits for a request line). The handshake carries
+    no client certificate and verifies the server against the public CAs; a server it cannot verify (a private
+    CA) has answered all the same, and nothing is sent over the connection."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(urls)) as pool:
+        failures = [text for text in pool.map(_silence, urls) if text is not None]
     if len(failures) == len(urls):
         raise SourceError("ravendb_urls", f"no server is reachable: {'; '.join(failures)}")
     if failures:
         log.warning(f"ravendb_urls: unreachable, failing over to the other nodes: {'; '.join(failures)}")
+
+
+def _silence(url: str) -> str | None:
+    """What the URL did instead of answering, or None when it answered."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        connection = socket.create_connection((parts.hostname, port), timeout=_CONNECT_TIMEOUT_SECONDS)
+    except OSError as exc:
+        return f"{url} ({exc.strerror or exc})"
+    with connection:
+        connection.settimeout(_ANSWER_TIMEOUT_SECONDS)
+        try:
+            if parts.scheme == "https":
+                ssl.create_default_context().wrap_socket(connection, server_hostname=parts.hostname).close()
+            else:
+                connection.sendall(f"GET /build/version HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+                connection.recv(1)
+        except TimeoutError:
+            if parts.scheme == "https":
+                return (
+                    f"{url} accepted the connection but gave no TLS answer within {_ANSWER_TIMEOUT_SECONDS:g} s; "
+                    "is the server plain http://? (a proxy or firewall that holds connections looks the same)"
+                )
+            return (
+                f"{url} accepted the connection but sent no answer within {_ANSWER_TIMEOUT_SECONDS:g} s "
+                "(a proxy, a firewall, or a port that is not RavenDB's?)"
+            )
+        except (OSError, ssl.SSLError):
+            return None  # an answer, or a failure the client will name
+    return None
 
 
 def collection_query(template: str, collection: str, page_size: int | None = None, **parameters: str) -> IndexQuery:
@@ -2518,8 +2693,18 @@ class _RevisionsCommand(RavenCommand):
         return True
 
 
+def revisions_configuration_or_why(store: DocumentStore, settings: Settings) -> "RevisionsConfiguration | str":
+    """The database's revisions configuration, or, when it cannot be read, why (for the deletes line, which then
+    says so instead of failing the sync)."""
+    try:
+        return revisions_configuration(store, settings)
+    except SourceError as exc:
+        return exc.message
+
+
 class _RevisionsConfigurationCommand(RavenCommand):
-    """GET /revisions/config. `result`: the configuration, or None when the database has none (404)."""
+    """GET /revisions/config: the database's revisions configuration (RavenDB's RevisionsHandler, any valid
+    certificate); 404 when it has none. `result`: the configuration, or None."""
 
     def __init__(self) -> None:
         super().__init__(dict)
@@ -2705,12 +2890,16 @@ def _translated_errors(settings: Settings) -> Iterator[None]:
     except DatabaseDoesNotExistException as exc:
         raise SourceError("database_name", f"database {settings.database!r} does not exist on {urls}") from exc
     except (RavenException, AllTopologyNodesDownException, requests.RequestException) as exc:
-        raise _classified(exc, urls) from exc
+        raise _classified(exc, urls, settings.read_timeout) from exc
 
 
-def _classified(exc: Exception, urls: str) -> SourceError:
+def _classified(exc: Exception, urls: str, read_timeout: float = _DEFAULT_READ_TIMEOUT_SECONDS) -> SourceError:
     # With several nodes the client folds each node's failure into the text of one exception: read the text.
     text = _failure_text(exc)
+    if "Read timed out" in text:
+        return TransientSourceError(
+            "ravendb_urls", f"{urls} sent nothing for {read_timeout:g} s (read_timeout_seconds); the request is dropped"
+        )
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return SourceError(
             "ravendb_urls",
@@ -2777,6 +2966,33 @@ def select_child_tables(store: DocumentStore, settings: Settings, selection: Sel
         tables = ", ".join(state.children.table_names(collection)) or "none"
         again = "; reading every document again" if collection in state.cursors else ""
         log.info(f"{collection}: child tables {tables}{again}")
+
+
+def deletes_line(settings: Settings, collections: list[str], configuration: "RevisionsConfiguration | str") -> str:
+    """One line saying how this sync tracks deletes in each collection: the revisions bin (the collection keeps
+    revisions and does not purge them on delete), a reconciliation every `reconcile_deletes_hours`, both, or not at
+    all, with what would turn tracking on."""
+    every = settings.reconcile_every
+    reconciled = f"reconciliation every {every.total_seconds() / 3600:g} h" if every else None
+    unknown = isinstance(configuration, str)
+    groups: dict[str, list[str]] = {}
+    for collection in collections:
+        how = ["the revisions bin"] if unknown or configuration.keeps_deletes(collection) else []
+        how += [reconciled] if reconciled else []
+        groups.setdefault(" and ".join(how) or "not tracked", []).append(collection)
+    parts = []
+    for how, names in groups.items():
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        parts.append(f"{shown}: {how}")
+    line = "deletes: " + "; ".join(parts) if parts else "deletes: no collections"
+    if "not tracked" in groups:
+        line += (
+            " (deleted documents' rows stay live; enable revisions in RavenDB for those collections, without "
+            "PurgeOnDelete, or set reconcile_deletes_hours)"
+        )
+    if unknown:
+        line += f" (the bin holds deletes only where RavenDB keeps revisions; its configuration: {configuration})"
+    return line
 
 
 def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:
@@ -2851,28 +3067,25 @@ def sync_new_collections(
     cursors = [state.cursor(name) for name in collections]
     for cursor in cursors:
         cursor.hold()
-    upserted = 0
+    tally = Tally()
 
     def attempt() -> None:
-        nonlocal upserted
         covered_from = time.monotonic()
         stream = DatabaseStream(store, settings).open()
         bound = stream_bound(stream, covered_from, settings.lookback)
         if bound is None:
             log.warning("new collections: RavenDB sent no Date header; their cursors stay and they are read again")
-        upserted += _upsert_changes(
-            stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress
-        )
+        _upsert_changes(stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress, tally)
 
     _retrying("new collections", "reading the database again", attempt)
     for cursor in cursors:
         cursor.release()
     seconds = time.monotonic() - started
     log.info(
-        f"{len(collections):,} new collections: synced {upserted} documents in {seconds:.1f} s "
-        f"({upserted / max(seconds, 1e-6):,.0f} docs/s)"
+        f"{len(collections):,} new collections: upserted {tally.upserted} documents of {tally.read} read in "
+        f"{seconds:.1f} s ({tally.read / max(seconds, 1e-6):,.0f} docs/s)"
     )
-    return upserted
+    return tally.upserted
 
 
 def sync_collection(
@@ -2880,29 +3093,50 @@ def sync_collection(
 ) -> int:
     """Upsert every document of `collection` changed since its cursor, retrying transient failures.
 
-    Its state is saved at the next checkpoint, which comes every 1,000 records across collections (see Checkpoints)."""
+    Its state is saved at the next checkpoint, which comes every 1,000 records across collections (see Checkpoints).
+    The lines it logs say what is read and what it did: a cursor at the beginning (a first sync, a collection read
+    again, or one whose documents are all newer than the lookback) reads every document, and skips those that
+    landed already."""
+    first = collection not in state.cursors
     since = state.cursor(collection).since
-    log.info(f"{collection}: sync started from {'the beginning' if since == _BEGINNING_OF_TIME else since}")
+    if since == _BEGINNING_OF_TIME:
+        log.info(f"{collection}: reading every document{' (first sync)' if first else ''}")
+    else:
+        log.info(f"{collection}: reading the documents changed since {since}")
     started = time.monotonic()
     progress.start_collection(collection)
-    documents = 0
-
-    def attempt() -> None:
-        nonlocal documents
-        documents += _stream_into_destination(store, settings, collection, state, progress)
-
-    _retrying(collection, "resuming from the cursor", attempt)
+    tally = Tally()
+    _retrying(
+        collection,
+        "resuming from the cursor",
+        lambda: _stream_into_destination(store, settings, collection, state, progress, tally),
+    )
     seconds = time.monotonic() - started
     log.info(
-        f"{collection}: synced {documents} documents in {seconds:.1f} s ({documents / max(seconds, 1e-6):,.0f} docs/s)"
+        f"{collection}: upserted {tally.upserted} of {tally.read} documents read ({tally.read - tally.upserted} had "
+        f"landed already) in {seconds:.1f} s ({tally.read / max(seconds, 1e-6):,.0f} docs/s)"
     )
-    return documents
+    return tally.upserted
+
+
+@dataclass
+class Tally:
+    """Documents read and upserted by the attempts of one read (a failed attempt's count as well)."""
+
+    read: int = 0
+    upserted: int = 0
 
 
 def _stream_into_destination(
-    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: "Progress"
-) -> int:
-    """Upsert the documents changed since the cursor; move the cursor only as far as the read provably covers.
+    store: DocumentStore,
+    settings: Settings,
+    collection: str,
+    state: SyncState,
+    progress: "Progress",
+    tally: Tally | None = None,
+) -> None:
+    """Upsert the documents changed since the cursor (counted into `tally` when given); move the cursor only as far
+    as the read provably covers.
 
     The index behind the query answers from a snapshot, with each document's current version at its indexed place:
     a document changed after the snapshot comes back early carrying its new `@last-modified`, one written after it
@@ -2921,7 +3155,7 @@ def _stream_into_destination(
     bound = None if covered_from is None else stream_bound(stream, covered_from, settings.lookback)
     if bound is None and covered_from is not None:
         log.warning(f"{collection}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
-    return _upsert_changes(stream, lambda meta: collection, state, bound, progress)
+    _upsert_changes(stream, lambda meta: collection, state, bound, progress, tally or Tally())
 
 
 def _upsert_changes(
@@ -2930,11 +3164,13 @@ def _upsert_changes(
     state: SyncState,
     bound: str | None,
     progress: "Progress",
-) -> int:
+    tally: Tally,
+) -> None:
     """Upsert what the stream returns into the table of the collection `collection_of` names (None: a document
-    no table takes), unless it landed already; each document read may move its collection's cursor."""
-    upserted = 0
+    no table takes), unless it landed already; each document read may move its collection's cursor. Counts into
+    `tally`."""
     for document in stream:
+        tally.read += 1
         meta = Metadata.of(document)
         collection = collection_of(meta)
         if collection is None:
@@ -2947,10 +3183,9 @@ def _upsert_changes(
             continue
         upsert_document(collection, document, state)
         cursor.record(meta, bound)
-        upserted += 1
+        tally.upserted += 1
         progress.document_read(upserted=True)
         state.checkpoints.record_written()
-    return upserted
 
 
 def upsert_document(collection: str, document: dict, state: SyncState, checkpoint_ahead: bool = True) -> None:

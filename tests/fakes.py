@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import requests
 from ravendb.documents.commands.query import QueryCommand
 from ravendb.documents.commands.revisions import GetRevisionsBinEntryCommand
 from ravendb.documents.commands.stream import StreamCommand
@@ -50,6 +51,7 @@ class FakeResponse:
 class FakeRequestExecutor:
     def __init__(self, store: "FakeDocumentStore"):
         self.store, self.db = store, store.db
+        self.http_session = requests.Session()  # where the connector mounts its timeouts; never sends here
 
     @property
     def preferred_node(self):
@@ -78,6 +80,10 @@ class FakeRequestExecutor:
             name = parse_qs(urlsplit(request.url).query)["name"][0]
             names = [f"{name}${n}" for n in range(self.db.shards)] if self.db.shards else [name]
             command.set_response(json.dumps({"Databases": [{"Name": name} for name in names]}), False)
+            return
+        if (request.url or "").endswith("/revisions/config"):
+            configuration = self.db.revisions_configuration
+            command.set_response(None if configuration is None else json.dumps(configuration), False)
             return
         if "/collections/docs?" in (request.url or ""):  # a page of one collection, newest etag first
             query = parse_qs(urlsplit(request.url).query)
@@ -159,6 +165,7 @@ class FakeRavenDB:
         self.stale_waits = 0  # how many of the next waits for the index end still stale
         self.error_after: int | None = None  # the next stream breaks off with an Error line after this many documents
         self.seconds_per_document = 0.0  # a slow stream: each line of a stream takes this long, by `sleep`
+        self.revisions_configuration: dict | None = None  # GET /revisions/config; None: the database has none (404)
         self.sleep = sleep
         self.before_command: Callable[[Any], None] | None = None  # sees each command first; may raise, or set up
 

@@ -19,7 +19,7 @@ def test_form_has_every_setting_with_help_and_masks_the_secrets():
     assert set(fields) == {
         "ravendb_urls", "database_name", "certificate_base64", "certificate_password", "collection_name",
         "batch_size", "reconcile_deletes_hours", "progress_log_seconds", "type_from_every_document", "lookback_seconds",
-        "child_tables", "server_ca_base64", "history_collections",
+        "child_tables", "read_timeout_seconds", "server_ca_base64", "history_collections",
     }  # fmt: skip
     assert all(field.label and field.description for field in fields.values())
     assert {name for name, field in fields.items() if field.text_field == 1} == {

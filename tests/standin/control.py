@@ -154,6 +154,17 @@ class StandInControl:
         body = {"read_pulse_docs": every_docs}
         return self._call("POST", f"/standin/databases/{database}/streams", body)
 
+    def stall_stream(self, database: str, after: int, seconds: float) -> dict[str, Any]:
+        """The next stream of the database (query stream or GET /streams/docs) that reaches `after` results sends
+        them, then sends nothing for `seconds` and goes on by itself."""
+        body = {"stall_after": after, "stall_s": seconds}
+        return self._call("POST", f"/standin/databases/{database}/streams", body)
+
+    def set_query_timeout(self, database: str, seconds: float | None) -> dict[str, Any]:
+        """Databases.QueryTimeoutInSec of the database (None: RavenDB's 300 s): a query stream that writes no result
+        for that long is cancelled."""
+        return self._call("POST", f"/standin/databases/{database}/streams", {"query_timeout_s": seconds})
+
     def nodes(self) -> list[dict[str, Any]]:
         """[{Tag, Url, Running}] of every node."""
         return self._call("GET", "/standin/nodes")["Nodes"]

@@ -6,7 +6,8 @@ import contextlib
 import gzip
 import socket
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -37,6 +38,39 @@ class ConnectionClosed(Exception):
     """The peer closed the connection (or it broke)."""
 
 
+class BadRequestLine(Exception):
+    """A request line Kestrel rejects at once with 400 and a closed connection (see `read_request`)."""
+
+
+class CancelAfter:
+    """RavenDB's OperationCancelToken with a timeout (src/Raven.Server/ServerWide/OperationCancelToken.cs): it fires
+    `seconds` after it was created or last re-armed. `delay()` re-arms it, but only once at least max(250 ms,
+    seconds / 3) passed since the last re-arm (`GetMinimumDelayTime`), so after the last result written it fires
+    between 2/3 of `seconds` and `seconds` later. `fired` is set when it fires."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.armed_at = time.monotonic()
+        self.fired = threading.Event()
+
+    @property
+    def deadline(self) -> float:
+        """Monotonic time at which it fires unless re-armed."""
+        return self.armed_at + self.seconds
+
+    def delay(self) -> None:
+        """Re-arm, as StreamDocumentQueryResult.AddResultAsync does after each result (GetToken().Delay())."""
+        now = time.monotonic()
+        if not self.fired.is_set() and now - self.armed_at >= max(0.25, self.seconds / 3):
+            self.armed_at = now
+
+    def check(self) -> bool:
+        """Whether it has fired (sets `fired` once the deadline passed)."""
+        if not self.fired.is_set() and time.monotonic() >= self.deadline:
+            self.fired.set()
+        return self.fired.is_set()
+
+
 @dataclass
 class Request:
     """A parsed HTTP request."""
@@ -63,6 +97,7 @@ class Response:
     status: int
     body: bytes | Iterable[bytes] = b""
     headers: dict[str, str] = field(default_factory=dict)
+    cancel: CancelAfter | None = None  # time limit of a chunked body, re-armed after each chunk written
 
 
 Handler = Callable[[Request], Response]
@@ -127,8 +162,27 @@ def _read_chunked(stream: Stream) -> bytes:
         stream.read_exact(2)
 
 
+def _check_request_line(stream: Stream) -> None:
+    """Wait for the end of the request line: an LF, or a NUL byte, which Kestrel's HttpParser.ParseRequestLine also
+    takes for a delimiter (`RequestLineDelimiters => [ByteLF, 0]`) and rejects at once (RejectRequestLine), with
+    reason TlsOverHttpError when the first byte is 0x16, a TLS handshake record. A TLS ClientHello carries NUL bytes
+    within its first few bytes, so a client speaking TLS to a plain-HTTP port gets its 400 at once instead of a
+    server waiting for a newline that never comes."""
+    while True:
+        newline, nul = stream.buffer.find(b"\n"), stream.buffer.find(b"\0")
+        if nul >= 0 and (newline < 0 or nul < newline):
+            tls = stream.buffer[:1] == b"\x16"
+            raise BadRequestLine("TLS handshake to an endpoint without TLS" if tls else "invalid request line")
+        if newline >= 0:
+            return
+        if len(stream.buffer) > MAX_HEADER_BYTES:
+            raise ConnectionClosed()
+        stream._fill()
+
+
 def read_request(stream: Stream, peer_cert: x509.Certificate | None, tls: bool) -> Request:
     """Parse one request (head and whole body)."""
+    _check_request_line(stream)
     head = stream.read_until(b"\r\n\r\n").decode("latin-1")
     lines = head.split("\r\n")
     method, target, _version = lines[0].split(" ", 2)
@@ -169,10 +223,49 @@ def write_response(stream: Stream, response: Response, keep_alive: bool, head_on
         stream.write(head.encode("latin-1") + b"\r\n" + (b"" if head_only else bytes(body)))
         return
     stream.write(head.encode("latin-1") + b"\r\n")
-    for chunk in body:
-        if chunk:
-            stream.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+    with _cancelling_writes(stream, response.cancel):
+        for chunk in body:
+            if chunk:
+                stream.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                if response.cancel is not None:
+                    response.cancel.delay()
     stream.write(b"0\r\n\r\n")
+
+
+@contextlib.contextmanager
+def _cancelling_writes(stream: Stream, cancel: CancelAfter | None) -> Iterator[None]:
+    """While the body is written, a watcher fires `cancel` at its deadline and then aborts the connection if a write
+    is blocked, as a cancelled write to a reader that stopped reading cannot complete. UNSURE: whether Kestrel
+    sends anything more on that connection; a reader that stopped reading could not see it before the close anyway.
+    """
+    if cancel is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(max(cancel.deadline - time.monotonic(), 0.01)):
+            if cancel.check():
+                time.sleep(0.2)  # the body's own check (between chunks) ends the stream with its error line
+                if not done.is_set():
+                    _abort(stream.sock)
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True, name="stream-time-limit")
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def _abort(sock: Any) -> None:
+    """Shut the connection down under a blocked write (plain socket or pyOpenSSL connection)."""
+    with contextlib.suppress(OSError, SSL.Error):
+        if isinstance(sock, SSL.Connection):
+            sock.sock_shutdown(socket.SHUT_RDWR)
+        else:
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def server_context(cert_file: str, key_file: str) -> SSL.Context:
@@ -269,7 +362,13 @@ class Listener:
         raw, peer_cert = self._handshake(conn)
         stream = Stream(raw)
         while self.sock is not None:
-            request = read_request(stream, peer_cert, self.tls is not None)
+            try:
+                request = read_request(stream, peer_cert, self.tls is not None)
+            except BadRequestLine:
+                # Kestrel answers a request it cannot parse with 400 and closes the connection
+                # (HttpProtocol.SetBadRequestState: no keep-alive after a bad request).
+                write_response(stream, Response(400, b"", {"Server": "Kestrel"}), keep_alive=False)
+                return
             keep_alive = request.headers.get("connection", "").lower() != "close"
             response = self.handler(request)
             write_response(stream, response, keep_alive, head_only=request.method == "HEAD")

@@ -21,7 +21,7 @@ from tests.standin import sample_data
 from tests.standin.clock import format_ticks
 from tests.standin.engine import MAX_PAGE, Outcome, QueryRequest, parse_timespan, run_query
 from tests.standin.errors import RavenError, database_missing
-from tests.standin.httpcore import Listener, Request, Response, server_context
+from tests.standin.httpcore import CancelAfter, Listener, Request, Response, server_context
 from tests.standin.rql import parse
 from tests.standin.storage import Database, Doc, Storage, dumps, format_change_vector
 from tests.standin.tls import thumbprint, thumbprint_sha256
@@ -33,6 +33,12 @@ PULSE_CHECK_DOCS = 1024  # PulsedEnumerationState.DefaultNumberOfEnumeratedDocum
 STREAM_ERROR = (
     "System.OperationCanceledException: The operation was canceled.\r\n"
     "   at Raven.Server.Documents.Queries.AbstractQueryRunner (stand-in: injected mid-stream failure)"
+)
+# What a query stream cancelled by its time limit (Databases.QueryTimeoutInSec) writes.
+QUERY_TIMEOUT_ERROR = (
+    "System.OperationCanceledException: The operation was canceled.\r\n"
+    "   at Raven.Server.Documents.Queries.StreamDocumentQueryResult.AddResultAsync (stand-in: no result written "
+    "within Databases.QueryTimeoutInSec)"
 )
 Route = Callable[["Node", Request, re.Match], Response]
 
@@ -612,21 +618,30 @@ def queries(node: Node, request: Request, m: re.Match) -> Response:
 
 
 def stream_query(node: Node, request: Request, m: re.Match) -> Response:
-    """POST /databases/{db}/streams/queries?format=jsonl: Stats line, then one {"Item": doc} per line."""
+    """POST /databases/{db}/streams/queries?format=jsonl: Stats line, then one {"Item": doc} per line.
+
+    It runs under RavenDB's query time limit (AbstractStreamingHandlerProcessorForGetStreamQuery.ExecuteAsync:
+    CreateHttpRequestBoundTimeLimitedOperationTokenForQuery, Databases.QueryTimeoutInSec, 300 s by default), re-armed
+    after each result written (StreamDocumentQueryResult.AddResultAsync → OperationCancelToken.Delay): a stream that
+    writes no result for that long, because its reader stopped reading or the server stalled, is cancelled
+    (`set_query_timeout` shortens it for tests)."""
     db = node.database(m["db"])
+    with db.lock:
+        cancel = CancelAfter(db.group.streams.query_timeout_s)
     req = _query_request(request)
     req.wait_for_non_stale = False
     req.stream = True
     outcome = run_query(db, req)
     first = dumps({"Stats": _stats(outcome, db)}) + b"\n"
-    return Response(200, _query_lines(first, db, outcome), {"Content-Type": "application/jsonl; charset=utf-8"})
+    lines = _query_lines(first, db, outcome, cancel)
+    return Response(200, lines, {"Content-Type": "application/jsonl; charset=utf-8"}, cancel=cancel)
 
 
-def _query_lines(first: bytes, db: Database, outcome: Outcome) -> Iterator[bytes]:
+def _query_lines(first: bytes, db: Database, outcome: Outcome, cancel: CancelAfter | None = None) -> Iterator[bytes]:
     """The Stats line, then `{"Item": doc}` lines (StreamJsonlDocumentQueryResultWriter.AddResultAsync); a failure
     ends it with the `{"Error": ...}` line its WriteErrorAsync writes."""
     yield first
-    for part in _paced(db, outcome.docs, outcome.reload, outcome.renew):
+    for part in _paced(db, outcome.docs, outcome.reload, outcome.renew, cancel):
         if isinstance(part, str):
             yield dumps({"Error": part}) + b"\n"
             return
@@ -634,7 +649,11 @@ def _query_lines(first: bytes, db: Database, outcome: Outcome) -> Iterator[bytes
 
 
 def _paced(
-    db: Database, hits: list[Doc], reload: bool, renew: Callable[[int, Doc], list[Doc]] | None
+    db: Database,
+    hits: list[Doc],
+    reload: bool,
+    renew: Callable[[int, Doc], list[Doc]] | None,
+    cancel: CancelAfter | None = None,
 ) -> Iterator[list[Doc] | str]:
     """A stream's documents in batches, produced as the socket takes them, or the error message that ends it.
 
@@ -644,8 +663,9 @@ def _paced(
     the collection read (RavenDB 7.x counts decompression buffers in LowLevelTransaction.AdditionalMemoryUsageSize),
     at each multiple of 1,024 documents (PulsedEnumerationState) once the compressed documents read since the last
     renewal reach the pulse limit. `reload` (no caller sets it now) loads each hit's current version as it is sent.
-    The test knobs: a stream pauses after N hits until released; an error ends it; a throttle sends
-    `throttle_docs` hits every `throttle_ms`."""
+    The test knobs: a stream pauses after N hits until released; stalls (sends nothing) for `stall_s` after
+    `stall_after` hits; an error ends it; a throttle sends `throttle_docs` hits every `throttle_ms`. A query
+    stream's time limit (`cancel`) that fires ends it with the OperationCanceledException line."""
     streams = db.group.streams
     with db.lock:
         cuts = streams.cuts()
@@ -666,6 +686,9 @@ def _paced(
             return
         if sent and delay_s:
             time.sleep(delay_s)
+        if cancel is not None and cancel.check():
+            yield QUERY_TIMEOUT_ERROR
+            return
         stops = [sent + chunk, *(cut for cut in cuts if cut > sent)]
         if pulse:
             stops.append((sent // pulse + 1) * pulse)
@@ -685,11 +708,17 @@ def _paced(
         if sent not in cuts:
             continue
         with db.lock:
-            error, pause = streams.fire_error(sent), streams.fire_pause(sent)
+            error, pause, stall = streams.fire_error(sent), streams.fire_pause(sent), streams.fire_stall(sent)
             db.changed.notify_all()
         if error is not None:
             yield error
             return
+        if stall:
+            if cancel is None:
+                time.sleep(stall)
+            elif cancel.fired.wait(stall):
+                yield QUERY_TIMEOUT_ERROR
+                return
         if pause:
             streams.release.wait(60)
             with db.lock:
@@ -819,7 +848,8 @@ def revisions_bin(node: Node, request: Request, m: re.Match) -> Response:
 
 def revisions_config_get(node: Node, _r: Request, m: re.Match) -> Response:
     """GET /databases/{db}/revisions/config: the database record's revisions configuration, 404 when it has none
-    (AbstractRevisionsHandlerProcessorForGetRevisionsConfiguration; a Read endpoint for any valid user)."""
+    (RevisionsHandler `GetRevisionsConfig`; AbstractRevisionsHandlerProcessorForGetRevisionsConfiguration in later
+    versions; a Read endpoint for any valid user)."""
     db = node.database(m["db"])
     with db.lock:
         config = db.revisions_config
@@ -1000,10 +1030,13 @@ def control_replication(node: Node, request: Request, m: re.Match) -> Response:
 
 def control_streams(node: Node, request: Request, m: re.Match) -> Response:
     """POST /standin/databases/{db}/streams {"pause_after"?, "release"?, "error_after"?, "error_times"?, "error"?,
-    "throttle_docs"?, "throttle_ms"?, "read_pulse_docs"?}: arm a pause of the next stream that reaches N results,
+    "throttle_docs"?, "throttle_ms"?, "read_pulse_docs"?, "stall_after"?, "stall_s"?, "query_timeout_s"?}: arm a
+    pause of the next stream that reaches N results, or a stall of `stall_s` seconds (then it goes on by itself),
     release a paused stream, end streams that reach N results with an error (error_times: how many streams; -1 =
     every one; 0 disarms), slow every stream down (throttle_docs 0 = full speed), or make document streams renew
-    their read transaction every N documents (null or 0: never). Query streams and GET /streams/docs alike."""
+    their read transaction every N documents (null or 0: never). Query streams and GET /streams/docs alike, except
+    `query_timeout_s` (null: RavenDB's 300 s), the time limit of query streams only: GET /streams/docs runs under
+    a token without one (AbstractStreamingHandlerProcessorForGetDocs: CreateOperationToken)."""
     group = node.database(m["db"]).group
     body = body_json(request) or {}
     streams = group.streams
@@ -1018,6 +1051,12 @@ def control_streams(node: Node, request: Request, m: re.Match) -> Response:
         if "read_pulse_docs" in body:
             every = body["read_pulse_docs"]
             streams.read_pulse_docs = None if not every else int(every)
+        if "stall_after" in body:
+            streams.stall_after = None if body["stall_after"] is None else int(body["stall_after"])
+            streams.stall_s = float(body.get("stall_s") or 0)
+        if "query_timeout_s" in body:
+            timeout = body["query_timeout_s"]
+            streams.query_timeout_s = 300.0 if timeout is None else float(timeout)
         if "pulse_limit_bytes" in body:
             streams.pulse_limit_bytes = int(body["pulse_limit_bytes"])
         if "error_after" in body:
@@ -1033,6 +1072,9 @@ def control_streams(node: Node, request: Request, m: re.Match) -> Response:
                 "ThrottleDocs": streams.throttle_docs,
                 "ThrottleMs": streams.throttle_ms,
                 "ReadPulseDocs": streams.read_pulse_docs,
+                "StallAfter": streams.stall_after,
+                "StallS": streams.stall_s,
+                "QueryTimeoutS": streams.query_timeout_s,
                 "PulseLimitBytes": streams.pulse_limit_bytes,
             }
         )
@@ -1199,8 +1241,8 @@ def build_routes() -> list[tuple[str, re.Pattern, Route]]:
         ("GET", DB + r"/collections/stats", collection_stats),
         ("GET", DB + r"/collections/docs", collection_docs),
         ("POST", DB + r"/admin/revisions/config", revisions_config),
-        ("GET", DB + r"/revisions/bin", revisions_bin),
         ("GET", DB + r"/revisions/config", revisions_config_get),
+        ("GET", DB + r"/revisions/bin", revisions_bin),
         ("GET", DB + r"/revisions", revisions_get),
         ("GET", DB + r"/debug/documents/get-revisions", revisions_debug),
         ("POST", DB + r"/multi_get", multi_get),

@@ -251,7 +251,8 @@ class StreamControl:
     released; end streams with an error line after N results (a given number of times, or always when times < 0);
     slow every stream down to `throttle_docs` results per `throttle_ms`; renew the read transaction of document
     streams every `read_pulse_docs` documents, as RavenDB does past Databases.PulseReadTransactionLimitInMb (None:
-    never, one snapshot per stream)."""
+    never, one snapshot per stream); stop the next stream that reaches `stall_after` results for `stall_s` seconds;
+    cancel a query stream that writes no result for `query_timeout_s` (Databases.QueryTimeoutInSec, 300 s)."""
 
     pause_after: int | None = None
     paused_at: int | None = None
@@ -263,11 +264,22 @@ class StreamControl:
     throttle_ms: int = 0
     read_pulse_docs: int | None = None
     pulse_limit_bytes: int = DEFAULT_PULSE_LIMIT_BYTES  # Databases.PulseReadTransactionLimitInMb
+    stall_after: int | None = None
+    stall_s: float = 0.0
+    query_timeout_s: float = 300.0
 
     def cuts(self) -> list[int]:
-        """Positions where a stream starting now must stop to check for a pause or an error."""
-        armed = [self.pause_after, self.error_after if self.error_times else None]
+        """Positions where a stream starting now must stop to check for a pause, a stall or an error."""
+        armed = [self.pause_after, self.stall_after, self.error_after if self.error_times else None]
         return sorted(cut for cut in armed if cut is not None)
+
+    def fire_stall(self, sent: int) -> float | None:
+        """How long a stream that has sent `sent` results stops sending now, if a stall is armed for that point
+        (once)."""
+        if self.stall_after is None or sent < self.stall_after:
+            return None
+        self.stall_after = None
+        return self.stall_s
 
     def fire_error(self, sent: int) -> str | None:
         """The error a stream that has sent `sent` results writes now, if one is armed for that point."""
