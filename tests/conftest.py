@@ -11,7 +11,7 @@ import pytest
 
 import connector
 from tests.fakes import FakeClock, FakeRavenDB
-from tests.syncing import configuration_for, copy_project
+from tests.syncing import configuration_for, copy_project, node_store
 
 pytest_plugins = ["tests.standin.fixtures"]
 
@@ -196,3 +196,18 @@ def logs(monkeypatch: pytest.MonkeyPatch) -> RecordedLog:
     recorder = RecordedLog()
     monkeypatch.setattr(connector, "log", recorder)
     return recorder
+
+
+@pytest.fixture
+def on_node(ravendb_target):
+    """`on_node(tag)`: a store that talks to that node of the test cluster only; closed after the test."""
+    stores: dict = {}
+
+    def get(tag: str):
+        if tag not in stores:
+            stores[tag] = node_store(ravendb_target, tag)
+        return stores[tag]
+
+    yield get
+    for store in stores.values():
+        store.close()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 import duckdb
+from ravendb import DocumentStore
 
 import connector
 
@@ -207,3 +208,13 @@ def query(project: Path, sql: str) -> list[tuple]:
     """The rows of `sql` in the project's DuckDB warehouse (what `fivetran debug` landed)."""
     with duckdb.connect(str(project / "files" / "warehouse.db"), read_only=True) as db:
         return db.execute(sql).fetchall()
+
+
+def node_store(target, tag: str) -> DocumentStore:
+    """A store that talks to node `tag` of the target only: no topology updates, so the client never moves to
+    another node. The caller closes it."""
+    store = DocumentStore([target.urls[ord(tag) - ord("A")]], target.database)
+    store.conventions.disable_topology_updates = True
+    store.certificate_pem_path, store.trust_store_path = target.client_pem, target.ca_pem
+    store.initialize()
+    return store

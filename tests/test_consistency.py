@@ -11,36 +11,12 @@ and no sync failed. Each docstring says what the server does that a naive cursor
 import itertools
 
 import pytest
-from ravendb import DocumentStore
 
 import connector
 from connector import SourceError
 from tests import documents
 from tests.documents import orders
 from tests.syncing import configuration_for, database_rows, record_streams, sync, sync_writing_during_a_paused_stream
-
-
-def node_store(target, tag: str) -> DocumentStore:
-    """A store that writes to one node only: no topology updates, so the client never moves to another node."""
-    store = DocumentStore([target.urls[ord(tag) - ord("A")]], target.database)
-    store.conventions.disable_topology_updates = True
-    store.certificate_pem_path, store.trust_store_path = target.client_pem, target.ca_pem
-    store.initialize()
-    return store
-
-
-@pytest.fixture
-def on_node(ravendb_target):
-    stores: dict[str, DocumentStore] = {}
-
-    def get(tag: str) -> DocumentStore:
-        if tag not in stores:
-            stores[tag] = node_store(ravendb_target, tag)
-        return stores[tag]
-
-    yield get
-    for store in stores.values():
-        store.close()
 
 
 def warm_index(store) -> None:

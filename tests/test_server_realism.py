@@ -25,29 +25,6 @@ from tests.documents import orders
 from tests.syncing import configuration_for, database_documents, database_rows, sync
 
 
-def node_store(target, tag: str) -> DocumentStore:
-    """A store that talks to one node only (no topology updates)."""
-    store = DocumentStore([target.urls[ord(tag) - ord("A")]], target.database)
-    store.conventions.disable_topology_updates = True
-    store.certificate_pem_path, store.trust_store_path = target.client_pem, target.ca_pem
-    store.initialize()
-    return store
-
-
-@pytest.fixture
-def on_node(ravendb_target):
-    stores: dict[str, DocumentStore] = {}
-
-    def get(tag: str) -> DocumentStore:
-        if tag not in stores:
-            stores[tag] = node_store(ravendb_target, tag)
-        return stores[tag]
-
-    yield get
-    for store in stores.values():
-        store.close()
-
-
 def last_modified(store: DocumentStore, doc_id: str) -> str:
     with store.open_session() as session:
         return session.advanced.get_metadata_for(session.load(doc_id, dict))["@last-modified"]

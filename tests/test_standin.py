@@ -33,6 +33,7 @@ from tests.standin.control import StandInControl
 from tests.standin.errors import RavenError
 from tests.standin.fixtures import RavenTarget, open_store
 from tests.standin.server import StandIn
+from tests.syncing import node_store
 
 RAVEN_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$")
 LM = "@metadata.'@last-modified'"
@@ -572,16 +573,6 @@ def test_demo_sample_data_in_process() -> None:
 # ---- a real server's index snapshots, streams, replication ---------------------------------------------
 
 
-def _node_store(target: RavenTarget, tag: str) -> DocumentStore:
-    """A store that talks to one node only (no topology updates, so the client never moves to another node)."""
-    store = DocumentStore([target.urls[ord(tag) - ord("A")]], target.database)
-    store.conventions.disable_topology_updates = True
-    store.certificate_pem_path = target.client_pem
-    store.trust_store_path = target.ca_pem
-    store.initialize()
-    return store
-
-
 def _meta(doc: dict) -> tuple[str, str, str]:
     meta = doc["@metadata"]
     return meta["@id"], meta["@last-modified"], meta["@change-vector"]
@@ -607,7 +598,7 @@ BEGINNING = "0001-01-01T00:00:00.0000000Z"
 def test_an_update_the_index_has_not_seen_comes_back_at_its_indexed_place_with_its_new_timestamp(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
-    store = _node_store(ravendb_target, "A")
+    store = node_store(ravendb_target, "A")
     try:
         _store_orders(store, 5)
         _stream(store, CHANGED_SINCE, since=BEGINNING)  # creates the index and lets it cover the five
@@ -634,7 +625,7 @@ def test_an_index_stream_reads_one_snapshot_and_sees_newer_versions_only_after_a
 ) -> None:
     """Index and documents are opened at the start (Index.QueryInternal); a write during the stream shows in it
     only once the read transaction is renewed, and then as the hit's new version at its indexed place."""
-    store = _node_store(ravendb_target, "A")
+    store = node_store(ravendb_target, "A")
     try:
         _store_orders(store, 10)
         _stream(store, CHANGED_SINCE, since=BEGINNING)
@@ -665,7 +656,7 @@ def test_an_index_stream_reads_one_snapshot_and_sees_newer_versions_only_after_a
 def test_a_collection_query_reads_storage_without_an_index(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
-    store = _node_store(ravendb_target, "A")
+    store = node_store(ravendb_target, "A")
     try:
         _store_orders(store, 3)
         standin_control.pause_indexing(ravendb_target.database)
@@ -694,7 +685,7 @@ def test_a_throttled_stream_sends_its_results_slowly(
 def test_a_stream_can_fail_midway_with_an_error_line(
     ravendb_target: RavenTarget, standin_control: StandInControl, times: int
 ) -> None:
-    store = _node_store(ravendb_target, "A")
+    store = node_store(ravendb_target, "A")
     try:
         _store_orders(store, 10)
         standin_control.fail_streams(ravendb_target.database, after=3, times=times)
@@ -715,7 +706,7 @@ def test_a_stream_can_fail_midway_with_an_error_line(
 def test_replication_keeps_the_origin_timestamp_and_change_vector(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
-    node_a, node_b = _node_store(ravendb_target, "A"), _node_store(ravendb_target, "B")
+    node_a, node_b = node_store(ravendb_target, "A"), node_store(ravendb_target, "B")
     try:
         _store_orders(node_a, 1)
         with node_a.open_session() as session:
@@ -736,7 +727,7 @@ def test_replication_keeps_the_origin_timestamp_and_change_vector(
 def test_delayed_replication_leaves_a_write_on_its_node_until_it_arrives(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
-    node_a, node_b = _node_store(ravendb_target, "A"), _node_store(ravendb_target, "B")
+    node_a, node_b = node_store(ravendb_target, "A"), node_store(ravendb_target, "B")
     try:
         _store_orders(node_a, 2)
         standin_control.set_replication(ravendb_target.database, delay_ms=60_000)
@@ -758,7 +749,7 @@ def test_delayed_replication_leaves_a_write_on_its_node_until_it_arrives(
 def test_concurrent_writes_on_two_nodes_converge_on_the_later_one(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
-    node_a, node_b = _node_store(ravendb_target, "A"), _node_store(ravendb_target, "B")
+    node_a, node_b = node_store(ravendb_target, "A"), node_store(ravendb_target, "B")
     try:
         standin_control.pause_replication(ravendb_target.database)
         with node_a.open_session() as session:
@@ -784,13 +775,13 @@ def test_concurrent_writes_on_two_nodes_converge_on_the_later_one(
 def test_a_stopped_node_receives_the_writes_it_missed_when_it_starts_again(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
-    node_a = _node_store(ravendb_target, "A")
+    node_a = node_store(ravendb_target, "A")
     try:
         standin_control.stop_node("B")
         _store_orders(node_a, 2)
         pending = standin_control.set_replication(ravendb_target.database)["Pending"]
         standin_control.start_node("B")
-        node_b = _node_store(ravendb_target, "B")
+        node_b = node_store(ravendb_target, "B")
         try:
             on_b, _ = _raw(node_b, "from Orders")
         finally:
@@ -804,7 +795,7 @@ def test_a_stopped_node_receives_the_writes_it_missed_when_it_starts_again(
 def test_a_replicated_document_can_be_older_than_what_its_node_wrote_since(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
-    node_a, node_b = _node_store(ravendb_target, "A"), _node_store(ravendb_target, "B")
+    node_a, node_b = node_store(ravendb_target, "A"), node_store(ravendb_target, "B")
     try:
         standin_control.pause_replication(ravendb_target.database)
         _store_orders(node_a, 1, start=1)
@@ -823,7 +814,7 @@ def test_a_replicated_document_can_be_older_than_what_its_node_wrote_since(
 def test_a_node_whose_clock_runs_behind_writes_older_timestamps(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
-    node_a, node_b = _node_store(ravendb_target, "A"), _node_store(ravendb_target, "B")
+    node_a, node_b = node_store(ravendb_target, "A"), node_store(ravendb_target, "B")
     try:
         standin_control.set_clock_skew("B", -60_000)
         _store_orders(node_a, 1, start=1)
@@ -939,7 +930,7 @@ def _orders(*numbers: int) -> list[str]:
 def test_collection_documents_come_newest_first_paged_and_by_a_case_insensitive_name(
     ravendb_target: RavenTarget, name: str
 ) -> None:
-    store = _node_store(ravendb_target, "A")
+    store = node_store(ravendb_target, "A")
     try:
         _store_orders(store, 6)
         _store_companies(store, 2)
@@ -954,7 +945,7 @@ def test_collection_documents_come_newest_first_paged_and_by_a_case_insensitive_
 
 
 def test_collection_documents_of_an_unknown_collection_are_none(ravendb_target: RavenTarget) -> None:
-    store = _node_store(ravendb_target, "A")
+    store = node_store(ravendb_target, "A")
     try:
         _store_orders(store, 2)
     finally:
@@ -977,7 +968,7 @@ def _collection_stream_ids(_target: RavenTarget, session: Any) -> Iterator[str]:
 
 
 def test_a_docs_stream_reads_every_document_newest_etag_first(ravendb_target: RavenTarget) -> None:
-    store = _node_store(ravendb_target, "A")
+    store = node_store(ravendb_target, "A")
     try:
         _store_orders(store, 3)
         _store_companies(store, 2)
@@ -991,7 +982,7 @@ def test_a_docs_stream_reads_every_document_newest_etag_first(ravendb_target: Ra
 def test_a_docs_stream_is_one_document_per_line_with_the_database_change_vector_as_etag(
     ravendb_target: RavenTarget,
 ) -> None:
-    store = _node_store(ravendb_target, "A")
+    store = node_store(ravendb_target, "A")
     try:
         _store_orders(store, 2)
         vector = store.maintenance.send(GetStatisticsOperation()).database_change_vector
@@ -1009,7 +1000,7 @@ def _stream_across_a_write(
 ) -> list[str]:
     """Start a stream on node A, let it send `sent_before` documents and pause, make the write, let it finish;
     the ids it sent, in order."""
-    store = _node_store(target, "A")
+    store = node_store(target, "A")
     try:
         control.pause_stream(target.database, after=sent_before)
         with store.open_session() as session:
@@ -1032,7 +1023,7 @@ def _move_and_delete(store: DocumentStore) -> None:
 @pytest.fixture
 def ten_orders_on_node_a(ravendb_target: RavenTarget) -> None:
     """orders/1-A to orders/10-A, written on node A, the node the streams below read."""
-    store = _node_store(ravendb_target, "A")
+    store = node_store(ravendb_target, "A")
     try:
         _store_orders(store, 10)
     finally:
@@ -1103,7 +1094,7 @@ def test_request_counters_name_the_two_storage_reads(
 def test_a_docs_stream_can_fail_midway_with_the_server_error_object(
     ravendb_target: RavenTarget, standin_control: StandInControl
 ) -> None:
-    store = _node_store(ravendb_target, "A")
+    store = node_store(ravendb_target, "A")
     try:
         _store_orders(store, 5)
     finally:
@@ -1123,7 +1114,7 @@ def test_a_collection_query_stream_over_compressed_documents_renews_at_multiples
     resumes by position, so a document sent before the renewal and rewritten makes it skip an unchanged one."""
     standin_control.generate_orders(ravendb_target.database, 3_000)
     if compressed:
-        store = _node_store(ravendb_target, "A")
+        store = node_store(ravendb_target, "A")
         try:
             store.maintenance.send(
                 UpdateDocumentsCompressionConfigurationOperation(
