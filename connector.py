@@ -77,6 +77,7 @@ _INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for a stale auto index to c
 _MAX_ATTEMPTS = 5
 _BACKOFF_FIRST_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 30.0
+_PER_COLLECTION_READS = 10  # at most this many configured collections may be read one query each (see below)
 _SMALL_COLLECTION = 1_000  # documents: new collections this small are read together, in one read of the database
 _MAX_READ_TOGETHER = 50_000  # documents of the collections read (or sampled) together in one read of the database
 _ALL_DOCUMENTS_STREAM = "streams/docs?format=jsonl"  # every document of the database, newest etag first
@@ -106,11 +107,11 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _DEFAULT_PROGRESS_SECONDS = 30.0  # while a collection streams, at most one progress line this often
 _MAX_PROGRESS_SECONDS = 3600.0
 _SMALLEST_NORMAL_DOUBLE = 2.2250738585072014e-308
-_MAX_SYNCED_VERSIONS = 5_000  # versions of documents at or after the cursor that the state keeps per collection
+_VERSION_HASH_BYTES = 6  # bytes of the hash of (id, change vector) the state keeps per document read again next sync
 _DEFAULT_LOOKBACK_SECONDS = 60
 _MAX_LOOKBACK_SECONDS = 7 * 24 * 3600
 _INDEX_WAIT_SLICE_SECONDS = 15.0  # one wait request; a progress line is logged after each that ends still stale
-_STATE_VERSION = 2  # version 1 (versions kept only at the cursor's exact timestamp) is read and upgraded
+_STATE_VERSION = 3  # versions 1 and 2 (each document's version kept as text) are read and upgraded
 _BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
@@ -119,6 +120,10 @@ _LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
 # as a parameter: it is escaped exactly as the ravendb client escapes it (Utils.escape_collection_name).
 _CHANGED_SINCE_RQL = (
     "from '{collection}' where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
+)
+# Every collection at once: one auto index over the whole database, Auto/AllDocs/By@metadata.@last-modified.
+_DATABASE_CHANGED_SINCE_RQL = (
+    "from @all_docs where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
 )
 _ALL_DOCUMENTS_RQL = "from '{collection}'"  # a collection query: read from storage, no index, never stale
 _CONNECTION_STEP_BY_SETTING = {"database_name": "database", "collection_name": "read access to the collections"}
@@ -347,22 +352,29 @@ def update(configuration: dict, state: dict) -> None:
     settings = validate_configuration(configuration)
     sync_state = SyncState.load(state)
     with open_store(settings) as store:
-        selection = resolve_collections(store, settings, known=tuple(sync_state.cursors))
+        selection = resolve_collections(store, settings, known=sync_state.known())
         collections = selection.counts
         select_child_tables(store, settings, selection, sync_state)
         progress = Progress(settings.progress_seconds, collections)
         deletes = sync_deletes(store, settings, list(collections), sync_state)
+        database_wide = reads_database(settings, selection)
+        first = [name for name in collections if sync_state.starts_over(name)]
         together = read_together(selection, sync_state)
         if together:
             sync_new_collections(store, settings, together, selection.documents, sync_state, progress)
+        if not database_wide:
+            sync_state.leave_database(collections)
         for collection in collections:
-            if collection not in together:
+            if collection not in together and (not database_wide or collection in first):
                 sync_collection(store, settings, collection, sync_state, progress)
+        if database_wide:
+            sync_database(store, settings, list(collections), first, sync_state, progress)
+        for collection in collections:
             if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
                 reconcile_deletes(store, settings, collection, sync_state)
     if sync_state.changed_since_saved():
         checkpoint(sync_state)
-    progress.finished(deletes)
+    progress.finished(deletes, len(json.dumps(sync_state.last_saved, separators=(",", ":"))))
 
 
 def configuration_form() -> ConfigurationForm:
@@ -658,26 +670,88 @@ class Metadata(NamedTuple):
         )
 
 
+class KeptVersions:
+    """The versions (id and change vector) of the documents a read landed at or after its cursor, which the next
+    read returns again and skips: each a 6-byte BLAKE2b hash of id and change vector, grouped by the second of the
+    document's `@last-modified`, where the next read looks it up. A document written again has a new change vector,
+    and lands again.
+
+    The state holds each second as one base64 text, 8 characters per document: about 8 bytes per document written
+    at or after the cursor (documents written within `lookback_seconds` before the last sync began, and during it),
+    plus about 30 bytes per second that holds any. A document is skipped wrongly only if its new version's hash
+    equals that of another version kept in the same second: with n versions kept in that second, a chance of
+    n / 2^48 per document read (3.6e-10 with 100,000 in one second)."""
+
+    def __init__(self, saved: dict[str, str] | None = None):
+        self.seconds: dict[str, set[bytes]] = {}
+        self.texts: dict[str, str] = {}  # second -> its saved text, while no version was added to it since
+        for second, text in (saved or {}).items():
+            if not isinstance(second, str) or not isinstance(text, str):
+                raise TypeError("a second of kept versions is not text")
+            packed = base64.b64decode(text, validate=True)
+            if len(packed) % _VERSION_HASH_BYTES:
+                raise ValueError("kept versions are not whole hashes")
+            step = _VERSION_HASH_BYTES
+            self.seconds[second] = {packed[i : i + step] for i in range(0, len(packed), step)}
+            self.texts[second] = text
+
+    def __len__(self) -> int:
+        return sum(map(len, self.seconds.values()))
+
+    @staticmethod
+    def _hash(meta: Metadata) -> bytes:
+        key = f"{meta.id}\x1f{meta.change_vector or ''}".encode()
+        return hashlib.blake2b(key, digest_size=_VERSION_HASH_BYTES).digest()
+
+    def has(self, meta: Metadata) -> bool:
+        found = self.seconds.get(meta.last_modified[:19])
+        return found is not None and self._hash(meta) in found
+
+    def add(self, meta: Metadata) -> None:
+        second = meta.last_modified[:19]
+        self.seconds.setdefault(second, set()).add(self._hash(meta))
+        self.texts.pop(second, None)
+
+    def merge(self, other: "KeptVersions", keep_from: str) -> None:
+        for second, hashes in other.seconds.items():
+            if second >= keep_from[:19]:
+                self.seconds.setdefault(second, set()).update(hashes)
+                self.texts.pop(second, None)
+
+    def prune(self, keep_from: str) -> None:
+        """Drop the versions of documents older than the second of `keep_from`, which no read returns again."""
+        cut = keep_from[:19]
+        for second in [second for second in self.seconds if second < cut]:
+            del self.seconds[second]
+            self.texts.pop(second, None)
+
+    def to_dict(self) -> dict[str, str]:
+        for second, hashes in self.seconds.items():
+            if second not in self.texts:
+                self.texts[second] = base64.b64encode(b"".join(sorted(hashes))).decode("ascii")
+        return {second: self.texts[second] for second in sorted(self.seconds)}
+
+
 @dataclass
 class CollectionCursor:
-    """Where a collection's next read starts, and which versions of what that read returns have landed already.
+    """Where a read's next query starts (one collection's, or the whole database's), and which versions of what that
+    query returns have landed already.
 
     `since` is a RavenDB `@last-modified` (its own 7-digit text) at or before every document not yet read: the
     query reads `>=` it. A document moves it only if it is no newer than the read's `bound`, the time up to which
     that read is known to return every document at its place in `@last-modified` order (see
-    `_stream_into_destination`); newer ones are upserted but read again next time. `synced` holds the version
-    (`@last-modified`, change vector) of each document landed at or after `since`, which the next read skips
-    instead of landing again; a document written again has a new change vector and lands again. Past
-    `_MAX_SYNCED_VERSIONS` documents, further ones are not remembered and land again (idempotent upserts).
+    `_stream_into_destination`); newer ones are upserted but read again next time. When a read has returned
+    everything, `since` moves to its bound (`finish`). `kept` holds the version of each document landed at or
+    after `since` (KeptVersions), which the next read skips instead of landing again.
 
     A read in another order (the first read of new collections, newest etag first) holds the cursor: `since` still
     moves as documents arrive, but the state saves the held value until the read has ended, as a document not yet
-    read may be older than every one read so far; the version of every document read is kept in memory meanwhile.
+    read may be older than every one read so far. Meanwhile the state keeps the versions at or after the moving
+    `since` only; the others are kept in memory, for a retry within the sync.
     """
 
     since: str = _BEGINNING_OF_TIME
-    synced: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (@last-modified, @change-vector)
-    _pruned_at: str = field(default=_BEGINNING_OF_TIME, repr=False)
+    kept: KeptVersions = field(default_factory=KeptVersions)
     held: str | None = None  # while a read not in `@last-modified` order runs: the `since` the state saves
 
     @property
@@ -692,42 +766,87 @@ class CollectionCursor:
         self.held = None
 
     def already_synced(self, meta: Metadata) -> bool:
-        return self.synced.get(meta.id) == (meta.last_modified, meta.change_vector or "")
+        return self.kept.has(meta)
 
-    def record(self, meta: Metadata, bound: str | None) -> None:
-        """`meta`'s version is in the destination; move `since` to it if the read's `bound` allows (None: never)."""
+    def record(self, meta: Metadata, bound: str | None, landed: bool = True) -> None:
+        """`meta` was read (and its version is in the destination, if `landed`): move `since` to it if the read's
+        `bound` allows (None: never)."""
         if bound is not None and self.since < meta.last_modified <= bound:
             self.since = meta.last_modified
-        if meta.last_modified < self.saved_since:
-            return
-        if len(self.synced) >= _MAX_SYNCED_VERSIONS and meta.id not in self.synced:
-            self._prune()
-            if len(self.synced) >= _MAX_SYNCED_VERSIONS:
-                return
-        self.synced[meta.id] = (meta.last_modified, meta.change_vector or "")
+        if landed and meta.last_modified >= self.saved_since:
+            self.kept.add(meta)
 
-    def versions(self) -> dict[str, list[str]]:
-        """The versions the next read (from `since`) can return again, as the state stores them. While the cursor is
-        held, the versions of documents older than `since` are kept in memory only (a retry within the sync skips
-        them; a sync that starts the read over lands them again), which keeps the state small."""
-        self._prune()
-        return {
-            doc_id: [last_modified, vector]
-            for doc_id, (last_modified, vector) in self.synced.items()
-            if last_modified >= self.since
-        }
+    def finish(self, bound: str | None) -> None:
+        """The read from `since` has returned everything: every document older than its bound has been read."""
+        if bound is not None and bound > self.since:
+            self.since = bound
 
-    def _prune(self) -> None:
-        keep_from = self.saved_since
-        if self._pruned_at != keep_from:
-            self.synced = {doc_id: seen for doc_id, seen in self.synced.items() if seen[0] >= keep_from}
-            self._pruned_at = keep_from
+    def versions(self) -> dict[str, str]:
+        """The versions the next read (from `since`) can return again, as the state stores them."""
+        if self.held is None:
+            self.kept.prune(self.since)
+            return self.kept.to_dict()
+        return {second: text for second, text in self.kept.to_dict().items() if second >= self.since[:19]}
+
+
+@dataclass
+class DatabaseCursor(CollectionCursor):
+    """The cursor of the read of every collection in one query (`sync_database`), and the collections it covers.
+
+    A collection joins it with the position its own cursor had (`floors`): the read then starts at the oldest
+    of them, and skips a document of that collection older than its floor, which landed before; its kept versions
+    join the database's. A floor is dropped once `since` has passed it. A collection that leaves (no longer
+    selected, or read again from the beginning) gets its own cursor back at its position."""
+
+    collections: set[str] = field(default_factory=set)
+    floors: dict[str, str] = field(default_factory=dict)
+
+    def join(self, collection: str, cursor: CollectionCursor) -> None:
+        if not self.collections:
+            self.since = cursor.saved_since
+        elif cursor.saved_since < self.since:
+            for name in self.collections:
+                self.floors.setdefault(name, self.since)
+            self.since = cursor.saved_since
+        self.collections.add(collection)
+        if cursor.saved_since > self.since:
+            self.floors[collection] = cursor.saved_since
+        self.kept.merge(cursor.kept, cursor.saved_since)
+
+    def position(self, collection: str) -> str:
+        """Where a read of this collection alone would start: every older document of it has landed."""
+        return max(self.floors.get(collection, _BEGINNING_OF_TIME), self.since)
+
+    def leave(self, collection: str) -> CollectionCursor:
+        cursor = CollectionCursor(self.position(collection))
+        self.collections.discard(collection)
+        self.floors.pop(collection, None)
+        return cursor
+
+    def landed_before(self, collection: str, meta: Metadata) -> bool:
+        floor = self.floors.get(collection)
+        return floor is not None and meta.last_modified < floor
+
+    def finish(self, bound: str | None) -> None:
+        super().finish(bound)
+        self.floors = {name: floor for name, floor in self.floors.items() if floor > self.since}
+
+    def to_dict(self) -> dict:
+        saved: dict[str, Any] = {"since": self.saved_since, "collections": sorted(self.collections)}
+        floors = {name: floor for name, floor in self.floors.items() if floor > self.saved_since}
+        if floors:
+            saved["floors"] = floors
+        if versions := self.versions():
+            saved["kept"] = versions
+        return saved
 
 
 @dataclass
 class SyncState:
-    """Per-collection cursors; the newest revisions-bin entry handled (its deletion time and change vector); the
-    column each field of each table landed in (ColumnNames); and when to save them.
+    """The cursor of the read of the whole database (None until one ran) and per-collection cursors (collections
+    read one by one: a first read, or every read when few collections are selected); the newest revisions-bin
+    entry handled (its deletion time and change vector); the column each field of each table landed in
+    (ColumnNames); and when to save them.
 
     A checkpoint is due every 1,000 documents upserted, counted across collections (a sync of many small
     collections checkpoints as often as one large collection), and one saves the final state unless the last one
@@ -737,6 +856,7 @@ class SyncState:
     """
 
     cursors: dict[str, CollectionCursor]
+    database: DatabaseCursor | None = None
     deletes_since: str | None = None  # None: the bin was never read
     deletes_change_vector: str | None = None  # None: the bin listed nothing when last read
     reconciled_at: dict[str, str] = field(default_factory=dict)  # collection -> ISO time of its last reconciliation
@@ -759,23 +879,16 @@ class SyncState:
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
+        """The state a sync saved, in this layout (version 3) or an older one (`_load_cursors`)."""
         if not state:
             return cls(cursors={})
-        cursors = state.get("cursors", {})
         version = state.get("version")
-        if version == 1:  # versions were kept only at the cursor's exact timestamp
-            seen = {
-                name: {doc_id: [cursors.get(name), vector] for doc_id, vector in versions.items()}
-                for name, versions in dict(state.get("versions_at_cursor", {})).items()
-            }
-        else:
-            seen = state.get("synced_versions", {})
-        if version not in (1, _STATE_VERSION) or not isinstance(cursors, dict) or not isinstance(seen, dict):
+        if version not in (1, 2, _STATE_VERSION):
             raise SourceError(None, f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
+        cursors, database = _load_cursors(state, version)
         deletes_since = state.get("deletes_since")
-        for key, cursor in [*cursors.items(), ("deletes_since", deletes_since or _BEGINNING_OF_TIME)]:
-            if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
-                raise SourceError(None, f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
+        if deletes_since is not None:
+            _check_timestamp("deletes_since", deletes_since)
         deletes_change_vector = state.get("deletes_change_vector")
         if deletes_change_vector is not None and not isinstance(deletes_change_vector, str):
             raise SourceError(None, f"state: deletes_change_vector is {deletes_change_vector!r}, not a change vector")
@@ -783,13 +896,6 @@ class SyncState:
             column_names = {name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()}
         except (AttributeError, TypeError, ValueError):
             raise SourceError(None, "state: the column names are not [path, name] lists; reset the connector") from None
-        try:
-            synced = {
-                name: {doc_id: (str(version[0]), str(version[1])) for doc_id, version in seen.get(name, {}).items()}
-                for name in cursors
-            }
-        except (AttributeError, TypeError, IndexError, KeyError):
-            raise SourceError(None, "state: synced_versions is malformed; reset the connector to sync again") from None
         try:
             child_paths = {name: [list(path) for path in paths] for name, paths in state.get("child_paths", {}).items()}
             child_widths = {table: int(width) for table, width in state.get("child_widths", {}).items()}
@@ -799,7 +905,8 @@ class SyncState:
                 None, "state: the child tables are not in the layout written; reset the connector"
             ) from None
         return cls(
-            cursors={name: CollectionCursor(since, synced[name]) for name, since in cursors.items()},
+            cursors=cursors,
+            database=database,
             deletes_since=deletes_since,
             deletes_change_vector=deletes_change_vector,
             reconciled_at=dict(state.get("reconciled_at", {})),
@@ -810,12 +917,46 @@ class SyncState:
         )
 
     def cursor(self, collection: str) -> CollectionCursor:
+        """The collection's own cursor (created at the beginning); one the database's read covers leaves it."""
+        if self.database is not None and collection in self.database.collections:
+            self.cursors[collection] = self.database.leave(collection)
         return self.cursors.setdefault(collection, CollectionCursor())
+
+    def known(self) -> tuple[str, ...]:
+        """Every collection a sync has read."""
+        joined = self.database.collections if self.database is not None else set()
+        return tuple(sorted({*self.cursors, *joined}))
+
+    def joined(self, collection: str) -> bool:
+        return self.database is not None and collection in self.database.collections
+
+    def position(self, collection: str) -> str:
+        """Every document of the collection older than this has landed."""
+        if self.joined(collection):
+            return self.database.position(collection)  # type: ignore[union-attr]
+        cursor = self.cursors.get(collection)
+        return cursor.saved_since if cursor is not None else _BEGINNING_OF_TIME
 
     def starts_over(self, collection: str) -> bool:
         """Whether the collection's next read is from the beginning (never synced, or to be read again)."""
-        cursor = self.cursors.get(collection)
-        return cursor is None or cursor.saved_since == _BEGINNING_OF_TIME
+        return self.position(collection) == _BEGINNING_OF_TIME
+
+    def join_database(self, collections: Iterable[str]) -> DatabaseCursor:
+        """The cursor of the read of the whole database, which now covers `collections` (their own cursors join
+        it, see DatabaseCursor); a collection it covered that is not among them gets its own cursor back."""
+        wanted = set(collections)
+        database = self.database = self.database or DatabaseCursor()
+        for name in sorted(database.collections - wanted):
+            self.cursors[name] = database.leave(name)
+        for name in sorted(wanted - database.collections):
+            database.join(name, self.cursors.pop(name))
+        return database
+
+    def leave_database(self, collections: Iterable[str]) -> None:
+        """`collections` are read one by one: each gets its own cursor back."""
+        for name in collections:
+            if self.joined(name):
+                self.cursors[name] = self.database.leave(name)  # type: ignore[union-attr]
 
     def deletes_reached(self, meta: Metadata) -> bool:
         """Whether a bin entry (read newest first) is the newest one handled before, or was deleted before it:
@@ -842,10 +983,12 @@ class SyncState:
         state: dict[str, Any] = {
             "version": _STATE_VERSION,
             "cursors": {name: cursor.saved_since for name, cursor in self.cursors.items()},
-            "synced_versions": {
-                name: versions for name, cursor in self.cursors.items() if (versions := cursor.versions())
-            },
         }
+        kept = {name: versions for name, cursor in self.cursors.items() if (versions := cursor.versions())}
+        if kept:
+            state["kept"] = kept
+        if self.database is not None and self.database.collections:
+            state["database"] = self.database.to_dict()
         if self.deletes_since is not None:
             state["deletes_since"] = self.deletes_since
         if self.deletes_change_vector is not None:
@@ -878,7 +1021,8 @@ class SyncState:
         if paths == self.child_paths.get(collection, []):
             return []
         before = {child.table for child in _all_child_tables(self.child_tables(collection))}
-        if collection in self.cursors:
+        if collection in self.known():
+            self.leave_database([collection])
             self.cursors[collection] = CollectionCursor()
         if paths:
             self.child_paths[collection] = paths
@@ -905,6 +1049,55 @@ class SyncState:
             if width > self.child_widths.get(table, 0):
                 self.child_widths[table], grown = width, True
         return grown
+
+
+def _check_timestamp(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _LAST_MODIFIED.fullmatch(value):
+        raise SourceError(None, f"state: cursor of {key!r} is {value!r}, not a RavenDB timestamp")
+    return value
+
+
+def _load_cursors(state: dict, version: int) -> tuple[dict[str, CollectionCursor], DatabaseCursor | None]:
+    """The cursors of a saved state. Version 3 keeps versions as KeptVersions texts, and the database's cursor;
+    versions 1 and 2 kept `synced_versions`, id -> [@last-modified, change vector] per collection (version 1: ids
+    at the cursor's timestamp, id -> change vector), which become kept versions of the same documents: a state
+    saved by them carries over with nothing read again that landed, and nothing skipped that did not."""
+    saved = state.get("cursors", {})
+    if not isinstance(saved, dict):
+        raise SourceError(None, f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
+    cursors = {name: CollectionCursor(_check_timestamp(name, since)) for name, since in saved.items()}
+    try:
+        if version == _STATE_VERSION:
+            for name, texts in dict(state.get("kept", {})).items():
+                if name in cursors:
+                    cursors[name].kept = KeptVersions(texts)
+        else:
+            if version == 1:
+                seen = {
+                    name: {doc_id: [saved.get(name), vector] for doc_id, vector in versions.items()}
+                    for name, versions in dict(state.get("versions_at_cursor", {})).items()
+                }
+            else:
+                seen = dict(state.get("synced_versions", {}))
+            for name, versions in seen.items():
+                for doc_id, (last_modified, vector) in dict(versions).items():
+                    if name in cursors:
+                        cursors[name].kept.add(Metadata(doc_id, str(last_modified), str(vector), name))
+    except (AttributeError, TypeError, ValueError, binascii.Error):
+        raise SourceError(None, "state: the kept versions are malformed; reset the connector to sync again") from None
+    saved_database = state.get("database")
+    if saved_database is None:
+        return cursors, None
+    try:
+        database = DatabaseCursor(
+            _check_timestamp("database", saved_database["since"]),
+            KeptVersions(saved_database.get("kept")),
+            collections=set(map(str, saved_database["collections"])),
+            floors={name: _check_timestamp(name, floor) for name, floor in saved_database.get("floors", {}).items()},
+        )
+    except (AttributeError, TypeError, ValueError, KeyError, binascii.Error):
+        raise SourceError(None, "state: the database cursor is malformed; reset the connector to sync again") from None
+    return cursors, database
 
 
 def reconciliation_due(settings: Settings, state: SyncState, collection: str, now: datetime) -> bool:
@@ -1552,12 +1745,16 @@ class Progress:
             f"about {_duration(left)} left"
         )
 
-    def finished(self, deletes: int) -> None:
+    def finished(self, deletes: int, state_bytes: int) -> None:
         seconds = time.monotonic() - self.started
         log.info(
             f"sync finished: {self.collections} collections, {self.documents:,} documents upserted, "
-            f"{deletes:,} deletes, {seconds:.1f} s"
+            f"{deletes:,} deletes, {seconds:.1f} s, state {_size(state_bytes)}"
         )
+
+
+def _size(count: int) -> str:
+    return f"{count:,} bytes" if count < 10_000 else f"{count / 1000:,.0f} KB"
 
 
 def _duration(seconds: float) -> str:
@@ -1799,16 +1996,27 @@ def _stream_into_destination(
     cursor. If it is still stale after the wait, what it returns is upserted and moves no cursor.
     """
     cursor = state.cursor(collection)
-    covered_from = time.monotonic()
-    stream = QueryStream(store, settings, changed_since_query(collection, cursor.since)).open()
+    stream, bound = _open_changes(store, settings, collection, changed_since_query(collection, cursor.since))
+    upserted = _upsert_changes(stream, lambda meta: collection, state, bound, progress)
+    cursor.finish(bound)
+    return upserted
+
+
+def _open_changes(
+    store: DocumentStore, settings: Settings, subject: str, query: IndexQuery
+) -> tuple["QueryStream", str | None]:
+    """Open the stream of `query` (changes since a cursor), after waiting for its index if it was stale; with the
+    `@last-modified` up to which it is known to hold every document at its place (`stream_bound`; None: unknown)."""
+    covered_from: float | None = time.monotonic()
+    stream = QueryStream(store, settings, query).open()
     if stream.is_stale:
         stream.close()
-        covered_from = _wait_for_index(store, settings, collection, cursor.since)
-        stream = QueryStream(store, settings, changed_since_query(collection, cursor.since)).open()
+        covered_from = _wait_for_index(store, settings, subject, query)
+        stream = QueryStream(store, settings, query).open()
     bound = None if covered_from is None else stream_bound(stream, covered_from, settings.lookback)
     if bound is None and covered_from is not None:
-        log.warning(f"{collection}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
-    return _upsert_changes(stream, lambda meta: collection, state, bound, progress)
+        log.warning(f"{subject}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
+    return stream, bound
 
 
 def stream_bound(stream: "QueryStream", covered_from: float, lookback: timedelta) -> str | None:
@@ -1825,19 +2033,23 @@ def _upsert_changes(
     state: SyncState,
     bound: str | None,
     progress: Progress,
+    database: DatabaseCursor | None = None,
 ) -> int:
     """Upsert what the stream returns into the table of the collection `collection_of` names (None: a document
-    no table takes), unless it landed already; each document read may move its collection's cursor."""
+    no table takes), unless it landed already; each document read may move the cursor of its collection, or the
+    `database` cursor when the stream reads the whole database."""
     upserted = 0
     for document in stream:
         meta = Metadata.of(document)
         collection = collection_of(meta)
-        if collection is None:
+        cursor = database if database is not None else state.cursor(collection) if collection is not None else None
+        if collection is None or cursor is None:
+            if cursor is not None:
+                cursor.record(meta, bound, landed=False)
             progress.document_read(upserted=False)
             continue
-        cursor = state.cursor(collection)
-        if cursor.already_synced(meta):  # landed before: it may still move the cursor
-            cursor.record(meta, bound)
+        if cursor.already_synced(meta) or (database is not None and database.landed_before(collection, meta)):
+            cursor.record(meta, bound, landed=False)  # landed before: it may still move the cursor
             progress.document_read(upserted=False)
             continue
         upsert_document(collection, document, state)
@@ -1846,6 +2058,65 @@ def _upsert_changes(
         progress.document_read(upserted=True)
         if state.count_record():
             checkpoint(state)
+    return upserted
+
+
+def reads_database(settings: Settings, selection: "Selection") -> bool:
+    """Whether this sync reads the changes of its collections in one query of the whole database (`sync_database`)
+    rather than one query per collection (`sync_collection`).
+
+    One query of the database takes one request and one auto index (`Auto/AllDocs/By@metadata.@last-modified`)
+    whatever the number of collections, but reads the changes of every collection, selected or not. One query
+    per collection takes a request and an auto index per collection (and, where the application already has an
+    auto index on that collection, RavenDB builds a merged one from scratch) but reads only what is selected.
+    Per collection therefore when `collection_name` lists at most `_PER_COLLECTION_READS` collections, the cost of
+    which is bounded and which may be a small part of a busy database; the whole database otherwise (every
+    collection, or a longer list)."""
+    return not settings.collections or len(selection.counts) > _PER_COLLECTION_READS
+
+
+def sync_database(
+    store: DocumentStore,
+    settings: Settings,
+    collections: list[str],
+    first: list[str],
+    state: SyncState,
+    progress: Progress,
+) -> int:
+    """Upsert every document of `collections` changed since the database's cursor, in one query of the whole
+    database in `@last-modified` order, retrying transient failures.
+
+    The cursor rules are those of a collection's read (`_stream_into_destination`). Documents of other
+    collections, system collections (`@hilo`) and documents without a collection are read and skipped. The
+    collections' own cursors join the database's first (DatabaseCursor.join): the read starts at the oldest, and
+    skips what landed before. When every collection was read from the beginning in this sync, there is nothing
+    left to read: the read is left to the next sync.
+    """
+    database = state.join_database(collections)
+    if set(collections) <= set(first):
+        return 0
+    names = {name.lower(): name for name in collections}
+    log.info(f"{len(collections):,} collections: sync started from {database.since}, in one query of the database")
+    started = time.monotonic()
+    progress.start_read(f"{len(collections):,} collections (one query of the database)", 0, len(collections))
+    progress.collections -= len(set(collections) & set(first))  # counted by their first read
+    upserted = 0
+
+    def attempt() -> None:
+        nonlocal upserted
+        query = collection_query(_DATABASE_CHANGED_SINCE_RQL, "", since=database.since)
+        stream, bound = _open_changes(store, settings, "database", query)
+        upserted += _upsert_changes(
+            stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress, database
+        )
+        database.finish(bound)
+
+    _retrying("database", "resuming from the cursor", attempt)
+    seconds = time.monotonic() - started
+    log.info(
+        f"{len(collections):,} collections: synced {upserted} documents in {seconds:.1f} s "
+        f"({upserted / max(seconds, 1e-6):,.0f} docs/s)"
+    )
     return upserted
 
 
@@ -1896,10 +2167,10 @@ def sync_new_collections(
     cursors = [state.cursor(name) for name in collections]
     for cursor in cursors:
         cursor.hold()
-    upserted = 0
+    upserted, bound = 0, None
 
     def attempt() -> None:
-        nonlocal upserted
+        nonlocal upserted, bound
         covered_from = time.monotonic()
         stream = DatabaseStream(store, settings).open()
         bound = stream_bound(stream, covered_from, settings.lookback)
@@ -1912,6 +2183,7 @@ def sync_new_collections(
     _retrying("new collections", "reading the database again", attempt)
     for cursor in cursors:
         cursor.release()
+        cursor.finish(bound)
     seconds = time.monotonic() - started
     log.info(
         f"{len(collections):,} new collections: synced {upserted} documents in {seconds:.1f} s "
@@ -1935,7 +2207,7 @@ def select_child_tables(store: DocumentStore, settings: Settings, selection: Sel
             op.truncate(table)
         if state.child_paths.get(collection, []) != before:
             tables = ", ".join(child.table for child in _all_child_tables(state.child_tables(collection))) or "none"
-            again = "; reading every document again" if collection in state.cursors else ""
+            again = "; reading every document again" if collection in state.cursors else ""  # reset by use_child_tables
             log.info(f"{collection}: child tables {tables}{again}")
 
 
@@ -2012,7 +2284,7 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
     truncated too, and each element row of an existing document touched by its key.
     """
     started, documents = time.monotonic(), 0
-    cursor, table, columns = state.cursor(collection), table_name(collection), state.columns(collection)
+    position, table, columns = state.position(collection), table_name(collection), state.columns(collection)
     children = state.child_tables(collection)
     keys = {child.table: child.keys for child in _all_child_tables(children)}
     op.truncate(table)
@@ -2020,7 +2292,7 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
         op.truncate(child_table)
     for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
         meta = Metadata.of(document)
-        if meta.last_modified > cursor.since:
+        if meta.last_modified > position:
             upsert_document(collection, document, state, checkpoint_on_widen=False)
         elif not children:
             op.update(table, {"Id": meta.id})
@@ -2034,7 +2306,7 @@ def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str,
     log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
 
 
-def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, since: str) -> float | None:
+def _wait_for_index(store: DocumentStore, settings: Settings, subject: str, changes: IndexQuery) -> float | None:
     """Wait for the index behind the query to cover every write made before the wait, logging progress.
 
     Returns the monotonic time at which the wait that succeeded was sent, or None if the index is still stale
@@ -2043,7 +2315,8 @@ def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, s
     started = time.monotonic()
     while (waited := time.monotonic() - started) < _INDEX_WAIT_SECONDS:
         sent = time.monotonic()
-        query = changed_since_query(collection, since)
+        query = IndexQuery(changes.query)
+        query.query_parameters = changes.query_parameters
         query.wait_for_non_stale_results = True
         query.wait_for_non_stale_results_timeout = timedelta(
             seconds=min(_INDEX_WAIT_SLICE_SECONDS, _INDEX_WAIT_SECONDS - waited)
@@ -2055,10 +2328,10 @@ def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, s
         if not command.result.is_stale:
             return sent
         log.info(
-            f"{collection}: waiting for RavenDB's index {command.result.index_name} to catch up "
+            f"{subject}: waiting for RavenDB's index {command.result.index_name} to catch up "
             f"({time.monotonic() - started:.0f} s of up to {_INDEX_WAIT_SECONDS:.0f} s)"
         )
-    log.warning(f"{collection}: index still stale after {_INDEX_WAIT_SECONDS:.0f} s; reading what it covers")
+    log.warning(f"{subject}: index still stale after {_INDEX_WAIT_SECONDS:.0f} s; reading what it covers")
     return None
 
 

@@ -11,6 +11,11 @@ certificate) and measures, in one run:
   5   the connector end to end under `fivetran debug` into DuckDB                              (docs/s, peak RSS)
   6   incremental syncs under `fivetran debug`: nothing changed, and 1% of documents changed   (seconds)
   5c  with --child-tables Orders.Lines: (5) again with that setting, per row written (orders + lines)   (rows/s)
+  8   footprint (--case footprint), each sync in-process with op.* counted: a no-change sync of 1,000 collections
+      of 10 documents and of one collection of 10,000, syncs spaced beyond lookback_seconds (2 s here), with the
+      requests each sync sends and the auto indexes it creates; a no-change sync right after a 20,000-document bulk
+      write (documents upserted again); the state after a sync of 100,000 documents written inside the lookback
+      window (bytes)
   7   many collections: a first sync of 1,000 collections of 10 documents, and of the same 10,000 documents in
       one collection: the connector's whole sync, schema() and update() with op.* counted as in (3) (seconds,
       their ratio); then both under `fivetran debug` at 100 collections (--debug-collections), for information
@@ -24,6 +29,7 @@ peak RSS (os.wait4) is per measurement.
   python bench/run.py --full          # 100,000 then 1,000,000 documents (also checks peak RSS growth)
   python bench/run.py --smoke         # 2,000 documents and 50 collections of 10, no thresholds (CI)
   python bench/run.py --case collections --debug-collections 1000   # only the many-collections case
+  python bench/run.py --case footprint                              # only the footprint case (8)
 """
 
 from __future__ import annotations
@@ -77,6 +83,12 @@ MAX_NO_CHANGE_SECONDS = 2.0
 MAX_ONE_PERCENT_SHARE = 0.05
 MAX_MANY_VS_ONE_COLLECTION = 3.0
 MIN_CHILD_TABLES_VS_OFF = 0.85  # (5c) rows/s with child tables on vs (5) with them off
+MAX_REQUESTS_PER_SYNC = 10  # (8) schema() + update() of 1,000 collections, first and second sync
+MAX_INDEXES_CREATED = 1  # (8) over both syncs
+MAX_STATE_BYTES = 1_000_000  # (8) state after 100,000 documents written inside the lookback window
+FOOTPRINT_LOOKBACK_SECONDS = 2  # (8) lookback_seconds of the spaced syncs; they are spaced by one second more
+BULK_DOCS = 20_000  # (8) documents of the bulk write before a no-change sync
+STATE_DOCS = 100_000  # (8) documents written inside the lookback window before the state is measured
 
 
 class Server(NamedTuple):
@@ -92,6 +104,7 @@ class Run(NamedTuple):
     wall_seconds: float
     peak_rss_kb: int
     note: str = ""
+    details: list | None = None  # DETAIL lines of a measurement that reports per sync (8)
 
     @property
     def rate(self) -> float:
@@ -405,6 +418,52 @@ def child_sample_rows(context: dict) -> tuple[int, float]:
     return len(rows), time.perf_counter() - started
 
 
+class KeepingOps(CountingOps):
+    """CountingOps that keeps the last checkpointed state, as Fivetran hands it to the next sync."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state: dict = {}
+
+    def checkpoint(self, state: dict) -> None:
+        super().checkpoint(state)
+        self.state = json.loads(json.dumps(state))
+
+
+def child_footprint(context: dict) -> tuple[int, float]:
+    """8: the syncs of one footprint scenario (`context["scenario"]`), each schema() then update() as Fivetran runs
+    them, in-process with op.* counted; prints a DETAIL line per sync: seconds, upserts, requests, auto indexes
+    created, state bytes."""
+    import connector
+
+    server = Server(context["url"], Path(context["tls_dir"]))
+    connector.log = QuietLog()  # type: ignore[assignment]
+    state: dict = {}
+    total = 0.0
+    for number in range(1, context["syncs"] + 1):
+        if number > 1:
+            time.sleep(context["spacing_seconds"])
+        ops = KeepingOps()
+        connector.op = ops  # type: ignore[assignment]
+        requests_before, indexes_before = database_requests(server), indexes_created(server)
+        started = time.perf_counter()
+        connector.schema(context["configuration"])
+        connector.update(context["configuration"], state)
+        seconds = time.perf_counter() - started
+        total += seconds
+        state = ops.state
+        detail = {
+            "sync": number,
+            "seconds": seconds,
+            "upserts": ops.upserts,
+            "requests": database_requests(server) - requests_before,
+            "indexes_created": indexes_created(server) - indexes_before,
+            "state_bytes": len(json.dumps(state)),
+        }
+        print(f"DETAIL {json.dumps(detail)}", flush=True)
+    return ops.upserts, total
+
+
 CHILDREN = {
     "public_stream": child_public_stream,
     "command_stream": child_command_stream,
@@ -413,6 +472,7 @@ CHILDREN = {
     "source": child_source,
     "sync": child_sync,
     "sample_rows": child_sample_rows,
+    "footprint": child_footprint,
 }
 
 
@@ -434,7 +494,8 @@ def run_child(name: str, context: dict, work: Path) -> Run:
     if process.returncode != 0 or match is None:
         raise RuntimeError(f"measurement {name} failed (exit {process.returncode}):\n{text[-4000:]}")
     items, seconds = json.loads(match.group(1))
-    return Run(items, seconds, wall, usage.ru_maxrss)
+    details = re.findall(r"^DETAIL (.*)$", text, re.MULTILINE)
+    return Run(items, seconds, wall, usage.ru_maxrss, details=[json.loads(line) for line in details])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -615,6 +676,78 @@ def bench_size(
         one_percent,
         child,
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Footprint (8)
+
+
+def indexes_created(server: Server) -> int:
+    """Auto indexes the bench database's queries created so far (the test server's count)."""
+    return control(server, "indexing")["AutoIndexesCreated"]
+
+
+def bench_footprint(server: Server, collections: int, work: Path) -> list[Check]:
+    """(8): the footprint on RavenDB and on the destination of syncs that find little or nothing to do."""
+    work.mkdir(parents=True, exist_ok=True)
+    every_collection = {key: value for key, value in configuration(server).items() if key != "collection_name"}
+    spaced = {**every_collection, "lookback_seconds": str(FOOTPRINT_LOOKBACK_SECONDS)}
+    base = {"url": server.url, "tls_dir": str(server.tls_dir), "spacing_seconds": FOOTPRINT_LOOKBACK_SECONDS + 1}
+    docs = collections * DOCS_PER_COLLECTION
+    print("\n== footprint: syncs that find little or nothing to do", flush=True)
+
+    def syncs(label: str, context: dict) -> list[dict]:
+        run = run_child("footprint", {**base, **context}, work)
+        for detail in run.details or []:
+            print(
+                f"  {label:<44} sync {detail['sync']}: {detail['seconds']:7.2f} s, {detail['upserts']:>7,} upserts, "
+                f"{detail['requests']:>5,} requests, {detail['indexes_created']} indexes created, "
+                f"state {detail['state_bytes']:,} bytes",
+                flush=True,
+            )
+        return run.details or []
+
+    load_collections(server, collections)
+    many = syncs(f"{collections:,} collections x {DOCS_PER_COLLECTION}", {"configuration": spaced, "syncs": 3})
+    load_documents(server, docs)
+    one = syncs(f"1 collection x {docs:,}", {"configuration": spaced, "syncs": 3})
+    load_documents(server, BULK_DOCS)
+    bulk = syncs(f"{BULK_DOCS:,} written, synced, synced again", {"configuration": every_collection, "syncs": 2})
+    load_documents(server, STATE_DOCS)
+    state = syncs(f"{STATE_DOCS:,} written inside the lookback", {"configuration": every_collection, "syncs": 1})
+    at_size = collections >= COLLECTIONS
+    ratio = many[-1]["seconds"] / one[-1]["seconds"]
+    requests_most = max(detail["requests"] for detail in many[:2])
+    indexes = sum(detail["indexes_created"] for detail in many[:2])
+    return [
+        Check(
+            f"(8) no-change sync, {collections:,} collections / 1",
+            ratio,
+            f"<= {MAX_MANY_VS_ONE_COLLECTION:.0f}",
+            ratio <= MAX_MANY_VS_ONE_COLLECTION if at_size else None,
+        ),
+        Check(
+            f"(8) requests per sync, {collections:,} collections",
+            requests_most,
+            f"<= {MAX_REQUESTS_PER_SYNC}",
+            requests_most <= MAX_REQUESTS_PER_SYNC if at_size else None,
+        ),
+        Check(
+            f"(8) indexes created, {collections:,} collections",
+            indexes,
+            f"<= {MAX_INDEXES_CREATED}",
+            indexes <= MAX_INDEXES_CREATED,
+        ),
+        Check(
+            f"(8) upserts, no-change after {BULK_DOCS:,} written", bulk[-1]["upserts"], "= 0", bulk[-1]["upserts"] == 0
+        ),
+        Check(
+            f"(8) state bytes, {STATE_DOCS:,} in the lookback",
+            state[-1]["state_bytes"],
+            f"<= {MAX_STATE_BYTES:,}",
+            state[-1]["state_bytes"] <= MAX_STATE_BYTES,
+        ),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -879,7 +1012,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     size.add_argument("--full", action="store_true", help="run 100,000 and 1,000,000 documents; compare peak RSS")
     size.add_argument("--smoke", action="store_true", help=f"{SMOKE_DOCS:,} documents, no thresholds (CI)")
     parser.add_argument(
-        "--case", choices=("all", "documents", "collections"), default="all", help="which measurements to run"
+        "--case",
+        choices=("all", "documents", "collections", "footprint"),
+        default="all",
+        help="which measurements to run",
     )
     parser.add_argument(
         "--collections", type=int, help=f"collections of the many-collections case (default {COLLECTIONS:,})"
@@ -920,14 +1056,17 @@ def main(argv: list[str] | None = None) -> int:
             previous = PeakRss(**json.loads(args.compare_rss.read_text(encoding="utf-8")))
         with test_server(work) as server:
             print(f"test server {server.url}; scratch {work}", flush=True)
-            for docs in sizes if args.case != "collections" else []:
+            for docs in sizes if args.case in ("all", "documents") else []:
                 results = bench_size(server, docs, work / str(docs), args.baseline_seconds, args.child_tables)
                 all_passed &= report(results, checks(results, previous), enforce=not args.smoke)
                 previous = PeakRss(docs, results.end_to_end.peak_rss_kb)
                 if args.save_rss:
                     args.save_rss.write_text(json.dumps(previous._asdict()), encoding="utf-8")
-            if args.case != "documents":
-                collections = args.collections or (SMOKE_COLLECTIONS if args.smoke else COLLECTIONS)
+            collections = args.collections or (SMOKE_COLLECTIONS if args.smoke else COLLECTIONS)
+            if args.case in ("all", "footprint"):
+                found = bench_footprint(server, collections, work / "footprint")
+                all_passed &= report_checks(found, enforce=not args.smoke)
+            if args.case in ("all", "collections"):
                 debug = args.debug_collections
                 if debug is None:
                     debug = min(collections, DEBUG_COLLECTIONS)

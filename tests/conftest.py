@@ -2,6 +2,7 @@
 
 import itertools
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -97,7 +98,9 @@ def fake_store(monkeypatch: pytest.MonkeyPatch) -> type[FakeDocumentStore]:
     monkeypatch.setattr(FakeDocumentStore, "revisions_bin", None)
     monkeypatch.setattr(FakeDocumentStore, "bin_extra", {})
     monkeypatch.setattr(FakeDocumentStore, "indexed_at", {})
-    monkeypatch.setattr(FakeDocumentStore, "server_date", None)
+    # The server's clock a minute after the default timestamps of make_document: the documents are newer than
+    # the lookback bound, and a document a test writes later with a later timestamp is read by the next sync.
+    monkeypatch.setattr(FakeDocumentStore, "server_date", datetime(2024, 5, 1, 10, 1, tzinfo=timezone.utc))
     monkeypatch.setattr(FakeDocumentStore, "stale_streams", 0)
     monkeypatch.setattr(FakeDocumentStore, "stale_waits", 0)
     monkeypatch.setattr(FakeDocumentStore, "error_after", None)

@@ -1,7 +1,9 @@
-"""First syncs of many collections against a mocked DocumentStore: new small collections are read together, in one
-read of the whole database; the rest, and every later sync, one collection at a time."""
+"""Syncs of many collections against a mocked DocumentStore: new small collections are read together, in one read
+of the whole database, the rest one collection at a time; every later sync reads them all in one query of the
+database."""
 
 import re
+from datetime import datetime, timezone
 
 import pytest
 
@@ -41,35 +43,35 @@ def test_new_small_collections_are_read_in_one_request(fake_store, make_document
     (instance,) = fake_store.instances
     assert instance.queries == [DATABASE_READ]
     assert all(len(ops.rows(connector.table_name(name))) == 10 for name in names)
-    assert sorted(ops.checkpoints[-1]["cursors"]) == names
+    assert ops.checkpoints[-1]["database"]["collections"] == names
 
 
-def test_each_cursor_moves_to_the_newest_document_of_its_collection(fake_store, make_document, every_collection, ops):
+def test_after_their_first_read_the_collections_share_one_cursor_at_its_bound(
+    fake_store, make_document, every_collection, ops
+):
     names = collections(fake_store, make_document, 3, 4)
 
     connector.update(every_collection, {})
 
-    newest = {
-        name: max(
-            document["@metadata"]["@last-modified"]
-            for document in fake_store.documents.values()
-            if document["@metadata"]["@collection"] == name
-        )
-        for name in names
-    }
-    assert ops.checkpoints[-1]["cursors"] == newest
+    saved = ops.checkpoints[-1]
+    assert saved["cursors"] == {}
+    assert saved["database"]["collections"] == names
+    assert re.fullmatch(r"2024-05-01T(10:00:00|09:59:59)\.\d{7}Z", saved["database"]["since"])  # 10:01 less 60 s
+    assert "floors" not in saved["database"]
 
 
-def test_the_next_sync_reads_each_collection_from_its_cursor(fake_store, make_document, every_collection, ops):
-    names = collections(fake_store, make_document, 3, 4)
+def test_the_next_sync_reads_every_collection_in_one_query_of_the_database(
+    fake_store, make_document, every_collection, ops
+):
+    collections(fake_store, make_document, 3, 4)
     connector.update(every_collection, {})
     state = ops.checkpoints[-1]
 
     connector.update(every_collection, state)
 
     later = fake_store.instances[-1].queries
-    assert [parameters["since"] for _, parameters in later] == [state["cursors"][name] for name in names]
-    assert ops.calls[-1] == ("checkpoint", None, state)  # nothing landed twice
+    assert later == [(connector._DATABASE_CHANGED_SINCE_RQL, {"since": state["database"]["since"]})]
+    assert len(ops.upserts) == 12  # the first sync's; nothing landed twice
 
 
 def test_checkpoints_during_the_read_keep_the_cursors_where_they_were(fake_store, make_document, every_collection, ops):
@@ -94,12 +96,13 @@ def test_a_read_broken_off_is_read_again_without_landing_a_document_twice(
     upserted = [data["Id"] for kind, _, data in ops.calls if kind == "upsert"]
     assert len(upserted) == len(set(upserted)) == 2500
     assert fake_store.instances[0].queries == [DATABASE_READ, DATABASE_READ]
-    assert sorted(ops.checkpoints[-1]["cursors"]) == names
+    assert ops.checkpoints[-1]["database"]["collections"] == names
 
 
 def test_a_sync_that_failed_during_the_read_starts_it_over_from_a_small_state(
     fake_store, make_document, every_collection, ops
 ):
+    fake_store.server_date = datetime(2024, 5, 1, 10, 5, tzinfo=timezone.utc)  # every document older than the bound
     names = collections(fake_store, make_document, 25, 100)
     fake_store.error_after = 1500
     connector._MAX_ATTEMPTS, attempts = 1, connector._MAX_ATTEMPTS
@@ -113,7 +116,7 @@ def test_a_sync_that_failed_during_the_read_starts_it_over_from_a_small_state(
     connector.update(every_collection, saved)
 
     assert set(saved["cursors"].values()) == {connector._BEGINNING_OF_TIME}
-    assert sum(map(len, saved["synced_versions"].values())) <= len(names)  # the newest of each collection read
+    assert sum(len(text) // 8 for kept in saved["kept"].values() for text in kept.values()) <= 60  # its newest second
     assert all(len(ops.rows(connector.table_name(name))) == 100 for name in names)
 
 
@@ -145,8 +148,9 @@ def test_only_the_new_collections_are_read_together(fake_store, make_document, e
     connector.update(every_collection, state)
 
     queries = fake_store.instances[-1].queries
-    assert queries[0] == DATABASE_READ
-    assert [parameters["since"] for _, parameters in queries[1:]] == [state["cursors"][name] for name in old]
+    assert [rql for rql, _ in queries] == ["GET /streams/docs", connector._DATABASE_CHANGED_SINCE_RQL]
+    assert queries[1][1]["since"] <= state["database"]["since"]  # the oldest of the old cursor and the new ones
+    assert old == state["database"]["collections"]
     assert all(len(ops.rows(connector.table_name(name))) == 10 for name in new)
 
 
