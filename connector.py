@@ -358,17 +358,16 @@ def update(configuration: dict, state: dict) -> None:
         progress = Progress(settings.progress_seconds, collections)
         deletes = sync_deletes(store, settings, list(collections), sync_state)
         database_wide = reads_database(settings, selection)
-        first = [name for name in collections if sync_state.starts_over(name)]
         together = read_together(selection, sync_state)
         if together:
             sync_new_collections(store, settings, together, selection.documents, sync_state, progress)
         if not database_wide:
             sync_state.leave_database(collections)
-        for collection in collections:
-            if collection not in together and (not database_wide or collection in first):
-                sync_collection(store, settings, collection, sync_state, progress)
+        alone = [name for name in collections if name not in together and not sync_state.joined(name)]
+        for collection in alone:  # every collection, or those the database's read does not cover yet
+            sync_collection(store, settings, collection, sync_state, progress)
         if database_wide:
-            sync_database(store, settings, list(collections), first, sync_state, progress)
+            sync_database(store, settings, list(collections), [*together, *alone], sync_state, progress)
         for collection in collections:
             if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
                 reconcile_deletes(store, settings, collection, sync_state)
@@ -2079,7 +2078,7 @@ def sync_database(
     store: DocumentStore,
     settings: Settings,
     collections: list[str],
-    first: list[str],
+    read_now: list[str],
     state: SyncState,
     progress: Progress,
 ) -> int:
@@ -2088,18 +2087,19 @@ def sync_database(
 
     The cursor rules are those of a collection's read (`_stream_into_destination`). Documents of other
     collections, system collections (`@hilo`) and documents without a collection are read and skipped. The
-    collections' own cursors join the database's first (DatabaseCursor.join): the read starts at the oldest, and
-    skips what landed before. When every collection was read from the beginning in this sync, there is nothing
-    left to read: the read is left to the next sync.
+    collections this sync read on their own (`read_now`: a first read, or the last read of a cursor of its own,
+    such as a state saved by an earlier version) join the database's cursor first (DatabaseCursor.join): the
+    read starts at the oldest, and skips what landed before. When every collection was read on its own in this
+    sync, nothing is left to read: the read of the database is left to the next sync.
     """
     database = state.join_database(collections)
-    if set(collections) <= set(first):
+    if set(collections) <= set(read_now):
         return 0
     names = {name.lower(): name for name in collections}
     log.info(f"{len(collections):,} collections: sync started from {database.since}, in one query of the database")
     started = time.monotonic()
     progress.start_read(f"{len(collections):,} collections (one query of the database)", 0, len(collections))
-    progress.collections -= len(set(collections) & set(first))  # counted by their first read
+    progress.collections -= len(set(collections) & set(read_now))  # counted by their own read
     upserted = 0
 
     def attempt() -> None:

@@ -204,6 +204,13 @@ class StandInControl:
             key.split(" ", 1)[0]: count for key, count in counts.items() if key.split(" ", 1)[1] == f"{method} {path}"
         }
 
+    def database_requests(self, database: str) -> int:
+        """How many requests under `/databases/{database}/` every node together has served since the stand-in
+        started (the control API aside)."""
+        counts = self._call("GET", "/standin/requests")["Requests"]
+        prefix = f"/databases/{database}/"
+        return sum(count for key, count in counts.items() if key.split(" ", 2)[2].startswith(prefix))
+
     def revisions_bin_pages(self, database: str) -> dict[str, int]:
         """Shapes of the revisions-bin pages served for a database: full, short, empty, not modified."""
         return self._call("GET", f"/standin/databases/{database}/revisions/bin")["Pages"]
