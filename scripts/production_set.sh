@@ -4,7 +4,7 @@
 # Fivetran provides the SDK (which pins requests==2.34.2) and runs `pip install -r requirements.txt` beside it.
 # ravendb 7.2.7 declares requests~=2.32.0, so that plain install replaces requests 2.34.2 by 2.32.x, prints
 # pip's conflict line and exits 0. scripts/setup.sh instead keeps the SDK's requests (ravendb with --no-deps),
-# so without this script the tests would only ever run on the other requests. README, "Dependencies".
+# so without this script the tests would only ever run on the other requests. docs/dependencies.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"

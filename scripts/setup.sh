@@ -2,7 +2,7 @@
 # Create .venv and install everything the connector, its tests, the demo and the benchmark need.
 # Two resolves on purpose: fivetran-connector-sdk 3.0.0 pins requests==2.34.2 and ravendb 7.2.7
 # declares requests~=2.32.0, so ravendb goes in with --no-deps (its other dependencies are listed in
-# requirements-dev.txt). README "Dependencies" explains the choice.
+# requirements-dev.txt). docs/dependencies.md explains the choice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
