@@ -254,3 +254,39 @@ def test_new_small_collections_past_the_read_together_limit_are_read_one_by_one(
 
     queries = fake_store.instances[0].queries
     assert DATABASE_READ not in queries and len(queries) == count
+
+
+def test_a_collection_no_longer_selected_keeps_its_place_and_is_read_from_it_when_selected_again(
+    fake_store, make_document, base_configuration, ops
+):
+    names = collections(fake_store, make_document, 12, 3)
+    everything = {**base_configuration, "collection_name": ",".join(names)}
+    without_last = {**base_configuration, "collection_name": ",".join(names[:-1])}
+    connector.update(everything, {})
+    state = ops.checkpoints[-1]
+    connector.update(without_last, state)
+    left = ops.checkpoints[-1]
+    store(fake_store, make_document(names[-1], last_modified="2024-05-01T10:00:59.9999999Z"))
+
+    connector.update(everything, left)
+
+    assert left["cursors"] == {names[-1]: state["database"]["since"]}
+    assert names[-1] not in left["database"]["collections"]
+    queries = fake_store.instances[-1].queries
+    assert queries[0] == (
+        connector._CHANGED_SINCE_RQL.format(collection=names[-1]),
+        {"since": left["cursors"][names[-1]]},
+    )
+    assert queries[1][0] == connector._DATABASE_CHANGED_SINCE_RQL
+    assert len(ops.rows(connector.table_name(names[-1]))) == 4
+    assert ops.checkpoints[-1]["cursors"] == {}
+
+
+def test_the_versions_kept_read_back_as_saved(fake_store, make_document, every_collection, ops):
+    collections(fake_store, make_document, 3, 40)
+    connector.update(every_collection, {})
+    saved = ops.checkpoints[-1]
+
+    again = connector.SyncState.load(saved).to_dict()
+
+    assert saved["database"]["kept"] and again == saved
