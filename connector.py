@@ -859,7 +859,7 @@ class SyncState:
     deletes_since: str | None = None  # None: the bin was never read
     deletes_change_vector: str | None = None  # None: the bin listed nothing when last read
     reconciled_at: dict[str, str] = field(default_factory=dict)  # collection -> ISO time of its last reconciliation
-    column_names: dict[str, "ColumnNames"] = field(default_factory=dict)  # collection -> its table's columns
+    column_names: dict[str, Any] = field(default_factory=dict)  # collection -> ColumnNames (saved entries until used)
     unsaved_records: int = 0  # handed to Fivetran since the last checkpoint; not part of the saved state
     last_saved: dict | None = field(default=None, repr=False, compare=False)  # what this sync's last checkpoint saved
 
@@ -892,7 +892,7 @@ class SyncState:
         if deletes_change_vector is not None and not isinstance(deletes_change_vector, str):
             raise SourceError(None, f"state: deletes_change_vector is {deletes_change_vector!r}, not a change vector")
         try:
-            column_names = {name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()}
+            column_names = {name: _entries(entries) for name, entries in state.get("columns", {}).items()}
         except (AttributeError, TypeError, ValueError):
             raise SourceError(None, "state: the column names are not [path, name] lists; reset the connector") from None
         try:
@@ -974,9 +974,10 @@ class SyncState:
 
     def columns(self, collection: str) -> "ColumnNames":
         """Which column each field of the collection's documents lands in, as named by the syncs before."""
-        if collection not in self.column_names:
-            self.column_names[collection] = ColumnNames()
-        return self.column_names[collection]
+        columns = self.column_names.get(collection)
+        if not isinstance(columns, ColumnNames):  # not yet used in this sync: built from the saved entries
+            columns = self.column_names[collection] = ColumnNames(columns)
+        return columns
 
     def to_dict(self) -> dict:
         state: dict[str, Any] = {
@@ -994,7 +995,10 @@ class SyncState:
             state["deletes_change_vector"] = self.deletes_change_vector
         if self.reconciled_at:
             state["reconciled_at"] = dict(self.reconciled_at)
-        column_names = {name: columns.to_list() for name, columns in self.column_names.items()}
+        column_names = {
+            name: columns.to_list() if isinstance(columns, ColumnNames) else columns
+            for name, columns in self.column_names.items()
+        }
         if any(column_names.values()):
             state["columns"] = {name: entries for name, entries in column_names.items() if entries}
         if self.child_paths:
@@ -1048,6 +1052,14 @@ class SyncState:
             if width > self.child_widths.get(table, 0):
                 self.child_widths[table], grown = width, True
         return grown
+
+
+def _entries(saved: Any) -> list:
+    """A table's saved column entries, checked for their shape ([path, name] or [path, name, 1]); ColumnNames reads
+    them when the sync first uses the table (a sync that lands nothing in most tables builds none of them)."""
+    if not isinstance(saved, list) or not all(isinstance(entry, list) and len(entry) in (2, 3) for entry in saved):
+        raise TypeError("column entries are not [path, name] lists")
+    return saved
 
 
 def _check_timestamp(key: str, value: Any) -> str:
