@@ -698,17 +698,18 @@ class KeptVersions:
         return sum(map(len, self.seconds.values()))
 
     @staticmethod
-    def _hash(meta: Metadata) -> bytes:
+    def hash_of(meta: Metadata) -> bytes:
+        """The version's hash: computed once per document read, for `has` and `add`."""
         key = f"{meta.id}\x1f{meta.change_vector or ''}".encode()
         return hashlib.blake2b(key, digest_size=_VERSION_HASH_BYTES).digest()
 
-    def has(self, meta: Metadata) -> bool:
+    def has(self, meta: Metadata, digest: bytes | None = None) -> bool:
         found = self.seconds.get(meta.last_modified[:19])
-        return found is not None and self._hash(meta) in found
+        return found is not None and (digest or self.hash_of(meta)) in found
 
-    def add(self, meta: Metadata) -> None:
+    def add(self, meta: Metadata, digest: bytes | None = None) -> None:
         second = meta.last_modified[:19]
-        self.seconds.setdefault(second, set()).add(self._hash(meta))
+        self.seconds.setdefault(second, set()).add(digest or self.hash_of(meta))
         self.texts.pop(second, None)
 
     def merge(self, other: "KeptVersions", keep_from: str) -> None:
@@ -764,16 +765,16 @@ class CollectionCursor:
         """The held read has ended: every document it covers has been read, and `since` may be saved."""
         self.held = None
 
-    def already_synced(self, meta: Metadata) -> bool:
-        return self.kept.has(meta)
+    def already_synced(self, meta: Metadata, digest: bytes | None = None) -> bool:
+        return self.kept.has(meta, digest)
 
-    def record(self, meta: Metadata, bound: str | None, landed: bool = True) -> None:
+    def record(self, meta: Metadata, bound: str | None, landed: bool = True, digest: bytes | None = None) -> None:
         """`meta` was read (and its version is in the destination, if `landed`): move `since` to it if the read's
-        `bound` allows (None: never)."""
+        `bound` allows (None: never). `digest`: its KeptVersions.hash_of, when already computed."""
         if bound is not None and self.since < meta.last_modified <= bound:
             self.since = meta.last_modified
         if landed and meta.last_modified >= self.saved_since:
-            self.kept.add(meta)
+            self.kept.add(meta, digest)
 
     def finish(self, bound: str | None) -> None:
         """The read from `since` has returned everything: every document older than its bound has been read."""
@@ -2059,12 +2060,13 @@ def _upsert_changes(
                 cursor.record(meta, bound, landed=False)
             progress.document_read(upserted=False)
             continue
-        if cursor.already_synced(meta) or (database is not None and database.landed_before(collection, meta)):
+        digest = KeptVersions.hash_of(meta)
+        if cursor.already_synced(meta, digest) or (database is not None and database.landed_before(collection, meta)):
             cursor.record(meta, bound, landed=False)  # landed before: it may still move the cursor
             progress.document_read(upserted=False)
             continue
         upsert_document(collection, document, state)
-        cursor.record(meta, bound)
+        cursor.record(meta, bound, digest=digest)
         upserted += 1
         progress.document_read(upserted=True)
         if state.count_record():

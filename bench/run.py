@@ -15,8 +15,9 @@ certificate) and measures, in one run:
       update() of 1,000 collections of 10 documents and of one collection of 10,000 (their ratio; schema() timed
       apart), syncs spaced beyond lookback_seconds (2 s here), with the requests each sync sends and the auto
       indexes it creates; a no-change sync right after a 20,000-document bulk
-      write (documents upserted again); the state after a sync of 100,000 documents written inside the lookback
-      window (bytes)
+      write (documents upserted again); one listed collection of 10 documents in a database where 20,000 were just
+      written, read by its own query and by the query of the database (information); the state after a sync of
+      100,000 documents written inside the lookback window (bytes)
   7   many collections: a first sync of 1,000 collections of 10 documents, and of the same 10,000 documents in
       one collection: the connector's whole sync, schema() and update() with op.* counted as in (3) (seconds,
       their ratio); then both under `fivetran debug` at 100 collections (--debug-collections), for information
@@ -439,6 +440,8 @@ def child_footprint(context: dict) -> tuple[int, float]:
 
     server = Server(context["url"], Path(context["tls_dir"]))
     connector.log = QuietLog()  # type: ignore[assignment]
+    if "per_collection_reads" in context:  # which of the two ways reads a listed subset
+        connector._PER_COLLECTION_READS = context["per_collection_reads"]  # type: ignore[attr-defined]
     state: dict = {}
     total = 0.0
     for number in range(1, context["syncs"] + 1):
@@ -718,6 +721,14 @@ def bench_footprint(server: Server, collections: int, work: Path) -> list[Check]
     one = syncs(f"1 collection x {docs:,}", {"configuration": spaced, "syncs": 3})
     load_documents(server, BULK_DOCS)
     bulk = syncs(f"{BULK_DOCS:,} written, synced, synced again", {"configuration": every_collection, "syncs": 2})
+    load_documents(server, BULK_DOCS)
+    control(server, "generate", {"count": DOCS_PER_COLLECTION, "collection": "Shelf"})
+    one_listed = {**every_collection, "collection_name": "Shelf"}
+    for label, reads in (("its own query", 10), ("the query of the database", 0)):
+        syncs(
+            f"Shelf of {BULK_DOCS:,} + 10, read by {label}",
+            {"configuration": one_listed, "syncs": 2, "per_collection_reads": reads},
+        )
     load_documents(server, STATE_DOCS)
     state = syncs(f"{STATE_DOCS:,} written inside the lookback", {"configuration": every_collection, "syncs": 1})
     at_size = collections >= COLLECTIONS
