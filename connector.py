@@ -1,17 +1,20 @@
 """Fivetran Connector SDK connector that syncs RavenDB collections into a Fivetran destination.
 
-Each collection becomes one table keyed by the document id. A sync streams every collection ordered by
-`@metadata.'@last-modified'` from the cursor saved in the state (the first sync of new small collections reads
-them together, in one stream of the whole database), flattens each document into a row and upserts it,
-checkpointing every 1,000 records (counted across collections) and at the end. Documents deleted from collections
-with revisions enabled are read from the revisions bin and marked deleted. Arrays named by the `child_tables`
-setting land as tables of their own, one row per element.
+Each collection becomes one table keyed by the document id. A collection's first sync reads it whole (new small
+collections together, in one stream of the whole database; larger ones one by one, ordered by
+`@metadata.'@last-modified'`). Every later sync reads the changes of every collection in one query of the whole
+database (`from @all_docs`, one auto index, one cursor), ordered by `@metadata.'@last-modified'` from the cursor
+saved in the state; when `collection_name` lists at most 10 collections, each by its own query instead. Each
+document is flattened into a row and upserted, checkpointing every 1,000 records (counted across collections) and
+at the end. Documents deleted from collections with revisions enabled are read from the revisions bin and marked
+deleted. Arrays named by the `child_tables` setting land as tables of their own, one row per element.
 
-The cursor is RavenDB's own 7-digit `@last-modified` string, and the query reads `>=` it. It moves only to
-documents no newer than the moment the server began the query, less `lookback_seconds`: RavenDB returns each
-document's current version at its indexed place, so later writes may come back out of order or not at all, and a
-cluster node may receive another node's write late with its original timestamp. Documents past that point are
-upserted and read again next sync; the versions kept in the state keep an unchanged one from landing twice.
+A cursor is RavenDB's own 7-digit `@last-modified` string, and the query reads `>=` it. It moves only to
+documents no newer than the moment the server began the query, less `lookback_seconds`, and to that moment once
+the read has ended: RavenDB returns each document's current version at its indexed place, so later writes may come
+back out of order or not at all, and a cluster node may receive another node's write late with its original
+timestamp. Documents past that point are upserted and read again next sync; the versions kept in the state (a
+short hash of id and change vector each) keep an unchanged one from landing twice.
 """
 
 import base64

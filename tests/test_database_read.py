@@ -216,9 +216,11 @@ def debug_run(project: Path, configuration_path: Path, log: Path) -> subprocess.
         )
 
 
-def warehouse(project: Path, table: str) -> tuple[set[str], int]:
-    """(ids, duplicate ids) of one table of the project's DuckDB file."""
+def warehouse(project: Path, collection: str) -> tuple[set[str], int]:
+    """(ids, duplicate ids) of a collection's table in the project's DuckDB file (`Rack00` lands as `rack_00`)."""
     with duckdb.connect(str(project / "files" / "warehouse.db"), read_only=True) as db:
+        tables = [row[0] for row in db.execute("select table_name from information_schema.tables").fetchall()]
+        (table,) = [name for name in tables if name.replace("_", "") == collection.lower()]
         ids = [row[0] for row in db.execute(f'select cast(id as varchar) from tester."{table}"').fetchall()]
     return set(ids), len(ids) - len(set(ids))
 
@@ -253,7 +255,7 @@ def test_a_sync_killed_during_the_read_of_the_database_resumes_to_exactly_the_da
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     saved = json.loads((project / "files" / "state.json").read_text())
-    rows_at_kill = sum(len(warehouse(project, connector.table_name(name))[0]) for name in KILL_COLLECTIONS)
+    rows_at_kill = sum(len(warehouse(project, name)[0]) for name in KILL_COLLECTIONS)
     standin_control.throttle_streams(database, docs=0, every_ms=0)
 
     resumed = debug_run(project, configuration_path, tmp_path / "resumed.log")
@@ -261,6 +263,6 @@ def test_a_sync_killed_during_the_read_of_the_database_resumes_to_exactly_the_da
 
     assert "database" in saved and rows_at_kill < len(KILL_COLLECTIONS) * KILL_CHANGES  # killed mid-read
     for name in KILL_COLLECTIONS:
-        ids, duplicates = warehouse(project, connector.table_name(name))
+        ids, duplicates = warehouse(project, name)
         expected = {document["@metadata"]["@id"] for document in database_documents(ravendb_target, name)}
         assert duplicates == 0 and ids == expected, name
