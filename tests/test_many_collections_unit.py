@@ -290,3 +290,18 @@ def test_the_versions_kept_read_back_as_saved(fake_store, make_document, every_c
     again = connector.SyncState.load(saved).to_dict()
 
     assert saved["database"]["kept"] and again == saved
+
+
+def test_a_stale_index_behind_the_query_of_the_database_is_waited_for_and_the_query_sent_again(
+    fake_store, make_document, every_collection, ops
+):
+    collections(fake_store, make_document, 3, 4)
+    connector.update(every_collection, {})
+    fake_store.stale_streams, fake_store.stale_waits = 1, 1
+
+    connector.update(every_collection, ops.checkpoints[-1])
+
+    instance = fake_store.instances[-1]
+    assert instance.index_waits == [connector._DATABASE_CHANGED_SINCE_RQL] * 2
+    assert [rql for rql, _ in instance.queries] == [connector._DATABASE_CHANGED_SINCE_RQL] * 2
+    assert len(ops.upserts) == 12  # the first sync's
