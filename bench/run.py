@@ -80,7 +80,7 @@ SDK_CHECKPOINTS = re.compile(r"^\s*Checkpoints\s*\|\s*(\d+)", re.MULTILINE)
 # Targets (issue): source side vs ceiling, vs baseline, sink vs SDK ceiling, RSS growth, incremental syncs.
 MIN_SOURCE_VS_CEILING = 0.8
 MIN_SOURCE_VS_BASELINE = 5.0
-MIN_END_TO_END_VS_SINK = 0.85
+MIN_END_TO_END_VS_SINK = 0.90
 MAX_RSS_GROWTH = 1.25
 MAX_NO_CHANGE_SECONDS = 2.0
 MAX_ONE_PERCENT_SHARE = 0.05
