@@ -186,13 +186,20 @@ def open_store(server: Server) -> Any:
 
 
 def control(server: Server, path: str, body: dict | None = None) -> dict:
-    response = requests.post(
-        f"{server.url}/standin/databases/{DATABASE}/{path}",
-        json=body or {},
-        cert=str(server.tls_dir / "client.pem"),
-        verify=str(server.tls_dir / "ca.pem"),
-        timeout=1800,
-    )
+    for attempt in range(3):  # a loaded machine may drop a connection during the TLS handshake
+        try:
+            response = requests.post(
+                f"{server.url}/standin/databases/{DATABASE}/{path}",
+                json=body or {},
+                cert=str(server.tls_dir / "client.pem"),
+                verify=str(server.tls_dir / "ca.pem"),
+                timeout=1800,
+            )
+            break
+        except requests.ConnectionError:
+            if attempt == 2:
+                raise
+            time.sleep(1)
     response.raise_for_status()
     return response.json() if response.content else {}
 
