@@ -193,8 +193,20 @@ def test_a_collection_gone_since_the_last_sync_is_logged_not_an_error(
         {"version": 1, "cursors": []},
         {"version": 1, "cursors": {}, "columns": {"Orders": [5]}},
         {"version": 2, "cursors": {"Orders": "2024-05-01T10:11:12.1234567Z"}, "synced_versions": {"Orders": {"o": 5}}},
+        {"version": 3, "cursors": {"Orders": "2024-05-01T10:11:12.1234567Z"}, "kept": {"Orders": {"2024": "abc"}}},
+        {"version": 3, "cursors": {}, "database": {"since": "2024-05-01T10:11:12.1234567Z"}},
+        {"version": 4, "cursors": {}},
     ],
-    ids=["no-version", "truncated-cursor", "cursors-not-a-map", "columns-not-path-name-lists", "versions-malformed"],
+    ids=[
+        "no-version",
+        "truncated-cursor",
+        "cursors-not-a-map",
+        "columns-not-path-name-lists",
+        "versions-malformed",
+        "kept-not-whole-hashes",
+        "database-without-collections",
+        "a-later-version",
+    ],
 )
 def test_a_state_the_connector_did_not_write_is_refused(fake_store, base_configuration, state):
     with pytest.raises(SourceError, match=r"^state: "):
