@@ -980,7 +980,12 @@ class SyncState:
         """Which column each field of the collection's documents lands in, as named by the syncs before."""
         columns = self.column_names.get(collection)
         if not isinstance(columns, ColumnNames):  # not yet used in this sync: built from the saved entries
-            columns = self.column_names[collection] = ColumnNames(columns)
+            try:
+                columns = self.column_names[collection] = ColumnNames(columns)
+            except (AttributeError, TypeError, ValueError):
+                raise SourceError(
+                    None, "state: the column names are not [path, name] lists; reset the connector"
+                ) from None
         return columns
 
     def to_dict(self) -> dict:
@@ -1059,9 +1064,9 @@ class SyncState:
 
 
 def _entries(saved: Any) -> list:
-    """A table's saved column entries, checked for their shape ([path, name] or [path, name, 1]); ColumnNames reads
-    them when the sync first uses the table (a sync that lands nothing in most tables builds none of them)."""
-    if not isinstance(saved, list) or not all(isinstance(entry, list) and len(entry) in (2, 3) for entry in saved):
+    """A table's saved column entries ([path, name] or [path, name, 1]), read by ColumnNames when the sync first
+    uses the table (`SyncState.columns`): a sync that lands nothing in most tables builds none of them."""
+    if not isinstance(saved, list) or (saved and not (isinstance(saved[0], list) and len(saved[0]) in (2, 3))):
         raise TypeError("column entries are not [path, name] lists")
     return saved
 

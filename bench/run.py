@@ -429,15 +429,20 @@ def child_sample_rows(context: dict) -> tuple[int, float]:
 
 
 class KeepingOps(CountingOps):
-    """CountingOps that keeps the last checkpointed state, as Fivetran hands it to the next sync."""
+    """CountingOps that keeps the last checkpointed state as JSON text (Fivetran serialises it too), and gives it
+    back as the next sync receives it."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.state: dict = {}
+        self.saved = "{}"
 
     def checkpoint(self, state: dict) -> None:
         super().checkpoint(state)
-        self.state = json.loads(json.dumps(state))
+        self.saved = json.dumps(state)
+
+    @property
+    def state(self) -> dict:
+        return json.loads(self.saved)
 
 
 def child_footprint(context: dict) -> tuple[int, float]:
