@@ -687,6 +687,7 @@ class KeptVersions:
     def __init__(self, saved: dict[str, str] | None = None):
         self.seconds: dict[str, set[bytes]] = {}
         self.texts: dict[str, str] = {}  # second -> its saved text, while no version was added to it since
+        self.times: dict[bytes, str] = {}  # the `@last-modified` of each version added in this sync, to prune exactly
         for second, text in (saved or {}).items():
             if not isinstance(second, str) or not isinstance(text, str):
                 raise TypeError("a second of kept versions is not text")
@@ -711,8 +712,9 @@ class KeptVersions:
         return found is not None and (digest or self.hash_of(meta)) in found
 
     def add(self, meta: Metadata, digest: bytes | None = None) -> None:
-        second = meta.last_modified[:19]
-        self.seconds.setdefault(second, set()).add(digest or self.hash_of(meta))
+        second, digest = meta.last_modified[:19], digest or self.hash_of(meta)
+        self.seconds.setdefault(second, set()).add(digest)
+        self.times[digest] = meta.last_modified
         self.texts.pop(second, None)
 
     def merge(self, other: "KeptVersions", keep_from: str) -> None:
@@ -722,11 +724,24 @@ class KeptVersions:
                 self.texts.pop(second, None)
 
     def prune(self, keep_from: str) -> None:
-        """Drop the versions of documents older than the second of `keep_from`, which no read returns again."""
+        """Drop the versions of documents older than `keep_from`, which no read returns again: every second before
+        its own, and in its own second those added in this sync with an older `@last-modified` (a first read keeps
+        only the documents at its cursor's tick)."""
         cut = keep_from[:19]
         for second in [second for second in self.seconds if second < cut]:
-            del self.seconds[second]
+            for digest in self.seconds.pop(second):
+                self.times.pop(digest, None)
             self.texts.pop(second, None)
+        same = self.seconds.get(cut)
+        if same:
+            older = {digest for digest in same if self.times.get(digest, keep_from) < keep_from}
+            if older:
+                same -= older
+                for digest in older:
+                    del self.times[digest]
+                self.texts.pop(cut, None)
+                if not same:
+                    del self.seconds[cut]
 
     def to_dict(self) -> dict[str, str]:
         for second, hashes in self.seconds.items():
