@@ -131,6 +131,20 @@ def test_checkpoint_every_thousand_records_and_at_the_end(fake_store, make_docum
     assert cursors[2] > "2024-05-01T10:04:59"  # the read ended: the server's time when it began, less 60 s
 
 
+def test_a_read_of_documents_older_than_its_bound_keeps_only_the_version_at_its_cursor(
+    fake_store, make_document, base_configuration, ops
+):
+    fake_store.server_date = datetime(2024, 5, 1, 10, 6, tzinfo=timezone.utc)
+    store(fake_store, *(make_document(last_modified=f"2024-05-01T10:00:00.{n:07d}Z") for n in range(2500)))
+
+    connector.update(base_configuration, {})
+
+    *during, final = ops.checkpoints
+    kept_during = [len(text) for state in during for text in state["kept"]["Orders"].values()]
+    assert kept_during == [8, 8]  # one version each: the document at the cursor, which the next read returns again
+    assert "kept" not in final
+
+
 def test_each_checkpoint_follows_the_upserts_it_covers(fake_store, make_document, base_configuration, ops):
     store(fake_store, *(make_document() for _ in range(1500)))
 
