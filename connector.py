@@ -70,23 +70,27 @@ from ravendb.tools.utils import Utils
 
 __version__ = "1.0.0"  # named in the first log line of every sync
 
-_CHECKPOINT_EVERY_RECORDS = 1_000
+# Settings: limits and defaults (the settings table, _SETTINGS, uses them)
 _DEFAULT_BATCH_SIZE = 1_000  # records per revisions-bin request; collections are streamed, not paged
 _MAX_BATCH_SIZE = 100_000
-_STREAM_READ_BYTES = 1 << 16  # bytes per socket read of a stream (the client's default is 512)
-_CONNECT_TIMEOUT_SECONDS = 5.0
+_DEFAULT_PROGRESS_SECONDS = 30.0  # while a collection streams, at most one progress line this often
+_MAX_PROGRESS_SECONDS = 3600.0
+_DEFAULT_LOOKBACK_SECONDS = 60
+_MAX_LOOKBACK_SECONDS = 7 * 24 * 3600
+_DATABASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_CONNECTION_STEP_BY_SETTING = {"database_name": "database", "collection_name": "read access to the collections"}
+
+# Certificates
 _PRIVATE_DIR_PREFIX = "ravendb-connector-"  # + pid: the owner-only temporary folder of the client certificate
-_INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for a stale auto index to catch up before reading on
-_MAX_ATTEMPTS = 5
-_BACKOFF_FIRST_SECONDS = 1.0
-_BACKOFF_CAP_SECONDS = 30.0
-_PER_COLLECTION_READS = 10  # at most this many configured collections may be read one query each (see below)
-_SMALL_COLLECTION = 1_000  # documents: new collections this small are read together, in one read of the database
-_MAX_READ_TOGETHER = 50_000  # documents of the collections read (or sampled) together in one read of the database
-_ALL_DOCUMENTS_STREAM = "streams/docs?format=jsonl"  # every document of the database, newest etag first
-_SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
+
+# State
+_STATE_VERSION = 3  # versions 1 and 2 (each document's version kept as text) are read and upgraded
+_BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
+_LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
+_VERSION_HASH_BYTES = 6  # bytes of the hash of (id, change vector) the state keeps per document read again next sync
+
+# Rows, types and names
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
-_MAX_CHILD_TABLE_DEPTH = 2  # array levels that become tables (child, grandchild); deeper arrays stay JSON
 _COLUMN_BUDGET = 500  # columns a table's nested objects may take; past it an object lands as one JSON value
 _MAX_NAME_LENGTH = 120  # characters of a table or column name (Redshift takes 127)
 _CONNECTOR_COLUMNS = ("id", "last_modified")  # Id and LastModified as Fivetran names them: never a field's column
@@ -107,141 +111,44 @@ _TRANSLITERATION = {
     **{"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "þ": "th", "ð": "d", "đ": "d", "ł": "l", "ı": "i"},
 }
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_DEFAULT_PROGRESS_SECONDS = 30.0  # while a collection streams, at most one progress line this often
-_MAX_PROGRESS_SECONDS = 3600.0
 _SMALLEST_NORMAL_DOUBLE = 2.2250738585072014e-308
-_VERSION_HASH_BYTES = 6  # bytes of the hash of (id, change vector) the state keeps per document read again next sync
-_DEFAULT_LOOKBACK_SECONDS = 60
-_MAX_LOOKBACK_SECONDS = 7 * 24 * 3600
-_INDEX_WAIT_SLICE_SECONDS = 15.0  # one wait request; a progress line is logged after each that ends still stale
-_STATE_VERSION = 3  # versions 1 and 2 (each document's version kept as text) are read and upgraded
-_BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
-_DATABASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-_LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
+_RAVEN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?")
 
+# Child tables
+_MAX_CHILD_TABLE_DEPTH = 2  # array levels that become tables (child, grandchild); deeper arrays stay JSON
+
+# Reading RavenDB
+_STREAM_READ_BYTES = 1 << 16  # bytes per socket read of a stream (the client's default is 512)
+_CONNECT_TIMEOUT_SECONDS = 5.0
+_INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for a stale auto index to catch up before reading on
+_INDEX_WAIT_SLICE_SECONDS = 15.0  # one wait request; a progress line is logged after each that ends still stale
+_PER_COLLECTION_READS = 10  # at most this many configured collections may be read one query each (reads_database)
+_SMALL_COLLECTION = 1_000  # documents: new collections this small are read together, in one read of the database
+_MAX_READ_TOGETHER = 50_000  # documents of the collections read (or sampled) together in one read of the database
+_ALL_DOCUMENTS_STREAM = "streams/docs?format=jsonl"  # every document of the database, newest etag first
+_SAMPLE_DOCUMENTS = 500  # newest documents per collection that schema() reads to declare text columns
 # Every query the connector sends is one of these constant texts. The collection is the one part RQL cannot take
 # as a parameter: it is escaped exactly as the ravendb client escapes it (Utils.escape_collection_name).
 _CHANGED_SINCE_RQL = (
     "from '{collection}' where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
 )
+_ALL_DOCUMENTS_RQL = "from '{collection}'"  # a collection query: read from storage, no index, never stale
 # Every collection at once: one auto index over the whole database, Auto/AllDocs/By@metadata.@last-modified.
 _DATABASE_CHANGED_SINCE_RQL = (
     "from @all_docs where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
 )
-_ALL_DOCUMENTS_RQL = "from '{collection}'"  # a collection query: read from storage, no index, never stale
-_CONNECTION_STEP_BY_SETTING = {"database_name": "database", "collection_name": "read access to the collections"}
-_RAVEN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})?")
+
+# The sync itself: retries of transient failures
+_MAX_ATTEMPTS = 5
+_BACKOFF_FIRST_SECONDS = 1.0
+_BACKOFF_CAP_SECONDS = 30.0
+
+# Checkpoints
+_CHECKPOINT_EVERY_RECORDS = 1_000
 
 
-class _FormField(NamedTuple):
-    name: str
-    label: str
-    description: str
-    required: bool = False
-    secret: bool = False
-
-
-_FORM_FIELDS = [
-    _FormField("ravendb_urls", "RavenDB URLs", "One URL, or the comma-separated URLs of a cluster's nodes.", True),
-    _FormField("database_name", "Database", "The database to sync.", True),
-    _FormField(
-        "certificate_base64",
-        "Client certificate",
-        "Base64 of the client certificate: the .pfx from the RavenDB Cloud portal, or a PEM with certificate and "
-        "key. Required for https://.",
-        secret=True,
-    ),
-    _FormField(
-        "certificate_password", "Certificate password", "Only for a protected .pfx or encrypted PEM key.", secret=True
-    ),
-    _FormField("collection_name", "Collections", "Comma-separated collections; empty: every collection."),
-    _FormField(
-        "batch_size",
-        "Batch size",
-        f"Revisions-bin records per request (default {_DEFAULT_BATCH_SIZE}); collections are streamed whole.",
-    ),
-    _FormField(
-        "reconcile_deletes_hours",
-        "Reconcile deletes every (hours)",
-        "Without revisions: every so many hours, mark deleted the rows whose documents no longer exist "
-        "(reads every document of the collection; see README). Empty or 0: off.",
-    ),
-    _FormField(
-        "progress_log_seconds",
-        "Progress log every (seconds)",
-        f"While a collection streams, log progress at most this often (default {_DEFAULT_PROGRESS_SECONDS:.0f}).",
-    ),
-    _FormField(
-        "child_tables",
-        "Child tables",
-        "Arrays of objects as tables of their own, one row per element: * for all, or comma-separated "
-        "Collection.Field paths (Orders.Lines; Orders.Lines.Batches beside it for a grandchild). "
-        "Empty: arrays stay JSON.",
-    ),
-    _FormField(
-        "type_from_every_document",
-        "Type fields from every document",
-        "true: each sync's schema step reads every document, so text in old documents is declared STRING (one "
-        "extra read of every collection per sync; see README). Empty or false: the 500 newest documents.",
-    ),
-    _FormField(
-        "lookback_seconds",
-        "Lookback (seconds)",
-        "How late a write may reach the node read and still be synced: replication delay and clock skew between "
-        f"nodes (default {_DEFAULT_LOOKBACK_SECONDS}). Each sync re-reads the documents changed in this window.",
-    ),
-    _FormField(
-        "server_ca_base64",
-        "Server CA certificate",
-        "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
-    ),
-]
-
-
-class ConnectorError(Exception):
-    """A failure told in one line. `setting` is the configuration key to check (None when no setting is at
-    fault); the message starts with it, so a user reading only the line knows where to look."""
-
-    def __init__(self, setting: str | None, message: str):
-        super().__init__(f"{setting}: {message}" if setting else message)
-        self.setting, self.message = setting, message
-
-
-class ConfigurationError(ConnectorError, ValueError):
-    """A configuration value is missing or malformed."""
-
-
-class SourceError(ConnectorError, RuntimeError):
-    """RavenDB refused or failed a request."""
-
-
-class TransientSourceError(SourceError):
-    """A failure that may pass: connection refused or reset, node down, timeout. Retried mid-sync."""
-
-
-class ClientCertificate(NamedTuple):
-    """The client certificate and key as one unencrypted PEM, ready for the ravendb client."""
-
-    pem: bytes
-    subject: str
-    not_after: datetime
-
-    def __repr__(self) -> str:  # crash reports print locals: never the key
-        return f"ClientCertificate(subject={self.subject!r}, not_after={self.not_after.isoformat()}, pem=<hidden>)"
-
-
-class Settings(NamedTuple):
-    urls: tuple[str, ...]
-    database: str
-    certificate: ClientCertificate | None
-    server_ca_pem: bytes | None
-    collections: tuple[str, ...]  # empty: every user collection of the database
-    batch_size: int
-    reconcile_every: timedelta | None  # None: no reconciliation of deletes
-    lookback: timedelta  # how far behind the read's start on the server clock the cursor stays
-    child_tables: "ChildTableSelection"
-    type_from_every_document: bool = False  # schema() reads every document, not only the newest 500
-    progress_seconds: float = _DEFAULT_PROGRESS_SECONDS
+# ----------------------------------------------------------------------------------------------------------
+# Entry points: schema() and update(), the setup form and its connection test
 
 
 def _version_line() -> str:
@@ -279,53 +186,6 @@ def _fails_in_one_line(entry_point: Callable) -> Callable:
         raise error
 
     return run
-
-
-def validate_configuration(configuration: dict) -> Settings:
-    """Parse and check every setting before any I/O; raise ConfigurationError naming the first bad one."""
-    urls = _parse_urls(_required(configuration, "ravendb_urls"))
-    database = _required(configuration, "database_name")
-    if not _DATABASE_NAME.fullmatch(database):
-        raise ConfigurationError(
-            "database_name",
-            f"{database!r} is not a RavenDB database name (expected 1-128 letters, digits, '_', '-' or '.')",
-        )
-    secure = urls[0].startswith("https://")
-    certificate_text = _optional(configuration, "certificate_base64")
-    password = _optional(configuration, "certificate_password")
-    if secure and certificate_text is None:
-        raise ConfigurationError(
-            "certificate_base64", "required for https:// URLs (base64 of the client certificate PEM or PFX)"
-        )
-    if not secure and certificate_text is not None:
-        raise ConfigurationError(
-            "certificate_base64", "a client certificate needs https:// in ravendb_urls, which use http://"
-        )
-    certificate = _parse_certificate(certificate_text, password) if certificate_text else None
-    server_ca_text = _optional(configuration, "server_ca_base64")
-    server_ca = _parse_server_ca(server_ca_text) if server_ca_text else None
-    collections = _parse_collections(_optional(configuration, "collection_name"))
-    return Settings(
-        urls=urls,
-        database=database,
-        certificate=certificate,
-        server_ca_pem=server_ca,
-        collections=collections,
-        batch_size=_parse_batch_size(_optional(configuration, "batch_size")),
-        reconcile_every=_parse_reconcile_hours(_optional(configuration, "reconcile_deletes_hours")),
-        child_tables=_parse_child_tables(_optional(configuration, "child_tables"), collections),
-        type_from_every_document=_parse_flag(
-            "type_from_every_document", _optional(configuration, "type_from_every_document")
-        ),
-        lookback=timedelta(
-            seconds=_parse_seconds(
-                configuration, "lookback_seconds", _DEFAULT_LOOKBACK_SECONDS, 0, _MAX_LOOKBACK_SECONDS
-            )
-        ),
-        progress_seconds=_parse_seconds(
-            configuration, "progress_log_seconds", _DEFAULT_PROGRESS_SECONDS, 0.01, _MAX_PROGRESS_SECONDS
-        ),
-    )
 
 
 @_fails_in_one_line
@@ -371,22 +231,22 @@ def update(configuration: dict, state: dict) -> None:
             sync_collection(store, settings, collection, sync_state, progress)
         if database_wide:
             sync_database(store, settings, list(collections), [*together, *alone], sync_state, progress)
-        for collection in collections:
-            if reconciliation_due(settings, sync_state, collection, datetime.now(timezone.utc)):
-                reconcile_deletes(store, settings, collection, sync_state)
-    if sync_state.changed_since_saved():
-        checkpoint(sync_state)
-    progress.finished(deletes, len(json.dumps(sync_state.last_saved, separators=(",", ":"))))
+        now = datetime.now(timezone.utc)
+        due = [collection for collection in collections if reconciliation_due(settings, sync_state, collection, now)]
+        if due:
+            reconcile_deletes(store, settings, due, sync_state, progress)
+    sync_state.checkpoints.save_if_changed()
+    progress.finished(deletes, len(json.dumps(sync_state.checkpoints.last_saved, separators=(",", ":"))))
 
 
 def configuration_form() -> ConfigurationForm:
     """The setup form: every setting with its help text, secrets masked, and a four-step connection test."""
     form = ConfigurationForm()
-    for setting in _FORM_FIELDS:
+    for setting in _SETTINGS:
         kind = form_field.TextField.password if setting.secret else form_field.TextField.plain_text
         form.add_field(
             form_field.TextField(
-                setting.name, setting.label, kind, description=setting.description, required=setting.required
+                setting.key, setting.label, kind, description=setting.description, required=setting.required
             )
         )
     form.add_test(label="Connect to RavenDB and read the collections", func=connection_test)
@@ -417,23 +277,209 @@ def connection_test(configuration: dict) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Settings: parsing and checking the configuration (pure)
+# Errors: one-line failures that name the setting to check
 
 
-def _required(configuration: dict, key: str) -> str:
-    value = _optional(configuration, key)
-    if value is None:
-        raise ConfigurationError(key, "required setting is missing or empty")
-    return value
+class ConnectorError(Exception):
+    """A failure told in one line. `setting` is the configuration key to check (None when no setting is at
+    fault); the message starts with it, so a user reading only the line knows where to look."""
+
+    def __init__(self, setting: str | None, message: str):
+        super().__init__(f"{setting}: {message}" if setting else message)
+        self.setting, self.message = setting, message
 
 
-def _optional(configuration: dict, key: str) -> str | None:
-    value = configuration.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigurationError(key, f"expected a string, got {type(value).__name__}")
-    return value.strip() or None
+class ConfigurationError(ConnectorError, ValueError):
+    """A configuration value is missing or malformed."""
+
+
+class SourceError(ConnectorError, RuntimeError):
+    """RavenDB refused or failed a request."""
+
+
+class TransientSourceError(SourceError):
+    """A failure that may pass: connection refused or reset, node down, timeout. Retried mid-sync."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Settings: the one table of settings; the form, validate_configuration and configuration.json.example follow it
+
+
+class _Setting(NamedTuple):
+    """One setting: its field in the setup form, its value in configuration.json.example, and how it is read.
+
+    `parse` takes the setting's text (its `default` when empty; None when it has none) and a function that gives
+    another setting's parsed value, for the settings read together (the certificate needs the URLs' scheme and
+    the password; child tables need the collections)."""
+
+    key: str
+    label: str
+    description: str
+    example: str
+    parse: Callable[[str | None, Callable[[str], Any]], Any]
+    required: bool = False
+    secret: bool = False
+    default: str | None = None
+
+
+_SETTINGS = (
+    _Setting(
+        "ravendb_urls",
+        "RavenDB URLs",
+        "One URL, or the comma-separated URLs of a cluster's nodes.",
+        "https://a.myorg.ravendb.cloud,https://b.myorg.ravendb.cloud",
+        lambda text, value: _parse_urls(text),
+        required=True,
+    ),
+    _Setting(
+        "database_name",
+        "Database",
+        "The database to sync.",
+        "Northwind",
+        lambda text, value: _parse_database(text),
+        required=True,
+    ),
+    _Setting(
+        "certificate_base64",
+        "Client certificate",
+        "Base64 of the client certificate: the .pfx from the RavenDB Cloud portal, or a PEM with certificate and "
+        "key. Required for https://.",
+        "<base64 of the client .pfx or of a PEM with certificate and private key>",
+        lambda text, value: _parse_client_certificate(text, value("ravendb_urls"), value("certificate_password")),
+        secret=True,
+    ),
+    _Setting(
+        "certificate_password",
+        "Certificate password",
+        "Only for a protected .pfx or encrypted PEM key.",
+        "",
+        lambda text, value: text,
+        secret=True,
+    ),
+    _Setting(
+        "collection_name",
+        "Collections",
+        "Comma-separated collections; empty: every collection.",
+        "",
+        lambda text, value: _parse_collections(text),
+    ),
+    _Setting(
+        "batch_size",
+        "Batch size",
+        f"Revisions-bin records per request (default {_DEFAULT_BATCH_SIZE}); collections are streamed whole.",
+        f"{_DEFAULT_BATCH_SIZE}",
+        lambda text, value: _parse_batch_size(text),
+        default=f"{_DEFAULT_BATCH_SIZE}",
+    ),
+    _Setting(
+        "reconcile_deletes_hours",
+        "Reconcile deletes every (hours)",
+        "Without revisions: every so many hours, mark deleted the rows whose documents no longer exist "
+        "(reads every document of the collection; see README). Empty or 0: off.",
+        "",
+        lambda text, value: _parse_reconcile_hours(text),
+    ),
+    _Setting(
+        "progress_log_seconds",
+        "Progress log every (seconds)",
+        f"While a collection streams, log progress at most this often (default {_DEFAULT_PROGRESS_SECONDS:g}).",
+        f"{_DEFAULT_PROGRESS_SECONDS:g}",
+        lambda text, value: _parse_seconds("progress_log_seconds", text, 0.01, _MAX_PROGRESS_SECONDS),
+        default=f"{_DEFAULT_PROGRESS_SECONDS:g}",
+    ),
+    _Setting(
+        "child_tables",
+        "Child tables",
+        "Arrays of objects as tables of their own, one row per element: * for all, or comma-separated "
+        "Collection.Field paths (Orders.Lines; Orders.Lines.Batches beside it for a grandchild). "
+        "Empty: arrays stay JSON.",
+        "",
+        lambda text, value: _parse_child_tables(text, value("collection_name")),
+    ),
+    _Setting(
+        "type_from_every_document",
+        "Type fields from every document",
+        "true: each sync's schema step reads every document, so text in old documents is declared STRING (one "
+        "extra read of every collection per sync; see README). Empty or false: the 500 newest documents.",
+        "false",
+        lambda text, value: _parse_flag("type_from_every_document", text),
+        default="false",
+    ),
+    _Setting(
+        "lookback_seconds",
+        "Lookback (seconds)",
+        "How late a write may reach the node read and still be synced: replication delay and clock skew between "
+        f"nodes (default {_DEFAULT_LOOKBACK_SECONDS}). Each sync re-reads the documents changed in this window.",
+        f"{_DEFAULT_LOOKBACK_SECONDS}",
+        lambda text, value: timedelta(seconds=_parse_seconds("lookback_seconds", text, 0, _MAX_LOOKBACK_SECONDS)),
+        default=f"{_DEFAULT_LOOKBACK_SECONDS}",
+    ),
+    _Setting(
+        "server_ca_base64",
+        "Server CA certificate",
+        "Base64 of a PEM CA certificate, only for a self-hosted server whose certificate a public CA did not sign.",
+        "",
+        lambda text, value: _parse_server_ca(text) if text else None,
+    ),
+)
+
+
+class Settings(NamedTuple):
+    """The configuration as parsed: what the rest of the connector reads (the key of each in _SETTINGS)."""
+
+    urls: tuple[str, ...]  # ravendb_urls
+    database: str  # database_name
+    certificate: "ClientCertificate | None"  # certificate_base64 (and certificate_password)
+    server_ca_pem: bytes | None  # server_ca_base64
+    collections: tuple[str, ...]  # collection_name; empty: every user collection of the database
+    batch_size: int  # batch_size
+    reconcile_every: timedelta | None  # reconcile_deletes_hours; None: no reconciliation of deletes
+    lookback: timedelta  # lookback_seconds: how far behind the read's start on the server clock the cursor stays
+    child_tables: "ChildTableSelection"  # child_tables
+    type_from_every_document: bool  # type_from_every_document: schema() reads every document, not the newest 500
+    progress_seconds: float  # progress_log_seconds
+
+
+def validate_configuration(configuration: dict) -> Settings:
+    """Parse and check every setting of _SETTINGS before any I/O, in the table's order (a setting that another
+    one needs is parsed when it is asked for); raise ConfigurationError naming the first bad one."""
+    values: dict[str, Any] = {}
+
+    def value(key: str) -> Any:
+        if key not in values:
+            setting = _SETTING_BY_KEY[key]
+            values[key] = setting.parse(_setting_text(configuration, setting), value)
+        return values[key]
+
+    for setting in _SETTINGS:
+        value(setting.key)
+    return Settings(
+        urls=values["ravendb_urls"],
+        database=values["database_name"],
+        certificate=values["certificate_base64"],
+        server_ca_pem=values["server_ca_base64"],
+        collections=values["collection_name"],
+        batch_size=values["batch_size"],
+        reconcile_every=values["reconcile_deletes_hours"],
+        lookback=values["lookback_seconds"],
+        child_tables=values["child_tables"],
+        type_from_every_document=values["type_from_every_document"],
+        progress_seconds=values["progress_log_seconds"],
+    )
+
+
+_SETTING_BY_KEY = {setting.key: setting for setting in _SETTINGS}
+
+
+def _setting_text(configuration: dict, setting: _Setting) -> str | None:
+    """The setting's text, stripped; its default when missing or empty (None when it has none)."""
+    value = configuration.get(setting.key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(setting.key, f"expected a string, got {type(value).__name__}")
+    text = value.strip() if value is not None else ""
+    if not text and setting.required:
+        raise ConfigurationError(setting.key, "required setting is missing or empty")
+    return text or setting.default
 
 
 def _parse_urls(text: str) -> tuple[str, ...]:
@@ -462,6 +508,30 @@ def _check_url(url: str) -> None:
         raise ConfigurationError("ravendb_urls", f"{url!r} has more than scheme, host and port ({expected})")
 
 
+def _parse_database(text: str) -> str:
+    if not _DATABASE_NAME.fullmatch(text):
+        raise ConfigurationError(
+            "database_name",
+            f"{text!r} is not a RavenDB database name (expected 1-128 letters, digits, '_', '-' or '.')",
+        )
+    return text
+
+
+def _parse_client_certificate(
+    text: str | None, urls: tuple[str, ...], password: str | None
+) -> "ClientCertificate | None":
+    secure = urls[0].startswith("https://")
+    if secure and text is None:
+        raise ConfigurationError(
+            "certificate_base64", "required for https:// URLs (base64 of the client certificate PEM or PFX)"
+        )
+    if not secure and text is not None:
+        raise ConfigurationError(
+            "certificate_base64", "a client certificate needs https:// in ravendb_urls, which use http://"
+        )
+    return _parse_certificate(text, password) if text else None
+
+
 def _parse_collections(text: str | None) -> tuple[str, ...]:
     if text is None:
         return ()
@@ -478,9 +548,7 @@ def _parse_collections(text: str | None) -> tuple[str, ...]:
     return names
 
 
-def _parse_batch_size(text: str | None) -> int:
-    if text is None:
-        return _DEFAULT_BATCH_SIZE
+def _parse_batch_size(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -490,8 +558,8 @@ def _parse_batch_size(text: str | None) -> int:
     return value
 
 
-def _parse_flag(key: str, text: str | None) -> bool:
-    if text is None or text.lower() == "false":
+def _parse_flag(key: str, text: str) -> bool:
+    if text.lower() == "false":
         return False
     if text.lower() == "true":
         return True
@@ -510,11 +578,8 @@ def _parse_reconcile_hours(text: str | None) -> timedelta | None:
     return timedelta(hours=hours) if hours else None
 
 
-def _parse_seconds(configuration: dict, key: str, default: float, low: float, high: float) -> float:
-    """A number of seconds from `low` to `high`; `default` when the setting is empty."""
-    text = _optional(configuration, key)
-    if text is None:
-        return default
+def _parse_seconds(key: str, text: str, low: float, high: float) -> float:
+    """A number of seconds from `low` to `high`."""
     try:
         seconds = float(text)
     except ValueError:
@@ -553,7 +618,18 @@ def _parse_child_tables(text: str | None, collections: tuple[str, ...]) -> "Chil
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Certificates: the client certificate and the server CA, as the configuration gives them (pure)
+# Certificates: the client certificate and server CA the configuration gives, and the owner-only files of them
+
+
+class ClientCertificate(NamedTuple):
+    """The client certificate and key as one unencrypted PEM, ready for the ravendb client."""
+
+    pem: bytes
+    subject: str
+    not_after: datetime
+
+    def __repr__(self) -> str:  # crash reports print locals: never the key
+        return f"ClientCertificate(subject={self.subject!r}, not_after={self.not_after.isoformat()}, pem=<hidden>)"
 
 
 def _decode_base64(key: str, text: str) -> bytes:
@@ -652,8 +728,48 @@ def _parse_server_ca(text: str) -> bytes:
     return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certificates)
 
 
+@contextmanager
+def _private_files(settings: Settings) -> Iterator[tuple[str | None, str | None]]:
+    _remove_orphaned_private_files()
+    with tempfile.TemporaryDirectory(prefix=f"{_PRIVATE_DIR_PREFIX}{os.getpid()}-") as directory:
+        certificate_path = _write_private(directory, "client.pem", settings.certificate and settings.certificate.pem)
+        ca_path = _write_private(directory, "server-ca.pem", settings.server_ca_pem)
+        yield certificate_path, ca_path
+
+
+def _remove_orphaned_private_files() -> None:
+    """Remove what a sync killed outright (SIGKILL, power loss) could not: its owner-only certificate folder."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{_PRIVATE_DIR_PREFIX}*-*"):
+        pid = directory.name[len(_PRIVATE_DIR_PREFIX) :].split("-", 1)[0]
+        try:
+            owned = directory.owner() == getpass.getuser()
+        except FileNotFoundError:  # its own sync ended and removed it between the listing and this look
+            continue
+        if pid.isdigit() and owned and not _process_alive(int(pid)):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_private(directory: str, name: str, content: bytes | None) -> str | None:
+    if content is None:
+        return None
+    path = Path(directory) / name
+    path.touch(mode=0o600)
+    path.write_bytes(content)
+    return str(path)
+
+
 # ----------------------------------------------------------------------------------------------------------
-# Cursor and state: where each collection's next read starts, and what the state keeps (pure)
+# State: cursors with their kept versions, where the revisions bin was left, SyncState composing them (by version)
 
 
 class Metadata(NamedTuple):
@@ -860,79 +976,113 @@ class DatabaseCursor(CollectionCursor):
 
 
 @dataclass
-class SyncState:
-    """The cursor of the read of the whole database (None until one ran) and per-collection cursors (collections
-    read one by one: a first read, or every read when few collections are selected); the newest revisions-bin
-    entry handled (its deletion time and change vector); the column each field of each table landed in
-    (ColumnNames); and when to save them.
+class BinPosition:
+    """Where the last walk of the revisions bin stopped: the newest entry it handled, by deletion time and change
+    vector. A walk (newest first) stops at that entry, or at one deleted before it."""
 
-    A checkpoint is due every 1,000 documents upserted, counted across collections (a sync of many small
-    collections checkpoints as often as one large collection), and one saves the final state unless the last one
-    already did. A sync that fails therefore reads again at most the 999 documents it upserted after its last
-    checkpoint, which land again as the same rows; one that fails while new collections are read together (their
-    cursors held) reads them again whole, at most `_MAX_READ_TOGETHER` documents.
+    since: str | None = None  # None: the bin was never read
+    change_vector: str | None = None  # None: the bin listed nothing when last read
+
+    @classmethod
+    def load(cls, state: dict) -> "BinPosition":
+        since, change_vector = state.get("deletes_since"), state.get("deletes_change_vector")
+        _check_timestamp("deletes_since", since or _BEGINNING_OF_TIME)
+        if change_vector is not None and not isinstance(change_vector, str):
+            raise SourceError(None, f"state: deletes_change_vector is {change_vector!r}, not a change vector")
+        return cls(since, change_vector)
+
+    def save(self, state: dict) -> None:
+        if self.since is not None:
+            state["deletes_since"] = self.since
+        if self.change_vector is not None:
+            state["deletes_change_vector"] = self.change_vector
+
+    def reached(self, meta: Metadata) -> bool:
+        """Whether a bin entry is the newest one handled before, or was deleted before it."""
+        if self.change_vector is not None and meta.change_vector == self.change_vector:
+            return True
+        return meta.last_modified < (self.since or _BEGINNING_OF_TIME)
+
+    def advance(self, newest: Metadata | None) -> None:
+        """Record the newest bin entry a walk read (None: the bin listed nothing new)."""
+        if newest is not None:
+            self.since = max(self.since or _BEGINNING_OF_TIME, newest.last_modified)
+            self.change_vector = newest.change_vector
+        elif self.since is None:
+            self.since = _BEGINNING_OF_TIME
+
+
+class SyncState:
+    """What a checkpoint saves: each collection's cursor (with the versions it keeps), where the revisions bin was
+    left, when each collection was last reconciled, the column each field of each table landed in (ColumnNames),
+    and the child tables' paths, widths and columns (ChildTableState). `checkpoints` saves it (Checkpoints).
+
+    `load` reads every state version a release wrote, upgrading it to the current layout (`_STATE_VERSION`);
+    `to_dict` writes the current layout.
     """
 
-    cursors: dict[str, CollectionCursor]
-    database: DatabaseCursor | None = None
-    deletes_since: str | None = None  # None: the bin was never read
-    deletes_change_vector: str | None = None  # None: the bin listed nothing when last read
-    reconciled_at: dict[str, str] = field(default_factory=dict)  # collection -> ISO time of its last reconciliation
-    column_names: dict[str, Any] = field(default_factory=dict)  # collection -> ColumnNames (saved entries until used)
-    unsaved_records: int = 0  # handed to Fivetran since the last checkpoint; not part of the saved state
-    last_saved: dict | None = field(default=None, repr=False, compare=False)  # what this sync's last checkpoint saved
-
-    def count_record(self) -> bool:
-        """One more record handed to Fivetran; True when a checkpoint is due."""
-        self.unsaved_records += 1
-        return self.unsaved_records >= _CHECKPOINT_EVERY_RECORDS
-
-    def changed_since_saved(self) -> bool:
-        """Whether a checkpoint now would save anything the last one of this sync did not."""
-        return self.unsaved_records > 0 or self.to_dict() != self.last_saved
-
-    child_paths: dict[str, list[list[str]]] = field(default_factory=dict)  # collection -> its child-table arrays
-    child_widths: dict[str, int] = field(default_factory=dict)  # child table -> most elements of one array written
-    element_columns: dict[str, Any] = field(default_factory=dict)  # child table -> its ColumnNames (saved: entries)
+    def __init__(
+        self,
+        cursors: dict[str, CollectionCursor],
+        database: DatabaseCursor | None = None,
+        deletes: BinPosition | None = None,
+        reconciled_at: dict[str, str] | None = None,
+        column_names: "dict[str, ColumnNames] | None" = None,
+        children: "ChildTableState | None" = None,
+    ):
+        self.cursors = cursors  # collections read by their own query (a first read, or at most 10 listed)
+        self.database = database  # the read of every other collection in one query; None until one ran
+        self.deletes = deletes or BinPosition()
+        self.reconciled_at = reconciled_at or {}  # collection -> ISO time of its last reconciliation
+        self.column_names: dict[str, Any] = column_names or {}  # collection -> ColumnNames (saved entries until used)
+        self.children = children or ChildTableState()
+        self.checkpoints = Checkpoints(self)
 
     @classmethod
     def load(cls, state: dict | None) -> "SyncState":
-        """The state a sync saved, in this layout (version 3) or an older one (`_load_cursors`)."""
+        """The state a checkpoint saved, or an empty one when there is none; each part of a malformed state is
+        refused in one line."""
         if not state:
             return cls(cursors={})
-        version = state.get("version")
-        if version not in (1, 2, _STATE_VERSION):
+        current = _upgrade_v1(state) if state.get("version") == 1 else state
+        if (
+            current is None
+            or current.get("version") not in (2, _STATE_VERSION)
+            or not isinstance(current.get("cursors", {}), dict)
+            or not isinstance(current.get("synced_versions", {}), dict)
+        ):
             raise SourceError(None, f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
-        cursors, database = _load_cursors(state, version)
-        deletes_since = state.get("deletes_since")
-        if deletes_since is not None:
-            _check_timestamp("deletes_since", deletes_since)
-        deletes_change_vector = state.get("deletes_change_vector")
-        if deletes_change_vector is not None and not isinstance(deletes_change_vector, str):
-            raise SourceError(None, f"state: deletes_change_vector is {deletes_change_vector!r}, not a change vector")
-        try:
-            column_names = {name: _entries(entries) for name, entries in state.get("columns", {}).items()}
-        except (AttributeError, TypeError, ValueError):
-            raise SourceError(None, "state: the column names are not [path, name] lists; reset the connector") from None
-        try:
-            child_paths = {name: [list(path) for path in paths] for name, paths in state.get("child_paths", {}).items()}
-            child_widths = {table: int(width) for table, width in state.get("child_widths", {}).items()}
-            element_columns = {table: list(entries) for table, entries in state.get("child_columns", {}).items()}
-        except (AttributeError, TypeError, ValueError):
-            raise SourceError(
-                None, "state: the child tables are not in the layout written; reset the connector"
-            ) from None
+        cursors, database = _load_cursors(current, current["version"])
         return cls(
             cursors=cursors,
             database=database,
-            deletes_since=deletes_since,
-            deletes_change_vector=deletes_change_vector,
-            reconciled_at=dict(state.get("reconciled_at", {})),
-            column_names=column_names,
-            child_paths=child_paths,
-            child_widths=child_widths,
-            element_columns=element_columns,
+            deletes=BinPosition.load(current),
+            reconciled_at=dict(current.get("reconciled_at", {})),
+            column_names=_load_column_names(current),
+            children=ChildTableState.load(current),
         )
+
+    def to_dict(self) -> dict:
+        state: dict[str, Any] = {
+            "version": _STATE_VERSION,
+            "cursors": {name: cursor.saved_since for name, cursor in self.cursors.items()},
+        }
+        kept = {name: versions for name, cursor in self.cursors.items() if (versions := cursor.versions())}
+        if kept:
+            state["kept"] = kept
+        if self.database is not None and self.database.collections:
+            state["database"] = self.database.to_dict()
+        self.deletes.save(state)
+        if self.reconciled_at:
+            state["reconciled_at"] = dict(self.reconciled_at)
+        column_names = {
+            name: columns.to_list() if isinstance(columns, ColumnNames) else columns
+            for name, columns in self.column_names.items()
+        }
+        if any(column_names.values()):
+            state["columns"] = {name: entries for name, entries in column_names.items() if entries}
+        self.children.save(state)
+        return state
 
     def cursor(self, collection: str) -> CollectionCursor:
         """The collection's own cursor (created at the beginning); one the database's read covers leaves it."""
@@ -976,20 +1126,11 @@ class SyncState:
             if self.joined(name):
                 self.cursors[name] = self.database.leave(name)  # type: ignore[union-attr]
 
-    def deletes_reached(self, meta: Metadata) -> bool:
-        """Whether a bin entry (read newest first) is the newest one handled before, or was deleted before it:
-        where a walk of the bin stops."""
-        if self.deletes_change_vector is not None and meta.change_vector == self.deletes_change_vector:
-            return True
-        return meta.last_modified < (self.deletes_since or _BEGINNING_OF_TIME)
-
-    def advance_deletes(self, newest: Metadata | None) -> None:
-        """Record the newest bin entry a walk read (None: the bin listed nothing new)."""
-        if newest is not None:
-            self.deletes_since = max(self.deletes_since or _BEGINNING_OF_TIME, newest.last_modified)
-            self.deletes_change_vector = newest.change_vector
-        elif self.deletes_since is None:
-            self.deletes_since = _BEGINNING_OF_TIME
+    def read_again(self, collection: str) -> None:
+        """Read the collection from the beginning next (its child tables changed)."""
+        if collection in self.known():
+            self.leave_database([collection])
+            self.cursors[collection] = CollectionCursor()
 
     def columns(self, collection: str) -> "ColumnNames":
         """Which column each field of the collection's documents lands in, as named by the syncs before."""
@@ -1003,79 +1144,20 @@ class SyncState:
                 ) from None
         return columns
 
-    def to_dict(self) -> dict:
-        state: dict[str, Any] = {
-            "version": _STATE_VERSION,
-            "cursors": {name: cursor.saved_since for name, cursor in self.cursors.items()},
+
+def _upgrade_v1(state: dict) -> dict | None:
+    """Version 1 kept versions only at the cursor's exact timestamp ({collection: {id: change vector}}): the same
+    versions in version 2's layout, which `_load_cursors` reads. None when they are not in that layout."""
+    cursors = state.get("cursors", {})
+    try:
+        kept = {
+            name: {doc_id: [cursors.get(name), vector] for doc_id, vector in versions.items()}
+            for name, versions in dict(state.get("versions_at_cursor", {})).items()
         }
-        kept = {name: versions for name, cursor in self.cursors.items() if (versions := cursor.versions())}
-        if kept:
-            state["kept"] = kept
-        if self.database is not None and self.database.collections:
-            state["database"] = self.database.to_dict()
-        if self.deletes_since is not None:
-            state["deletes_since"] = self.deletes_since
-        if self.deletes_change_vector is not None:
-            state["deletes_change_vector"] = self.deletes_change_vector
-        if self.reconciled_at:
-            state["reconciled_at"] = dict(self.reconciled_at)
-        column_names = {
-            name: columns.to_list() if isinstance(columns, ColumnNames) else columns
-            for name, columns in self.column_names.items()
-        }
-        if any(column_names.values()):
-            state["columns"] = {name: entries for name, entries in column_names.items() if entries}
-        if self.child_paths:
-            state["child_paths"] = {name: [list(path) for path in paths] for name, paths in self.child_paths.items()}
-            state["child_widths"] = dict(self.child_widths)
-        element_columns = {
-            table: columns.to_list() if isinstance(columns, ColumnNames) else columns
-            for table, columns in self.element_columns.items()
-        }
-        if any(element_columns.values()):
-            state["child_columns"] = {table: entries for table, entries in element_columns.items() if entries}
-        return state
-
-    def child_tables(self, collection: str) -> "tuple[ChildTable, ...]":
-        paths = self.child_paths.get(collection)
-        return child_tables(collection, tuple(map(tuple, paths))) if paths else ()
-
-    def use_child_tables(self, collection: str, fields: tuple[tuple[str, ...], ...]) -> list[str]:
-        """Make `fields` the child-table arrays of `collection`. When they change, its cursor starts over, so that
-        reading every document again fills the new tables (and takes their arrays out of the document rows);
-        returns the tables no longer selected, whose rows are then to be marked deleted."""
-        paths = sorted(list(path) for path in fields)
-        if paths == self.child_paths.get(collection, []):
-            return []
-        before = {child.table for child in _all_child_tables(self.child_tables(collection))}
-        if collection in self.known():
-            self.leave_database([collection])
-            self.cursors[collection] = CollectionCursor()
-        if paths:
-            self.child_paths[collection] = paths
-        else:
-            self.child_paths.pop(collection, None)
-        dropped = before - {child.table for child in _all_child_tables(self.child_tables(collection))}
-        for table in dropped:
-            self.child_widths.pop(table, None)
-            self.element_columns.pop(table, None)
-        return sorted(dropped)
-
-    def element_columns_of(self, child: "ChildTable") -> "ColumnNames":
-        """Which column each field of a child table's elements lands in, as named by the syncs before."""
-        columns = self.element_columns.get(child.table)
-        if not isinstance(columns, ColumnNames):  # not yet used in this sync: built from the saved entries
-            columns = self.element_columns[child.table] = element_column_names(child, columns)
-        return columns
-
-    def widen(self, widths: dict[str, int]) -> bool:
-        """Raise the widest array written per child table; True when one grew (to be checkpointed before its rows
-        are written, so that a later shrink always knows which element rows may exist)."""
-        grown = False
-        for table, width in widths.items():
-            if width > self.child_widths.get(table, 0):
-                self.child_widths[table], grown = width, True
-        return grown
+    except (AttributeError, TypeError, ValueError):
+        return None
+    upgraded = {key: value for key, value in state.items() if key != "versions_at_cursor"}
+    return {**upgraded, "version": 2, "synced_versions": kept}
 
 
 def _entries(saved: Any) -> list:
@@ -1094,9 +1176,9 @@ def _check_timestamp(key: str, value: Any) -> str:
 
 def _load_cursors(state: dict, version: int) -> tuple[dict[str, CollectionCursor], DatabaseCursor | None]:
     """The cursors of a saved state. Version 3 keeps versions as KeptVersions texts, and the database's cursor;
-    versions 1 and 2 kept `synced_versions`, id -> [@last-modified, change vector] per collection (version 1: ids
-    at the cursor's timestamp, id -> change vector), which become kept versions of the same documents: a state
-    saved by them carries over with nothing read again that landed, and nothing skipped that did not."""
+    version 2 kept `synced_versions`, id -> [@last-modified, change vector] per collection, which become kept
+    versions of the same documents: a state saved by it carries over with nothing read again that landed, and
+    nothing skipped that did not."""
     saved = state.get("cursors", {})
     if not isinstance(saved, dict):
         raise SourceError(None, f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
@@ -1107,13 +1189,7 @@ def _load_cursors(state: dict, version: int) -> tuple[dict[str, CollectionCursor
                 if name in cursors:
                     cursors[name].kept = KeptVersions(texts)
         else:
-            if version == 1:
-                seen = {
-                    name: {doc_id: [saved.get(name), vector] for doc_id, vector in versions.items()}
-                    for name, versions in dict(state.get("versions_at_cursor", {})).items()
-                }
-            else:
-                seen = dict(state.get("synced_versions", {}))
+            seen = dict(state.get("synced_versions", {}))
             for name, versions in seen.items():
                 for doc_id, (last_modified, vector) in dict(versions).items():
                     if name in cursors:
@@ -1135,11 +1211,11 @@ def _load_cursors(state: dict, version: int) -> tuple[dict[str, CollectionCursor
     return cursors, database
 
 
-def reconciliation_due(settings: Settings, state: SyncState, collection: str, now: datetime) -> bool:
-    if settings.reconcile_every is None:
-        return False
-    last = state.reconciled_at.get(collection)
-    return last is None or now - datetime.fromisoformat(last) >= settings.reconcile_every
+def _load_column_names(state: dict) -> dict[str, Any]:
+    try:
+        return {name: _entries(entries) for name, entries in state.get("columns", {}).items()}
+    except (AttributeError, TypeError, ValueError):
+        raise SourceError(None, "state: the column names are not [path, name] lists; reset the connector") from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1472,7 +1548,8 @@ def format_last_modified(moment: datetime) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Rows: arrays of objects as child tables (pure)
+# Child tables: which arrays land as tables, each document's element rows, what the state keeps of them
+
 
 _ELEMENT_VALUE = "Value"  # the column of an array element that is not an object (a number, a string, a list)
 
@@ -1680,6 +1757,98 @@ def element_column_names(child: ChildTable, entries: list | None = None) -> Colu
     return columns
 
 
+@dataclass
+class ChildTableState:
+    """What the state keeps of child tables: each collection's child-table array paths, the most elements one array
+    has had per child table (so the rows of removed elements are found without keeping anything per document),
+    and the column each field of a child table's elements landed in."""
+
+    paths: dict[str, list[list[str]]] = field(default_factory=dict)  # collection -> its child-table arrays
+    widths: dict[str, int] = field(default_factory=dict)  # child table -> most elements of one array written
+    element_columns: dict[str, Any] = field(default_factory=dict)  # child table -> its ColumnNames (saved: entries)
+
+    @classmethod
+    def load(cls, state: dict) -> "ChildTableState":
+        try:
+            return cls(
+                paths={name: [list(path) for path in paths] for name, paths in state.get("child_paths", {}).items()},
+                widths={table: int(width) for table, width in state.get("child_widths", {}).items()},
+                element_columns={table: list(entries) for table, entries in state.get("child_columns", {}).items()},
+            )
+        except (AttributeError, TypeError, ValueError):
+            raise SourceError(
+                None, "state: the child tables are not in the layout written; reset the connector"
+            ) from None
+
+    def save(self, state: dict) -> None:
+        if self.paths:
+            state["child_paths"] = {name: [list(path) for path in paths] for name, paths in self.paths.items()}
+            state["child_widths"] = dict(self.widths)
+        element_columns = {
+            table: columns.to_list() if isinstance(columns, ColumnNames) else columns
+            for table, columns in self.element_columns.items()
+        }
+        if any(element_columns.values()):
+            state["child_columns"] = {table: entries for table, entries in element_columns.items() if entries}
+
+    def tables(self, collection: str) -> tuple[ChildTable, ...]:
+        """The collection's child tables, as a tree (grandchild tables below their child table)."""
+        paths = self.paths.get(collection)
+        return child_tables(collection, tuple(map(tuple, paths))) if paths else ()
+
+    def table_names(self, collection: str) -> list[str]:
+        return [child.table for child in _all_child_tables(self.tables(collection))]
+
+    def select(self, collection: str, fields: tuple[tuple[str, ...], ...]) -> tuple[bool, list[str]]:
+        """Make `fields` the child-table arrays of `collection`: whether they changed, and the tables no longer
+        selected (their widths and columns are forgotten)."""
+        paths = sorted(list(path) for path in fields)
+        if paths == self.paths.get(collection, []):
+            return False, []
+        before = set(self.table_names(collection))
+        if paths:
+            self.paths[collection] = paths
+        else:
+            self.paths.pop(collection, None)
+        dropped = before - set(self.table_names(collection))
+        for table in dropped:
+            self.widths.pop(table, None)
+            self.element_columns.pop(table, None)
+        return True, sorted(dropped)
+
+    def rows(self, collection: str, document: dict, columns: ColumnNames) -> DocumentRows:
+        """The rows the document writes (see document_rows), against the widest arrays written so far."""
+        children = self.tables(collection)
+        return document_rows(table_name(collection), document, children, self.widths, columns, self._columns_of)
+
+    def widen(self, widths: dict[str, int]) -> bool:
+        """Raise the widest array written per child table; True when one grew (to be checkpointed before its rows
+        are written, so that a later shrink always knows which element rows may exist)."""
+        grown = False
+        for table, width in widths.items():
+            if width > self.widths.get(table, 0):
+                self.widths[table], grown = width, True
+        return grown
+
+    def row_keys(self, collection: str, document: dict, columns: ColumnNames) -> list[tuple[str, dict]]:
+        """The primary key of every row the document writes: its own and its elements' (to touch them)."""
+        children = self.tables(collection)
+        keys = {child.table: child.keys for child in _all_child_tables(children)}
+        rows = document_rows(table_name(collection), document, children, {}, columns, self._columns_of)
+        return [(table, {key: row[key] for key in keys.get(table, ("Id",))}) for table, row in rows.upserts]
+
+    def deleted_rows(self, collection: str, doc_id: str) -> list[tuple[str, dict]]:
+        """The keys of every element row a deleted document may have left in its child tables."""
+        return deleted_document_rows(doc_id, self.tables(collection), self.widths)
+
+    def _columns_of(self, child: ChildTable) -> ColumnNames:
+        """Which column each field of a child table's elements lands in, as named by the syncs before."""
+        columns = self.element_columns.get(child.table)
+        if not isinstance(columns, ColumnNames):  # not yet used in this sync: built from the saved entries
+            columns = self.element_columns[child.table] = element_column_names(child, columns)
+        return columns
+
+
 def declare_tables(
     collection: str, children: tuple[ChildTable, ...], documents: Callable[[], Iterable[dict]]
 ) -> list[dict]:
@@ -1710,99 +1879,7 @@ def _declare(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Queries: the constant RQL texts, with the collection escaped and values as $parameters (pure)
-
-
-def collection_query(template: str, collection: str, page_size: int | None = None, **parameters: str) -> IndexQuery:
-    """One of the constant RQL texts for `collection` (escaped as the client escapes it), values as $parameters."""
-    query = IndexQuery(template.format(collection=Utils.escape_collection_name(collection)))
-    query.query_parameters = parameters or None
-    if page_size is not None:
-        query.page_size = page_size
-    return query
-
-
-def changed_since_query(collection: str, since: str) -> IndexQuery:
-    return collection_query(_CHANGED_SINCE_RQL, collection, since=since)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Checkpoints and progress: what a sync saves, and what it tells the log while it runs
-
-
-def checkpoint(state: SyncState) -> None:
-    """Save the state; the records handed to Fivetran before it reach the destination with it."""
-    saved = state.to_dict()
-    op.checkpoint(saved)
-    state.unsaved_records, state.last_saved = 0, saved
-
-
-class Progress:
-    """While a read streams, at most one line every `every_seconds`: documents read, how many it will read from
-    RavenDB's collection statistics (read once at the start of the sync), percent, rate and time left. At the end,
-    one summary line for the sync: collections, documents upserted, deletes, seconds.
-
-    A collection's count is of the whole collection: for an incremental sync, which reads only what changed, the
-    percent is low and the time left an upper bound; documents written during the sync can take it past 100%. The
-    first read of new collections together reads the whole database and counts every document it reads.
-    """
-
-    def __init__(self, every_seconds: float, counts: dict[str, int]):
-        self.every_seconds, self.counts = every_seconds, counts
-        self.started = time.monotonic()
-        self.collections = self.documents = 0
-        self.label, self.total, self.done = "", 0, 0
-        self.read_started, self.next_line = self.started, math.inf
-
-    def start_collection(self, collection: str) -> None:
-        self.start_read(collection, self.counts.get(collection, 0), collections=1)
-
-    def start_read(self, label: str, total: int, collections: int) -> None:
-        self.collections += collections
-        self.label, self.total, self.done = label, total, 0
-        self.read_started = time.monotonic()
-        self.next_line = self.read_started + self.every_seconds
-
-    def document_read(self, upserted: bool) -> None:
-        self.done += 1
-        self.documents += upserted
-        now = time.monotonic()
-        if now >= self.next_line:
-            self.next_line = now + self.every_seconds
-            log.info(self._progress_line(now))
-
-    def _progress_line(self, now: float) -> str:
-        rate = self.done / max(now - self.read_started, 1e-6)
-        percent = 100 * self.done / self.total if self.total else 100.0
-        left = max(self.total - self.done, 0) / rate
-        return (
-            f"{self.label}: {self.done:,} of {self.total:,} documents ({percent:.0f}%), {rate:,.0f} docs/s, "
-            f"about {_duration(left)} left"
-        )
-
-    def finished(self, deletes: int, state_bytes: int) -> None:
-        seconds = time.monotonic() - self.started
-        log.info(
-            f"sync finished: {self.collections} collections, {self.documents:,} documents upserted, "
-            f"{deletes:,} deletes, {seconds:.1f} s, state {_size(state_bytes)}"
-        )
-
-
-def _size(count: int) -> str:
-    return f"{count:,} bytes" if count < 10_000 else f"{count / 1000:,.0f} KB"
-
-
-def _duration(seconds: float) -> str:
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60:02d} s"
-    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# RavenDB: the only functions that talk to the store
+# Reading RavenDB (requests and streams only): store, constant queries, streams, commands, error translation
 
 
 @contextmanager
@@ -1823,46 +1900,6 @@ def open_store(settings: Settings) -> Iterator[DocumentStore]:
             store.close()
 
 
-@contextmanager
-def _private_files(settings: Settings) -> Iterator[tuple[str | None, str | None]]:
-    _remove_orphaned_private_files()
-    with tempfile.TemporaryDirectory(prefix=f"{_PRIVATE_DIR_PREFIX}{os.getpid()}-") as directory:
-        certificate_path = _write_private(directory, "client.pem", settings.certificate and settings.certificate.pem)
-        ca_path = _write_private(directory, "server-ca.pem", settings.server_ca_pem)
-        yield certificate_path, ca_path
-
-
-def _remove_orphaned_private_files() -> None:
-    """Remove what a sync killed outright (SIGKILL, power loss) could not: its owner-only certificate folder."""
-    for directory in Path(tempfile.gettempdir()).glob(f"{_PRIVATE_DIR_PREFIX}*-*"):
-        pid = directory.name[len(_PRIVATE_DIR_PREFIX) :].split("-", 1)[0]
-        try:
-            owned = directory.owner() == getpass.getuser()
-        except FileNotFoundError:  # its own sync ended and removed it between the listing and this look
-            continue
-        if pid.isdigit() and owned and not _process_alive(int(pid)):
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _write_private(directory: str, name: str, content: bytes | None) -> str | None:
-    if content is None:
-        return None
-    path = Path(directory) / name
-    path.touch(mode=0o600)
-    path.write_bytes(content)
-    return str(path)
-
-
 def _check_reachable(urls: tuple[str, ...]) -> None:
     """Fail fast when no URL accepts a TCP connection; warn about the ones that do not."""
     failures = []
@@ -1877,6 +1914,19 @@ def _check_reachable(urls: tuple[str, ...]) -> None:
         raise SourceError("ravendb_urls", f"no server is reachable: {'; '.join(failures)}")
     if failures:
         log.warning(f"ravendb_urls: unreachable, failing over to the other nodes: {'; '.join(failures)}")
+
+
+def collection_query(template: str, collection: str, page_size: int | None = None, **parameters: str) -> IndexQuery:
+    """One of the constant RQL texts for `collection` (escaped as the client escapes it), values as $parameters."""
+    query = IndexQuery(template.format(collection=Utils.escape_collection_name(collection)))
+    query.query_parameters = parameters or None
+    if page_size is not None:
+        query.page_size = page_size
+    return query
+
+
+def changed_since_query(collection: str, since: str) -> IndexQuery:
+    return collection_query(_CHANGED_SINCE_RQL, collection, since=since)
 
 
 class Selection(NamedTuple):
@@ -1912,6 +1962,18 @@ def resolve_collections(store: DocumentStore, settings: Settings, known: tuple[s
                 "collection_name", f"{name!r} does not exist in database {settings.database!r} (has: {available})"
             )
     return Selection(selected, documents)
+
+
+def small_together(selection: Selection, candidates: list[str]) -> list[str]:
+    """The candidates that hold at most `_SMALL_COLLECTION` documents each, when there are at least two of them
+    and together they hold at least half of the database's documents and at most `_MAX_READ_TOGETHER`: one read
+    of the database then replaces a request per collection, reads little besides them, and holds (and after a
+    failure, reads again) a bounded number of documents. Otherwise none."""
+    small = [name for name in candidates if selection.counts[name] <= _SMALL_COLLECTION]
+    documents = sum(selection.counts[name] for name in small)
+    if len(small) < 2 or 2 * documents < selection.documents or documents > _MAX_READ_TOGETHER:
+        return []
+    return small
 
 
 def newest_documents(
@@ -1978,371 +2040,6 @@ def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None
     newest_documents(store, settings, collection, count=1)
 
 
-def sync_collection(
-    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress
-) -> int:
-    """Upsert every document of `collection` changed since its cursor, retrying transient failures.
-
-    Its state is saved at the next checkpoint, which comes every 1,000 records across collections (see SyncState)."""
-    since = state.cursor(collection).since
-    log.info(f"{collection}: sync started from {'the beginning' if since == _BEGINNING_OF_TIME else since}")
-    started = time.monotonic()
-    progress.start_collection(collection)
-    documents = 0
-
-    def attempt() -> None:
-        nonlocal documents
-        documents += _stream_into_destination(store, settings, collection, state, progress)
-
-    _retrying(collection, "resuming from the cursor", attempt)
-    seconds = time.monotonic() - started
-    log.info(
-        f"{collection}: synced {documents} documents in {seconds:.1f} s ({documents / max(seconds, 1e-6):,.0f} docs/s)"
-    )
-    return documents
-
-
-def _retrying(subject: str, again: str, action: Callable[[], Any]) -> Any:
-    """Run `action`; after a transient failure wait (capped exponential backoff) and run it again, at most
-    `_MAX_ATTEMPTS` times in all. Final errors pass through at once."""
-    attempt = 1
-    while True:
-        try:
-            return action()
-        except TransientSourceError as exc:
-            if attempt == _MAX_ATTEMPTS:
-                raise SourceError(exc.setting, f"{exc.message} ({subject}: gave up after {attempt} attempts)") from exc
-            delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1))
-            log.warning(f"{subject}: {exc}; {again} in {delay:.0f} s")
-            time.sleep(delay)
-            attempt += 1
-
-
-def _stream_into_destination(
-    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: Progress
-) -> int:
-    """Upsert the documents changed since the cursor; move the cursor only as far as the read provably covers.
-
-    The index behind the query answers from a snapshot, with each document's current version at its indexed place:
-    a document changed after the snapshot comes back early carrying its new `@last-modified`, one written after it
-    not at all. Every document no newer than the moment the server began the query (its clock, less the lookback)
-    is at its place, so only those move the cursor (`stream_bound`); newer ones are upserted and read again next
-    sync. A stale index is first waited for, and the query sent again: the moment the wait began then bounds the
-    cursor. If it is still stale after the wait, what it returns is upserted and moves no cursor.
-    """
-    cursor = state.cursor(collection)
-    stream, bound = _open_changes(store, settings, collection, changed_since_query(collection, cursor.since))
-    upserted = _upsert_changes(stream, lambda meta: collection, state, bound, progress)
-    cursor.finish(bound)
-    return upserted
-
-
-def _open_changes(
-    store: DocumentStore, settings: Settings, subject: str, query: IndexQuery
-) -> tuple["QueryStream", str | None]:
-    """Open the stream of `query` (changes since a cursor), after waiting for its index if it was stale; with the
-    `@last-modified` up to which it is known to hold every document at its place (`stream_bound`; None: unknown)."""
-    covered_from: float | None = time.monotonic()
-    stream = QueryStream(store, settings, query).open()
-    if stream.is_stale:
-        stream.close()
-        covered_from = _wait_for_index(store, settings, subject, query)
-        stream = QueryStream(store, settings, query).open()
-    bound = None if covered_from is None else stream_bound(stream, covered_from, settings.lookback)
-    if bound is None and covered_from is not None:
-        log.warning(f"{subject}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
-    return stream, bound
-
-
-def stream_bound(stream: "QueryStream", covered_from: float, lookback: timedelta) -> str | None:
-    """The newest `@last-modified` at which the stream is known to hold every document at its place: the server's
-    clock when this process sent the request that proved the index current (`covered_from`, monotonic), less the
-    lookback. None when the server sent no Date header."""
-    server_time = stream.server_time_at(covered_from)
-    return None if server_time is None else format_last_modified(server_time - lookback)
-
-
-def _upsert_changes(
-    stream: "QueryStream",
-    collection_of: Callable[[Metadata], str | None],
-    state: SyncState,
-    bound: str | None,
-    progress: Progress,
-    database: DatabaseCursor | None = None,
-) -> int:
-    """Upsert what the stream returns into the table of the collection `collection_of` names (None: a document
-    no table takes), unless it landed already; each document read may move the cursor of its collection, or the
-    `database` cursor when the stream reads the whole database."""
-    upserted = 0
-    for document in stream:
-        meta = Metadata.of(document)
-        collection = collection_of(meta)
-        cursor = database if database is not None else state.cursor(collection) if collection is not None else None
-        if collection is None or cursor is None:
-            if cursor is not None:
-                cursor.record(meta, bound, landed=False)
-            progress.document_read(upserted=False)
-            continue
-        digest = KeptVersions.hash_of(meta)
-        if cursor.already_synced(meta, digest) or (database is not None and database.landed_before(collection, meta)):
-            cursor.record(meta, bound, landed=False)  # landed before: it may still move the cursor
-            progress.document_read(upserted=False)
-            continue
-        upsert_document(collection, document, state)
-        cursor.record(meta, bound, digest=digest)
-        upserted += 1
-        progress.document_read(upserted=True)
-        if state.count_record():
-            checkpoint(state)
-    return upserted
-
-
-def reads_database(settings: Settings, selection: "Selection") -> bool:
-    """Whether this sync reads the changes of its collections in one query of the whole database (`sync_database`)
-    rather than one query per collection (`sync_collection`).
-
-    One query of the database takes one request and one auto index (`Auto/AllDocs/By@metadata.@last-modified`)
-    whatever the number of collections, but reads the changes of every collection, selected or not. One query
-    per collection takes a request and an auto index per collection (and, where the application already has an
-    auto index on that collection, RavenDB builds a merged one from scratch) but reads only what is selected.
-    Per collection therefore when `collection_name` lists at most `_PER_COLLECTION_READS` collections, the cost of
-    which is bounded and which may be a small part of a busy database; the whole database otherwise (every
-    collection, or a longer list)."""
-    return not settings.collections or len(selection.counts) > _PER_COLLECTION_READS
-
-
-def sync_database(
-    store: DocumentStore,
-    settings: Settings,
-    collections: list[str],
-    read_now: list[str],
-    state: SyncState,
-    progress: Progress,
-) -> int:
-    """Upsert every document of `collections` changed since the database's cursor, in one query of the whole
-    database in `@last-modified` order, retrying transient failures.
-
-    The cursor rules are those of a collection's read (`_stream_into_destination`). Documents of other
-    collections, system collections (`@hilo`) and documents without a collection are read and skipped. The
-    collections this sync read on their own (`read_now`: a first read, or the last read of a cursor of its own,
-    such as a state saved by an earlier version) join the database's cursor first (DatabaseCursor.join): the
-    read starts at the oldest, and skips what landed before. When every collection was read on its own in this
-    sync, nothing is left to read: the read of the database is left to the next sync.
-    """
-    database = state.join_database(collections)
-    if set(collections) <= set(read_now):
-        return 0
-    names = {name.lower(): name for name in collections}
-    log.info(f"{len(collections):,} collections: sync started from {database.since}, in one query of the database")
-    started = time.monotonic()
-    progress.start_read(f"{len(collections):,} collections (one query of the database)", 0, len(collections))
-    progress.collections -= len(set(collections) & set(read_now))  # counted by their own read
-    upserted = 0
-
-    def attempt() -> None:
-        nonlocal upserted
-        query = collection_query(_DATABASE_CHANGED_SINCE_RQL, "", since=database.since)
-        stream, bound = _open_changes(store, settings, "database", query)
-        upserted += _upsert_changes(
-            stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress, database
-        )
-        database.finish(bound)
-
-    _retrying("database", "resuming from the cursor", attempt)
-    seconds = time.monotonic() - started
-    log.info(
-        f"{len(collections):,} collections: synced {upserted} documents in {seconds:.1f} s "
-        f"({upserted / max(seconds, 1e-6):,.0f} docs/s)"
-    )
-    return upserted
-
-
-def read_together(selection: Selection, state: SyncState) -> list[str]:
-    """The new collections whose first sync is one read of the whole database (`sync_new_collections`): those
-    `small_together` picks among the collections read from the beginning (never synced, or starting over).
-    Larger collections, and a few small ones in a large database, are read one by one in `@last-modified` order,
-    where the cursor advances, and checkpoints save it, as the documents stream."""
-    return small_together(selection, [name for name in selection.counts if state.starts_over(name)])
-
-
-def small_together(selection: Selection, candidates: list[str]) -> list[str]:
-    """The candidates that hold at most `_SMALL_COLLECTION` documents each, when there are at least two of them
-    and together they hold at least half of the database's documents and at most `_MAX_READ_TOGETHER`: one read
-    of the database then replaces a request per collection, reads little besides them, and holds (and after a
-    failure, reads again) a bounded number of documents. Otherwise none."""
-    small = [name for name in candidates if selection.counts[name] <= _SMALL_COLLECTION]
-    documents = sum(selection.counts[name] for name in small)
-    if len(small) < 2 or 2 * documents < selection.documents or documents > _MAX_READ_TOGETHER:
-        return []
-    return small
-
-
-def sync_new_collections(
-    store: DocumentStore,
-    settings: Settings,
-    collections: list[str],
-    documents: int,
-    state: SyncState,
-    progress: Progress,
-) -> int:
-    """Upsert every document of `collections`, all read from the beginning, from one stream of every document of
-    the database (its `documents`), newest etag first, retrying transient failures.
-
-    The stream reads storage, not an index: nothing to build or wait for. RavenDB renews the read transaction of a
-    long stream and resumes it after the last etag sent, so every document not written during the stream is read;
-    one written during it has a `@last-modified` past the moment the stream began, which bounds each cursor as it
-    bounds a collection's read (`stream_bound`). The order is not `@last-modified` order, so each cursor is held
-    (checkpoints save it where it was) until the stream has ended; a sync that fails before then reads them again,
-    skipping the documents its checkpoints recorded as landed.
-    """
-    names = {name.lower(): name for name in collections}
-    log.info(
-        f"{len(collections):,} new collections: sync started, in one read of the database ({documents:,} documents)"
-    )
-    started = time.monotonic()
-    progress.start_read(f"{len(collections):,} new collections (one read of the database)", documents, len(collections))
-    cursors = [state.cursor(name) for name in collections]
-    for cursor in cursors:
-        cursor.hold()
-    upserted, bound = 0, None
-
-    def attempt() -> None:
-        nonlocal upserted, bound
-        covered_from = time.monotonic()
-        stream = DatabaseStream(store, settings).open()
-        bound = stream_bound(stream, covered_from, settings.lookback)
-        if bound is None:
-            log.warning("new collections: RavenDB sent no Date header; their cursors stay and they are read again")
-        upserted += _upsert_changes(
-            stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress
-        )
-
-    _retrying("new collections", "reading the database again", attempt)
-    for cursor in cursors:
-        cursor.release()
-        cursor.finish(bound)
-    seconds = time.monotonic() - started
-    log.info(
-        f"{len(collections):,} new collections: synced {upserted} documents in {seconds:.1f} s "
-        f"({upserted / max(seconds, 1e-6):,.0f} docs/s)"
-    )
-    return upserted
-
-
-def select_child_tables(store: DocumentStore, settings: Settings, selection: Selection, state: SyncState) -> None:
-    """Settle which arrays of each collection land as child tables in this sync (`*`: the arrays of objects in
-    the same sample schema() reads, and those it found before). A collection whose selection changed is read
-    again from the beginning; a child table no longer selected has its rows marked deleted."""
-    collections = list(selection.counts)
-    for collection, sample in newest_samples(store, settings, selection, wanted=settings.child_tables.every):
-        before = state.child_paths.get(collection, [])
-        paths = settings.child_tables.paths_of(collection, sample, collections)
-        if settings.child_tables.every:  # an array `*` found stays a table when later samples no longer show it
-            paths = tuple(sorted({*paths, *map(tuple, state.child_paths.get(collection, []))}))
-        for table in state.use_child_tables(collection, paths):
-            log.info(f"{table}: no longer a child table; its rows are marked deleted")
-            op.truncate(table)
-        if state.child_paths.get(collection, []) != before:
-            tables = ", ".join(child.table for child in _all_child_tables(state.child_tables(collection))) or "none"
-            again = "; reading every document again" if collection in state.cursors else ""  # reset by use_child_tables
-            log.info(f"{collection}: child tables {tables}{again}")
-
-
-def upsert_document(collection: str, document: dict, state: SyncState, checkpoint_on_widen: bool = True) -> None:
-    """Upsert the document's row and its child-table rows, and delete the element rows an earlier version left.
-
-    The state keeps, per child table, the most elements one array has had (checkpointed before rows beyond it
-    are written), so the rows of removed elements are found without keeping anything per document. In a
-    reconciliation the widening waits for the reconciliation's own checkpoint, which must carry its truncate and
-    its touches together."""
-    table, columns, children = table_name(collection), state.columns(collection), state.child_tables(collection)
-    if not children:
-        op.upsert(table, flatten(document, columns))
-        return
-    rows = document_rows(table, document, children, state.child_widths, columns, state.element_columns_of)
-    if state.widen(rows.widths) and checkpoint_on_widen:
-        checkpoint(state)
-    for table, row in rows.upserts:
-        op.upsert(table, row)
-    for table, key in rows.stale:
-        op.delete(table, key)
-
-
-def delete_document(collection: str, doc_id: str, state: SyncState) -> None:
-    """Mark a deleted document's row deleted, and every element row it may have in its child tables."""
-    op.delete(table_name(collection), {"Id": doc_id})
-    for table, key in deleted_document_rows(doc_id, state.child_tables(collection), state.child_widths):
-        op.delete(table, key)
-
-
-def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:
-    """Mark deleted the documents that entered the revisions bin since the last sync (see RevisionsBinWalk);
-    return how many.
-
-    The first sync only records where the bin stands: its tables start from the documents that exist now.
-    Entries of collections not synced are skipped. It runs before any upsert: a document deleted and re-created
-    since the last sync is not in the bin (RavenDB drops it) and is upserted afterwards.
-    """
-    return _retrying(
-        "revisions bin", "reading it again", lambda: _mark_deleted(store, settings, set(collections), state)
-    )
-
-
-def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], state: SyncState) -> int:
-    first_sync = state.deletes_since is None
-    walk = RevisionsBinWalk(store, settings, state)
-    newest, deleted = None, 0
-    for entry in walk:
-        meta = Metadata.of(entry)
-        newest = newest or meta
-        if first_sync:
-            break
-        if meta.collection in synced:
-            delete_document(meta.collection, meta.id, state)
-            deleted += 1
-    if not first_sync and not walk.reached and state.deletes_change_vector is not None:
-        log.warning(
-            f"revisions bin: neither the entry deleted at {state.deletes_since} that the last sync read last nor any "
-            "older one is listed any more: documents deleted before this sync that were purged from the bin "
-            "(revisions bin cleaner, revisions expiry) are not marked deleted; reconcile_deletes_hours catches them"
-        )
-    state.advance_deletes(newest)
-    if deleted or walk.requests > 1:
-        log.info(f"revisions bin: marked {deleted} deleted documents ({walk.requests} requests)")
-    return deleted
-
-
-def reconcile_deletes(store: DocumentStore, settings: Settings, collection: str, state: SyncState) -> None:
-    """Mark deleted every row whose document no longer exists, without ever marking a live one.
-
-    op.truncate soft-deletes every row synced before it; each document that exists is then touched again
-    (op.update of its Id, or a full upsert if it changed after the cursor). Truncate and touches reach the
-    destination together at the next checkpoint, so no live row is ever seen deleted. Child tables are
-    truncated too, and each element row of an existing document touched by its key.
-    """
-    started, documents = time.monotonic(), 0
-    position, table, columns = state.position(collection), table_name(collection), state.columns(collection)
-    children = state.child_tables(collection)
-    keys = {child.table: child.keys for child in _all_child_tables(children)}
-    op.truncate(table)
-    for child_table in keys:
-        op.truncate(child_table)
-    for document in QueryStream(store, settings, collection_query(_ALL_DOCUMENTS_RQL, collection)):
-        meta = Metadata.of(document)
-        if meta.last_modified > position:
-            upsert_document(collection, document, state, checkpoint_on_widen=False)
-        elif not children:
-            op.update(table, {"Id": meta.id})
-        else:
-            rows = document_rows(table, document, children, {}, columns, state.element_columns_of)
-            for row_table, row in rows.upserts:
-                op.update(row_table, {key: row[key] for key in keys.get(row_table, ("Id",))})
-        documents += 1
-    state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
-    checkpoint(state)
-    log.info(f"{collection}: reconciled deletes against {documents} documents in {time.monotonic() - started:.1f} s")
-
-
 def _wait_for_index(store: DocumentStore, settings: Settings, subject: str, changes: IndexQuery) -> float | None:
     """Wait for the index behind the query to cover every write made before the wait, logging progress.
 
@@ -2370,6 +2067,14 @@ def _wait_for_index(store: DocumentStore, settings: Settings, subject: str, chan
         )
     log.warning(f"{subject}: index still stale after {_INDEX_WAIT_SECONDS:.0f} s; reading what it covers")
     return None
+
+
+def stream_bound(stream: "QueryStream", covered_from: float, lookback: timedelta) -> str | None:
+    """The newest `@last-modified` at which the stream is known to hold every document at its place: the server's
+    clock when this process sent the request that proved the index current (`covered_from`, monotonic), less the
+    lookback. None when the server sent no Date header."""
+    server_time = stream.server_time_at(covered_from)
+    return None if server_time is None else format_last_modified(server_time - lookback)
 
 
 def _execute(store: DocumentStore, command: Any, node: Any = None) -> None:
@@ -2414,18 +2119,18 @@ class RevisionsBinWalk:
     request of a walk goes to the node of its first one: each node lists its bin in its own etag order.
     """
 
-    def __init__(self, store: DocumentStore, settings: Settings, state: SyncState):
-        self.store, self.settings, self.state = store, settings, state
+    def __init__(self, store: DocumentStore, settings: Settings, position: BinPosition):
+        self.store, self.settings, self.position = store, settings, position
         self.reached = False  # known after iteration: stopped at what the last sync read, not at the end of the bin
         self.requests = 0
         self.node: Any = None  # the node every request of this walk goes to, once the first one chose it
 
     def __iter__(self) -> Iterator[dict]:
         size, start, bound = self.settings.batch_size, 0, None
-        page = self._page(start, size, if_none_match=self.state.deletes_change_vector)
+        page = self._page(start, size, if_none_match=self.position.change_vector)
         while page is not None:
             for entry in page:
-                if self.state.deletes_reached(Metadata.of(entry)):
+                if self.position.reached(Metadata.of(entry)):
                     self.reached = True
                     return
                 yield entry
@@ -2707,7 +2412,496 @@ def _last_line(text: str) -> str:
     return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), text)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The sync itself: what update() runs, in its order: child tables, deletes, new collections, each collection
+
+
+def select_child_tables(store: DocumentStore, settings: Settings, selection: Selection, state: SyncState) -> None:
+    """Settle which arrays of each collection land as child tables in this sync (`*`: the arrays of objects in
+    the same sample schema() reads, and those it found before). A collection whose selection changed is read
+    again from the beginning; a child table no longer selected has its rows marked deleted."""
+    collections = list(selection.counts)
+    for collection, sample in newest_samples(store, settings, selection, wanted=settings.child_tables.every):
+        paths = settings.child_tables.paths_of(collection, sample, collections)
+        if settings.child_tables.every:  # an array `*` found stays a table when later samples no longer show it
+            paths = tuple(sorted({*paths, *map(tuple, state.children.paths.get(collection, []))}))
+        changed, dropped = state.children.select(collection, paths)
+        if not changed:
+            continue
+        state.read_again(collection)  # reading every document again fills the new tables
+        for table in dropped:
+            log.info(f"{table}: no longer a child table; its rows are marked deleted")
+            op.truncate(table)
+        tables = ", ".join(state.children.table_names(collection)) or "none"
+        again = "; reading every document again" if collection in state.cursors else ""
+        log.info(f"{collection}: child tables {tables}{again}")
+
+
+def sync_deletes(store: DocumentStore, settings: Settings, collections: list[str], state: SyncState) -> int:
+    """Mark deleted the documents that entered the revisions bin since the last sync (see RevisionsBinWalk);
+    return how many.
+
+    The first sync only records where the bin stands: its tables start from the documents that exist now.
+    Entries of collections not synced are skipped. It runs before any upsert: a document deleted and re-created
+    since the last sync is not in the bin (RavenDB drops it) and is upserted afterwards.
+    """
+    return _retrying(
+        "revisions bin", "reading it again", lambda: _mark_deleted(store, settings, set(collections), state)
+    )
+
+
+def _mark_deleted(store: DocumentStore, settings: Settings, synced: set[str], state: SyncState) -> int:
+    first_sync = state.deletes.since is None
+    walk = RevisionsBinWalk(store, settings, state.deletes)
+    newest, deleted = None, 0
+    for entry in walk:
+        meta = Metadata.of(entry)
+        newest = newest or meta
+        if first_sync:
+            break
+        if meta.collection in synced:
+            delete_document(meta.collection, meta.id, state)
+            deleted += 1
+    if not first_sync and not walk.reached and state.deletes.change_vector is not None:
+        log.warning(
+            f"revisions bin: neither the entry deleted at {state.deletes.since} that the last sync read last nor any "
+            "older one is listed any more: documents deleted before this sync that were purged from the bin "
+            "(revisions bin cleaner, revisions expiry) are not marked deleted; reconcile_deletes_hours catches them"
+        )
+    state.deletes.advance(newest)
+    if deleted or walk.requests > 1:
+        log.info(f"revisions bin: marked {deleted} deleted documents ({walk.requests} requests)")
+    return deleted
+
+
+def read_together(selection: Selection, state: SyncState) -> list[str]:
+    """The new collections whose first sync is one read of the whole database (`sync_new_collections`): those
+    `small_together` picks among the collections read from the beginning (never synced, or starting over).
+    Larger collections, and a few small ones in a large database, are read one by one in `@last-modified` order,
+    where the cursor advances, and checkpoints save it, as the documents stream."""
+    return small_together(selection, [name for name in selection.counts if state.starts_over(name)])
+
+
+def sync_new_collections(
+    store: DocumentStore,
+    settings: Settings,
+    collections: list[str],
+    documents: int,
+    state: SyncState,
+    progress: "Progress",
+) -> int:
+    """Upsert every document of `collections`, all read from the beginning, from one stream of every document of
+    the database (its `documents`), newest etag first, retrying transient failures.
+
+    The stream reads storage, not an index: nothing to build or wait for. RavenDB renews the read transaction of a
+    long stream and resumes it after the last etag sent, so every document not written during the stream is read;
+    one written during it has a `@last-modified` past the moment the stream began, which bounds each cursor as it
+    bounds a collection's read (`stream_bound`). The order is not `@last-modified` order, so each cursor is held
+    (checkpoints save it where it was) until the stream has ended; a sync that fails before then reads them again,
+    skipping the documents its checkpoints recorded as landed.
+    """
+    names = {name.lower(): name for name in collections}
+    log.info(
+        f"{len(collections):,} new collections: sync started, in one read of the database ({documents:,} documents)"
+    )
+    started = time.monotonic()
+    progress.start_read(f"{len(collections):,} new collections (one read of the database)", documents, len(collections))
+    cursors = [state.cursor(name) for name in collections]
+    for cursor in cursors:
+        cursor.hold()
+    upserted, bound = 0, None
+
+    def attempt() -> None:
+        nonlocal upserted, bound
+        covered_from = time.monotonic()
+        stream = DatabaseStream(store, settings).open()
+        bound = stream_bound(stream, covered_from, settings.lookback)
+        if bound is None:
+            log.warning("new collections: RavenDB sent no Date header; their cursors stay and they are read again")
+        upserted += _upsert_changes(
+            stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress
+        )
+
+    _retrying("new collections", "reading the database again", attempt)
+    for cursor in cursors:
+        cursor.release()
+        cursor.finish(bound)
+    seconds = time.monotonic() - started
+    log.info(
+        f"{len(collections):,} new collections: synced {upserted} documents in {seconds:.1f} s "
+        f"({upserted / max(seconds, 1e-6):,.0f} docs/s)"
+    )
+    return upserted
+
+
+def sync_collection(
+    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: "Progress"
+) -> int:
+    """Upsert every document of `collection` changed since its cursor, retrying transient failures.
+
+    Its state is saved at the next checkpoint, which comes every 1,000 records across collections (see Checkpoints)."""
+    since = state.cursor(collection).since
+    log.info(f"{collection}: sync started from {'the beginning' if since == _BEGINNING_OF_TIME else since}")
+    started = time.monotonic()
+    progress.start_collection(collection)
+    documents = 0
+
+    def attempt() -> None:
+        nonlocal documents
+        documents += _stream_into_destination(store, settings, collection, state, progress)
+
+    _retrying(collection, "resuming from the cursor", attempt)
+    seconds = time.monotonic() - started
+    log.info(
+        f"{collection}: synced {documents} documents in {seconds:.1f} s ({documents / max(seconds, 1e-6):,.0f} docs/s)"
+    )
+    return documents
+
+
+def _stream_into_destination(
+    store: DocumentStore, settings: Settings, collection: str, state: SyncState, progress: "Progress"
+) -> int:
+    """Upsert the documents changed since the cursor; move the cursor only as far as the read provably covers.
+
+    The index behind the query answers from a snapshot, with each document's current version at its indexed place:
+    a document changed after the snapshot comes back early carrying its new `@last-modified`, one written after it
+    not at all. Every document no newer than the moment the server began the query (its clock, less the lookback)
+    is at its place, so only those move the cursor (`stream_bound`); newer ones are upserted and read again next
+    sync. A stale index is first waited for, and the query sent again: the moment the wait began then bounds the
+    cursor. If it is still stale after the wait, what it returns is upserted and moves no cursor.
+    """
+    cursor = state.cursor(collection)
+    stream, bound = _open_changes(store, settings, collection, changed_since_query(collection, cursor.since))
+    upserted = _upsert_changes(stream, lambda meta: collection, state, bound, progress)
+    cursor.finish(bound)
+    return upserted
+
+
+def _open_changes(
+    store: DocumentStore, settings: Settings, subject: str, query: IndexQuery
+) -> tuple["QueryStream", str | None]:
+    """Open the stream of `query` (changes since a cursor), after waiting for its index if it was stale; with the
+    `@last-modified` up to which it is known to hold every document at its place (`stream_bound`; None: unknown)."""
+    covered_from: float | None = time.monotonic()
+    stream = QueryStream(store, settings, query).open()
+    if stream.is_stale:
+        stream.close()
+        covered_from = _wait_for_index(store, settings, subject, query)
+        stream = QueryStream(store, settings, query).open()
+    bound = None if covered_from is None else stream_bound(stream, covered_from, settings.lookback)
+    if bound is None and covered_from is not None:
+        log.warning(f"{subject}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
+    return stream, bound
+
+
+def _upsert_changes(
+    stream: "QueryStream",
+    collection_of: Callable[[Metadata], str | None],
+    state: SyncState,
+    bound: str | None,
+    progress: "Progress",
+    database: DatabaseCursor | None = None,
+) -> int:
+    """Upsert what the stream returns into the table of the collection `collection_of` names (None: a document
+    no table takes), unless it landed already; each document read may move the cursor of its collection, or the
+    `database` cursor when the stream reads the whole database."""
+    upserted = 0
+    for document in stream:
+        meta = Metadata.of(document)
+        collection = collection_of(meta)
+        cursor = database if database is not None else state.cursor(collection) if collection is not None else None
+        if collection is None or cursor is None:
+            if cursor is not None:
+                cursor.record(meta, bound, landed=False)
+            progress.document_read(upserted=False)
+            continue
+        digest = KeptVersions.hash_of(meta)
+        if cursor.already_synced(meta, digest) or (database is not None and database.landed_before(collection, meta)):
+            cursor.record(meta, bound, landed=False)  # landed before: it may still move the cursor
+            progress.document_read(upserted=False)
+            continue
+        upsert_document(collection, document, state)
+        cursor.record(meta, bound, digest=digest)
+        upserted += 1
+        progress.document_read(upserted=True)
+        state.checkpoints.record_written()
+    return upserted
+
+
+def reads_database(settings: Settings, selection: Selection) -> bool:
+    """Whether this sync reads the changes of its collections in one query of the whole database (`sync_database`)
+    rather than one query per collection (`sync_collection`).
+
+    One query of the database takes one request and one auto index (`Auto/AllDocs/By@metadata.@last-modified`)
+    whatever the number of collections, but reads the changes of every collection, selected or not. One query
+    per collection takes a request and an auto index per collection (and, where the application already has an
+    auto index on that collection, RavenDB builds a merged one from scratch) but reads only what is selected.
+    Per collection therefore when `collection_name` lists at most `_PER_COLLECTION_READS` collections, the cost of
+    which is bounded and which may be a small part of a busy database; the whole database otherwise (every
+    collection, or a longer list)."""
+    return not settings.collections or len(selection.counts) > _PER_COLLECTION_READS
+
+
+def sync_database(
+    store: DocumentStore,
+    settings: Settings,
+    collections: list[str],
+    read_now: list[str],
+    state: SyncState,
+    progress: "Progress",
+) -> int:
+    """Upsert every document of `collections` changed since the database's cursor, in one query of the whole
+    database in `@last-modified` order, retrying transient failures.
+
+    The cursor rules are those of a collection's read (`_stream_into_destination`). Documents of other
+    collections, system collections (`@hilo`) and documents without a collection are read and skipped. The
+    collections this sync read on their own (`read_now`: a first read, or the last read of a cursor of its own,
+    such as a state saved by an earlier version) join the database's cursor first (DatabaseCursor.join): the
+    read starts at the oldest, and skips what landed before. When every collection was read on its own in this
+    sync, nothing is left to read: the read of the database is left to the next sync.
+    """
+    database = state.join_database(collections)
+    if set(collections) <= set(read_now):
+        return 0
+    names = {name.lower(): name for name in collections}
+    log.info(f"{len(collections):,} collections: sync started from {database.since}, in one query of the database")
+    started = time.monotonic()
+    progress.start_read(f"{len(collections):,} collections (one query of the database)", 0, len(collections))
+    progress.collections -= len(set(collections) & set(read_now))  # counted by their own read
+    upserted = 0
+
+    def attempt() -> None:
+        nonlocal upserted
+        query = collection_query(_DATABASE_CHANGED_SINCE_RQL, "", since=database.since)
+        stream, bound = _open_changes(store, settings, "database", query)
+        upserted += _upsert_changes(
+            stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress, database
+        )
+        database.finish(bound)
+
+    _retrying("database", "resuming from the cursor", attempt)
+    seconds = time.monotonic() - started
+    log.info(
+        f"{len(collections):,} collections: synced {upserted} documents in {seconds:.1f} s "
+        f"({upserted / max(seconds, 1e-6):,.0f} docs/s)"
+    )
+    return upserted
+
+
+def upsert_document(collection: str, document: dict, state: SyncState, checkpoint_on_widen: bool = True) -> None:
+    """Upsert the document's row and its child-table rows, and delete the element rows an earlier version left.
+
+    The state keeps, per child table, the most elements one array has had (checkpointed before rows beyond it
+    are written), so the rows of removed elements are found without keeping anything per document. In a
+    reconciliation the widening waits for the reconciliation's own checkpoint, which must carry its truncate and
+    its touches together."""
+    columns = state.columns(collection)
+    if not state.children.tables(collection):
+        op.upsert(table_name(collection), flatten(document, columns))
+        return
+    rows = state.children.rows(collection, document, columns)
+    if state.children.widen(rows.widths) and checkpoint_on_widen:
+        state.checkpoints.save()
+    for table, row in rows.upserts:
+        op.upsert(table, row)
+    for table, key in rows.stale:
+        op.delete(table, key)
+
+
+def delete_document(collection: str, doc_id: str, state: SyncState) -> None:
+    """Mark a deleted document's row deleted, and every element row it may have in its child tables."""
+    op.delete(table_name(collection), {"Id": doc_id})
+    for table, key in state.children.deleted_rows(collection, doc_id):
+        op.delete(table, key)
+
+
+def reconciliation_due(settings: Settings, state: SyncState, collection: str, now: datetime) -> bool:
+    if settings.reconcile_every is None:
+        return False
+    last = state.reconciled_at.get(collection)
+    return last is None or now - datetime.fromisoformat(last) >= settings.reconcile_every
+
+
+def reconcile_deletes(
+    store: DocumentStore,
+    settings: Settings,
+    collections: list[str],
+    state: SyncState,
+    progress: "Progress | None" = None,
+) -> None:
+    """Mark deleted every row of `collections` whose document no longer exists, without ever marking a live one.
+
+    op.truncate soft-deletes every row synced before it; each document that exists is then touched again
+    (op.update of its Id, or a full upsert if it changed after the cursor). Truncates and touches reach the
+    destination together at the next checkpoint, so no live row is ever seen deleted. Child tables are
+    truncated too, and each element row of an existing document touched by its key.
+
+    The documents are read in one read of the database from storage, newest etag first (GET /streams/docs), never
+    by position: when RavenDB renews the read transaction of the long read (encrypted databases, 7.x compressed
+    documents), it resumes below the last etag read, so every document unchanged since the read began is read once.
+    A document rewritten during the read moves above it and may be missed; it is newer than its collection's
+    cursor, so the read of each collection's changes that follows lands it before the checkpoint.
+    """
+    started = time.monotonic()
+    by_lower = {name.lower(): name for name in collections}
+    documents = dict.fromkeys(collections, 0)
+    for collection in collections:
+        op.truncate(table_name(collection))
+        for child_table in state.children.table_names(collection):
+            op.truncate(child_table)
+    for document in DatabaseStream(store, settings):
+        meta = Metadata.of(document)
+        collection = by_lower.get((meta.collection or "").lower())
+        if collection is not None:
+            _touch(collection, document, meta, state)
+            documents[collection] += 1
+    progress = progress or Progress(settings.progress_seconds, documents)
+    for collection in collections:
+        _retrying(
+            collection,
+            "reading its changes again",
+            lambda collection=collection: _stream_into_destination(store, settings, collection, state, progress),
+        )
+        state.reconciled_at[collection] = datetime.now(timezone.utc).isoformat()
+    state.checkpoints.save()
+    seconds = time.monotonic() - started
+    for collection in collections:
+        log.info(f"{collection}: reconciled deletes against {documents[collection]} documents ({seconds:.1f} s)")
+
+
+def _touch(collection: str, document: dict, meta: Metadata, state: SyncState) -> None:
+    """A reconciliation found the document: its row (and element rows) are live again, in full if it changed
+    after the cursor."""
+    cursor = state.cursor(collection)  # its changes are read by its own query next (a joined one leaves the database's)
+    if meta.last_modified > cursor.since:
+        upsert_document(collection, document, state, checkpoint_on_widen=False)
+        cursor.record(meta, None)  # the read of the changes that follows does not land it again
+    elif not state.children.tables(collection):
+        op.update(table_name(collection), {"Id": meta.id})
+    else:
+        for row_table, key in state.children.row_keys(collection, document, state.columns(collection)):
+            op.update(row_table, key)
+
+
+def _retrying(subject: str, again: str, action: Callable[[], Any]) -> Any:
+    """Run `action`; after a transient failure wait (capped exponential backoff) and run it again, at most
+    `_MAX_ATTEMPTS` times in all. Final errors pass through at once."""
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except TransientSourceError as exc:
+            if attempt == _MAX_ATTEMPTS:
+                raise SourceError(exc.setting, f"{exc.message} ({subject}: gave up after {attempt} attempts)") from exc
+            delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1))
+            log.warning(f"{subject}: {exc}; {again} in {delay:.0f} s")
+            time.sleep(delay)
+            attempt += 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints and progress: what a sync saves and when, and what it tells the log while it runs
+
+
+class Checkpoints:
+    """When a sync saves its state, and what it saved last.
+
+    A checkpoint is due every 1,000 records handed to Fivetran, counted across collections (a sync of many small
+    collections checkpoints as often as one large collection), and one saves the final state unless the last one
+    already did. A sync that fails therefore reads again at most the 999 documents it upserted after its last
+    checkpoint, which land again as the same rows; one that fails while new collections are read together (their
+    cursors held) reads them again whole, at most `_MAX_READ_TOGETHER` documents.
+    """
+
+    def __init__(self, state: SyncState):
+        self.state = state
+        self.unsaved_records = 0  # handed to Fivetran since the last checkpoint
+        self.last_saved: dict | None = None  # what this sync's last checkpoint saved
+
+    def record_written(self) -> None:
+        """One more record handed to Fivetran; save when a checkpoint is due."""
+        self.unsaved_records += 1
+        if self.unsaved_records >= _CHECKPOINT_EVERY_RECORDS:
+            self.save()
+
+    def save(self) -> None:
+        """Save the state; the records handed to Fivetran before it reach the destination with it."""
+        saved = self.state.to_dict()
+        op.checkpoint(saved)
+        self.unsaved_records, self.last_saved = 0, saved
+
+    def save_if_changed(self) -> None:
+        """Save unless the last checkpoint of this sync saved the same state with no record since."""
+        if self.unsaved_records > 0 or self.state.to_dict() != self.last_saved:
+            self.save()
+
+
+class Progress:
+    """While a read streams, at most one line every `every_seconds`: documents read, how many it will read from
+    RavenDB's collection statistics (read once at the start of the sync), percent, rate and time left. At the end,
+    one summary line for the sync: collections, documents upserted, deletes, seconds.
+
+    A collection's count is of the whole collection: for an incremental sync, which reads only what changed, the
+    percent is low and the time left an upper bound; documents written during the sync can take it past 100%. The
+    first read of new collections together reads the whole database and counts every document it reads.
+    """
+
+    def __init__(self, every_seconds: float, counts: dict[str, int]):
+        self.every_seconds, self.counts = every_seconds, counts
+        self.started = time.monotonic()
+        self.collections = self.documents = 0
+        self.label, self.total, self.done = "", 0, 0
+        self.read_started, self.next_line = self.started, math.inf
+
+    def start_collection(self, collection: str) -> None:
+        self.start_read(collection, self.counts.get(collection, 0), collections=1)
+
+    def start_read(self, label: str, total: int, collections: int) -> None:
+        self.collections += collections
+        self.label, self.total, self.done = label, total, 0
+        self.read_started = time.monotonic()
+        self.next_line = self.read_started + self.every_seconds
+
+    def document_read(self, upserted: bool) -> None:
+        self.done += 1
+        self.documents += upserted
+        now = time.monotonic()
+        if now >= self.next_line:
+            self.next_line = now + self.every_seconds
+            log.info(self._progress_line(now))
+
+    def _progress_line(self, now: float) -> str:
+        rate = self.done / max(now - self.read_started, 1e-6)
+        percent = 100 * self.done / self.total if self.total else 100.0
+        left = max(self.total - self.done, 0) / rate
+        return (
+            f"{self.label}: {self.done:,} of {self.total:,} documents ({percent:.0f}%), {rate:,.0f} docs/s, "
+            f"about {_duration(left)} left"
+        )
+
+    def finished(self, deletes: int, state_bytes: int) -> None:
+        seconds = time.monotonic() - self.started
+        log.info(
+            f"sync finished: {self.collections} collections, {self.documents:,} documents upserted, "
+            f"{deletes:,} deletes, {seconds:.1f} s, state {_size(state_bytes)}"
+        )
+
+
+def _size(count: int) -> str:
+    return f"{count:,} bytes" if count < 10_000 else f"{count / 1000:,.0f} KB"
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
 connector = Connector(update=update, schema=schema, configuration_form=configuration_form)
+
 
 if __name__ == "__main__":
     with open("configuration.json", encoding="utf-8") as configuration_file:

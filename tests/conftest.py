@@ -1,17 +1,35 @@
-"""Shared fixtures: a base configuration, a document factory, a recorder of op.* calls and a fake store."""
+"""Shared fixtures: configurations, a connector project, a document factory, recorders of op.* calls and log lines,
+an in-memory database with a clock, and retries without waits."""
 
 import itertools
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import connector
-from tests.fakes import FakeDocumentStore
-from tests.syncing import configuration_for
+from tests.fakes import FakeClock, FakeRavenDB
+from tests.syncing import configuration_for, copy_project
 
 pytest_plugins = ["tests.standin.fixtures"]
+
+SERVER_FIXTURES = {"raven_server", "ravendb_target", "ravendb_store", "standin_control", "standin_http"}
+CLI_FIXTURES = {"project", "offline", "crash_runs"}  # each runs the fivetran CLI or scripts/deploy.sh
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by what it runs: `e2e` runs the `fivetran` CLI or a script of scripts/ as a user does (marked
+    by hand, or by a fixture of CLI_FIXTURES); `integration` talks to a test server (RavenDB or the stand-in);
+    `unit` runs in-process only (against the fake store at most)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("e2e") is None and fixtures & CLI_FIXTURES:
+            item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("e2e") is None:
+            item.add_marker(pytest.mark.integration if fixtures & SERVER_FIXTURES else pytest.mark.unit)
 
 
 @pytest.fixture
@@ -24,6 +42,12 @@ def base_configuration() -> dict[str, str]:
 def configuration(ravendb_target) -> dict[str, str]:
     """The connector's configuration for the test server's fresh database, syncing Orders."""
     return configuration_for(ravendb_target, collection_name="Orders")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A connector project as a user has it, in a fresh folder: connector.py and requirements.txt."""
+    return copy_project(tmp_path)
 
 
 @dataclass
@@ -91,23 +115,41 @@ def ops(monkeypatch: pytest.MonkeyPatch) -> RecordedOps:
 
 
 @pytest.fixture
-def fake_store(monkeypatch: pytest.MonkeyPatch) -> type[FakeDocumentStore]:
-    """Replace ravendb.DocumentStore in connector.py with the in-memory fake; the TCP probe always succeeds."""
-    monkeypatch.setattr(FakeDocumentStore, "documents", {})
-    monkeypatch.setattr(FakeDocumentStore, "instances", [])
-    monkeypatch.setattr(FakeDocumentStore, "revisions_bin", None)
-    monkeypatch.setattr(FakeDocumentStore, "bin_extra", {})
-    monkeypatch.setattr(FakeDocumentStore, "indexed_at", {})
+def fake_store(monkeypatch: pytest.MonkeyPatch) -> FakeRavenDB:
+    """A fresh in-memory database that connector.py opens its stores on (in place of ravendb.DocumentStore); the TCP
+    probe of the server always succeeds."""
+    db = FakeRavenDB()
     # The server's clock a minute after the default timestamps of make_document: the documents are newer than
     # the lookback bound, and a document a test writes later with a later timestamp is read by the next sync.
-    monkeypatch.setattr(FakeDocumentStore, "server_date", datetime(2024, 5, 1, 10, 1, tzinfo=timezone.utc))
-    monkeypatch.setattr(FakeDocumentStore, "stale_streams", 0)
-    monkeypatch.setattr(FakeDocumentStore, "stale_waits", 0)
-    monkeypatch.setattr(FakeDocumentStore, "error_after", None)
-    monkeypatch.setattr(FakeDocumentStore, "seconds_per_document", 0.0)
-    monkeypatch.setattr(connector, "DocumentStore", FakeDocumentStore)
+    db.server_date = datetime(2024, 5, 1, 10, 1, tzinfo=timezone.utc)
+    monkeypatch.setattr(connector, "DocumentStore", db.open_store)
     monkeypatch.setattr(connector, "_check_reachable", lambda urls: None)
-    return FakeDocumentStore
+    return db
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch, fake_store: FakeRavenDB) -> FakeClock:
+    """connector.py's clock, moved only by its own waits and by the fake store's slow streams."""
+    fake_clock = FakeClock()
+    monkeypatch.setattr(connector, "time", fake_clock)
+    fake_store.sleep = fake_clock.sleep
+    return fake_clock
+
+
+@pytest.fixture
+def own_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary folder of the test's own as tempfile.gettempdir(), where connector.py writes its certificate
+    folders: the folders of other processes in the shared one do not count."""
+    folder = tmp_path / "tempdir"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries resume at once: the tests count attempts, not seconds."""
+    monkeypatch.setattr(connector, "_BACKOFF_FIRST_SECONDS", 0.0)
 
 
 @pytest.fixture

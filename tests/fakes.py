@@ -1,22 +1,24 @@
-"""An in-memory stand-in for ravendb.DocumentStore, for the fast unit tests of connector.py.
+"""An in-memory RavenDB database and a stand-in for ravendb.DocumentStore, for the fast unit tests of connector.py.
 
-It implements only the calls connector.py makes, and answers them as the real client would: collection
-statistics, database statistics, the wait-for-index query, revisions-bin pages as RavenDB 6.x/7.x pages them (raw
-records, then the filter), the newest documents of a collection (`GET /collections/docs`), the JSONL stream of
-`from '<c>' where @metadata.'@last-modified' >= $since` with the server's Date header, and every document of the
-database newest first (`GET /streams/docs`). Like a real index, a stream may return documents at an indexed
-position older than their current @last-modified (`indexed_at`), report itself stale (`stale_streams`) or break
-off with an Error line (`error_after`).
+`FakeRavenDB` holds one database's documents and how its answers misbehave; `FakeRavenDB.open_store` takes the
+place of ravendb.DocumentStore (the `fake_store` fixture puts it there), and each store it opens records what the
+connector asked of it. A store implements only the calls connector.py makes, and answers them as the real client
+would: collection statistics, database statistics, the wait-for-index query, revisions-bin pages as RavenDB
+6.x/7.x pages them (raw records, then the filter), the newest documents of a collection (`GET /collections/docs`),
+the JSONL stream of `from '<c>' where @metadata.'@last-modified' >= $since` with the server's Date header, and
+every document of the database newest first (`GET /streams/docs`). Like a real index, a stream may return
+documents at an indexed position older than their current @last-modified (`indexed_at`), report itself stale
+(`stale_streams`) or break off with an Error line (`error_after`).
 """
 
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from types import SimpleNamespace
-from typing import ClassVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ravendb.documents.commands.query import QueryCommand
@@ -29,8 +31,8 @@ _FROM = re.compile(r"^from (?:'((?:[^'\\]|\\.)*)'|@all_docs) ")
 
 
 class FakeResponse:
-    def __init__(self, lines: list[bytes], date: datetime | None, seconds_per_line: float = 0.0):
-        self.lines, self.seconds_per_line = lines, seconds_per_line
+    def __init__(self, lines: list[bytes], date: datetime | None, seconds_per_line: float, sleep: Callable):
+        self.lines, self.seconds_per_line, self.sleep = lines, seconds_per_line, sleep
         self.closed = False
         self.url = "http://127.0.0.1:8080/databases/Northwind/streams/queries?format=jsonl"
         self.headers = {"Date": format_datetime(date, usegmt=True)} if date else {}
@@ -38,7 +40,7 @@ class FakeResponse:
     def iter_lines(self, chunk_size: int = 512) -> Iterator[bytes]:
         for line in self.lines:
             if self.seconds_per_line:
-                time.sleep(self.seconds_per_line)
+                self.sleep(self.seconds_per_line)
             yield line
 
     def close(self) -> None:
@@ -47,7 +49,7 @@ class FakeResponse:
 
 class FakeRequestExecutor:
     def __init__(self, store: "FakeDocumentStore"):
-        self.store = store
+        self.store, self.db = store, store.db
 
     @property
     def preferred_node(self):
@@ -57,16 +59,18 @@ class FakeRequestExecutor:
         self.execute_command(command, session_info)
 
     def execute_command(self, command, session_info=None) -> None:
+        if self.db.before_command is not None:
+            self.db.before_command(command)
         if isinstance(command, GetRevisionsBinEntryCommand):
             self.bin_command(command)
             return
         if isinstance(command, GetStatisticsOperation._GetStatisticsCommand):
-            command.result = SimpleNamespace(count_of_revision_documents=len(self.store.revisions_bin or []))
+            command.result = SimpleNamespace(count_of_revision_documents=len(self.db.revisions_bin or []))
             return
         if isinstance(command, QueryCommand):  # the connector's wait for a stale index
             self.store.index_waits.append(command._QueryCommand__index_query.query)
-            stale = self.store.stale_waits > 0
-            type(self.store).stale_waits -= 1
+            stale = self.db.stale_waits > 0
+            self.db.stale_waits -= 1
             command.result = SimpleNamespace(is_stale=stale, index_name="Auto/Orders/By@metadata.@last-modified")
             return
         request = command.create_request(SimpleNamespace(url="http://fake", database="Northwind"))
@@ -75,7 +79,7 @@ class FakeRequestExecutor:
             name, size = query["name"][0].lower(), int(query["pageSize"][0])
             newest = [
                 document
-                for document in reversed(self.store.documents.values())
+                for document in reversed(self.db.documents.values())
                 if document["@metadata"].get("@collection", "").lower() == name
             ]
             self.store.samples.append(query["name"][0])
@@ -83,17 +87,17 @@ class FakeRequestExecutor:
             return
         if isinstance(command, StreamCommand):  # GET /streams/docs: every document, newest etag first
             self.store.queries.append(("GET /streams/docs", {}))
-            self.stream(command, [], list(self.store.documents.values())[::-1], items=False)
+            self.stream(command, [], list(self.db.documents.values())[::-1], items=False)
             return
         query = command._index_query
         if not query.query.endswith(" desc"):
             self.store.queries.append((query.query, dict(query.query_parameters or {})))
         if query.query.endswith(" desc"):
-            documents = self.store.changed_since(query.query, "")[::-1][: query.page_size]
+            documents = self.db.changed_since(query.query, "")[::-1][: query.page_size]
         else:
-            documents = self.store.changed_since(query.query, query.query_parameters["since"])
-        stale = self.store.stale_streams > 0
-        type(self.store).stale_streams -= 1
+            documents = self.db.changed_since(query.query, query.query_parameters["since"])
+        stale = self.db.stale_streams > 0
+        self.db.stale_streams -= 1
         stats = {
             "Stats": {
                 "ResultEtag": 1,
@@ -111,19 +115,17 @@ class FakeRequestExecutor:
         after `error_after` documents if the test asked."""
         head = len(lines)
         lines = lines + [json.dumps({"Item": doc} if items else doc).encode() for doc in documents]
-        if self.store.error_after is not None and len(lines) > self.store.error_after + head:
-            lines[self.store.error_after + head :] = [
-                json.dumps({"Error": "System.OperationCanceledException: gone"}).encode()
-            ]
-            type(self.store).error_after = None
-        command.result = SimpleNamespace(
-            response=FakeResponse(lines, self.store.server_date, self.store.seconds_per_document)
-        )
+        error_after = self.db.error_after
+        if error_after is not None and len(lines) > error_after + head:
+            lines[error_after + head :] = [json.dumps({"Error": "System.OperationCanceledException: gone"}).encode()]
+            self.db.error_after = None
+        response = FakeResponse(lines, self.store.server_date, self.db.seconds_per_document, self.db.sleep)
+        command.result = SimpleNamespace(response=response)
 
     def bin_command(self, command: GetRevisionsBinEntryCommand) -> None:
         """Skip `start` raw records, take `pageSize`, drop the None ones (no longer bin entries); 304 when
         If-None-Match names the newest raw record's change vector."""
-        raw = self.store.revisions_bin or []  # None: no revisions configuration, an empty bin (RavenDB 6.x/7.x)
+        raw = self.db.revisions_bin or []  # None: no revisions configuration, an empty bin (RavenDB 6.x/7.x)
         request = command.create_request(SimpleNamespace(url="http://fake", database="Northwind"))
         self.store.bin_requests.append(request.url)
         newest = raw[0]["@metadata"].get("@change-vector") if raw and raw[0] is not None else None
@@ -134,25 +136,59 @@ class FakeRequestExecutor:
         query = parse_qs(urlsplit(request.url).query)
         start, size = int(query["start"][0]), int(query["pageSize"][0])
         body = {"Results": [entry for entry in raw[start : start + size] if entry is not None]}
-        command.set_response(json.dumps({**body, **self.store.bin_extra}), False)
+        command.set_response(json.dumps({**body, **self.db.bin_extra}), False)
+
+
+class FakeRavenDB:
+    """One database: its documents (id -> document with @metadata, in storage order) and how its answers
+    misbehave; `stores` are the stores the connector opened on it, in order."""
+
+    def __init__(self, sleep: Callable[[float], Any] = time.sleep):
+        self.documents: dict[str, dict] = {}
+        self.stores: list[FakeDocumentStore] = []
+        self.revisions_bin: list[dict | None] | None = None  # raw records newest first; None: no longer listed
+        self.bin_extra: dict = {}  # more keys of every bin answer
+        self.indexed_at: dict[str, str] = {}  # id -> @last-modified the index still places it at
+        self.server_date: datetime | bool | None = None  # the Date header of streams; None: now; False: none
+        self.stale_streams = 0  # how many of the next streams report a stale index
+        self.stale_waits = 0  # how many of the next waits for the index end still stale
+        self.error_after: int | None = None  # the next stream breaks off with an Error line after this many documents
+        self.seconds_per_document = 0.0  # a slow stream: each line of a stream takes this long, by `sleep`
+        self.sleep = sleep
+        self.before_command: Callable[[Any], None] | None = None  # sees each command first; may raise, or set up
+
+    def add(self, *documents: dict) -> None:
+        """Store documents by their @metadata @id (a stored id is replaced)."""
+        for document in documents:
+            self.documents[document["@metadata"]["@id"]] = document
+
+    def open_store(self, urls, database) -> "FakeDocumentStore":
+        """What `ravendb.DocumentStore(urls, database)` gives: a store on this database."""
+        store = FakeDocumentStore(self, urls, database)
+        self.stores.append(store)
+        return store
+
+    def changed_since(self, rql: str, since: str) -> list[dict]:
+        """`from '<c>'` or `from @all_docs` (every document) where the indexed @last-modified >= since."""
+        quoted = _FROM.match(rql).group(1)
+        collection = None if quoted is None else re.sub(r"\\(.)", r"\1", quoted)
+        selected = [
+            doc
+            for doc in self.documents.values()
+            if collection in (None, doc["@metadata"].get("@collection")) and self.indexed_position(doc) >= since
+        ]
+        return sorted(selected, key=self.indexed_position)
+
+    def indexed_position(self, document: dict) -> str:
+        metadata = document["@metadata"]
+        return self.indexed_at.get(metadata["@id"], metadata["@last-modified"])
 
 
 class FakeDocumentStore:
-    """Documents live in `documents` (id -> document with @metadata); every instance shares one class-level db."""
+    """A client store on a FakeRavenDB; records the queries, index waits, bin pages and samples it was asked for."""
 
-    documents: ClassVar[dict[str, dict]] = {}
-    instances: ClassVar[list["FakeDocumentStore"]] = []
-    revisions_bin: ClassVar[list[dict | None] | None] = None  # raw records newest first; None: no longer listed
-    bin_extra: ClassVar[dict] = {}  # more keys of every bin answer
-    indexed_at: ClassVar[dict[str, str]] = {}  # id -> @last-modified the index still places it at
-    server_date: ClassVar[datetime | None] = None  # the Date header streams carry; None: the current time
-    stale_streams: ClassVar[int] = 0  # how many of the next streams report a stale index
-    stale_waits: ClassVar[int] = 0  # how many of the next waits for the index end still stale
-    error_after: ClassVar[int | None] = None  # the next stream breaks off with an Error line after this many documents
-    seconds_per_document: ClassVar[float] = 0.0  # a slow stream: each line of a query stream waits this long
-
-    def __init__(self, urls, database):
-        self.urls, self.database = urls, database
+    def __init__(self, db: FakeRavenDB, urls, database):
+        self.db, self.urls, self.database = db, urls, database
         self.certificate_pem_path = None
         self.trust_store_path = None
         self.conventions = DocumentConventions()
@@ -162,9 +198,7 @@ class FakeDocumentStore:
         self.samples: list[str] = []  # the collections whose newest documents were asked for (GET /collections/docs)
         self.initialized = self.closed = False
         self.maintenance = SimpleNamespace(send=self._send)
-        if self.server_date is None:
-            self.server_date = datetime.now(timezone.utc)
-        FakeDocumentStore.instances.append(self)
+        self.server_date = datetime.now(timezone.utc) if db.server_date is None else db.server_date
 
     def initialize(self):
         self.initialized = True
@@ -178,23 +212,22 @@ class FakeDocumentStore:
 
     def _send(self, operation):
         counts: dict[str, int] = {}
-        for document in self.documents.values():
+        for document in self.db.documents.values():
             collection = document["@metadata"].get("@collection", "@empty")
             counts[collection] = counts.get(collection, 0) + 1
-        return SimpleNamespace(collections=counts, count_of_documents=len(self.documents))
+        return SimpleNamespace(collections=counts, count_of_documents=len(self.db.documents))
 
-    def changed_since(self, rql: str, since: str) -> list[dict]:
-        """`from '<c>'` or `from @all_docs` (every document) where the indexed @last-modified >= since."""
-        quoted = _FROM.match(rql).group(1)
-        collection = None if quoted is None else re.sub(r"\\(.)", r"\1", quoted)
-        selected = [
-            doc
-            for doc in self.documents.values()
-            if collection in (None, doc["@metadata"].get("@collection")) and self.indexed_position(doc) >= since
-        ]
-        return sorted(selected, key=self.indexed_position)
 
-    @classmethod
-    def indexed_position(cls, document: dict) -> str:
-        metadata = document["@metadata"]
-        return cls.indexed_at.get(metadata["@id"], metadata["@last-modified"])
+class FakeClock:
+    """connector.py's `time` in a test: `monotonic()` reads a clock that only `sleep()` moves, at once."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds

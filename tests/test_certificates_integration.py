@@ -25,7 +25,9 @@ def client_forms(ravendb_target) -> dict[str, tuple[bytes, str | None]]:
 
 
 @pytest.mark.parametrize("form", FORM_NAMES)
-def test_each_certificate_form_syncs_over_https(ravendb_target, ravendb_store, client_forms, ops, logs, form):
+def test_each_certificate_form_syncs_over_https(
+    ravendb_target, ravendb_store, client_forms, ops, logs, form, own_tempdir
+):
     documents.put(ravendb_store, orders(1, 3))
     content, password = client_forms[form]
     configuration = configuration_for(ravendb_target, certificate_base64=b64(content), collection_name="Orders")

@@ -2,7 +2,6 @@
 DuckDB, Northwind-shaped orders land with one row per order line, and the lines table stays equal to the
 documents across syncs that add, change, remove lines and delete orders."""
 
-import json
 import os
 import random
 import signal
@@ -15,9 +14,16 @@ from ravendb import ConfigureRevisionsOperation, RevisionsCollectionConfiguratio
 import connector
 from tests import documents
 from tests.standin.sample_data import order
-from tests.syncing import configuration_for, database_documents, sync
-from tests.test_fivetran_debug import debug, project, query  # noqa: F401  (project is a fixture)
-from tests.test_reliability import debug_process, start_debug
+from tests.syncing import (
+    configuration_for,
+    database_documents,
+    debug,
+    debug_process,
+    query,
+    start_debug,
+    sync,
+    write_configuration,
+)
 
 EPOCH, MICROSECOND = datetime(1970, 1, 1, tzinfo=timezone.utc), timedelta(microseconds=1)
 LINE_COLUMNS = ("discount", "price_per_unit", "product", "product_name", "quantity")
@@ -58,7 +64,7 @@ def revisions(ravendb_store):
     ravendb_store.maintenance.send(ConfigureRevisionsOperation(configuration))
 
 
-def test_northwind_orders_land_with_one_child_row_per_order_line(ravendb_target, ravendb_store, project):  # noqa: F811
+def test_northwind_orders_land_with_one_child_row_per_order_line(ravendb_target, ravendb_store, project):
     documents.put(ravendb_store, northwind_orders(1, 60))
     configuration = configuration_for(ravendb_target, collection_name="Orders", child_tables="Orders.Lines")
 
@@ -77,7 +83,7 @@ def test_lines_added_changed_removed_and_orders_deleted_leave_the_lines_table_eq
     ravendb_target,
     ravendb_store,
     revisions,
-    project,  # noqa: F811
+    project,
 ):
     documents.put(ravendb_store, northwind_orders(1, 12))
     configuration = configuration_for(ravendb_target, collection_name="Orders", child_tables="Orders.Lines")
@@ -105,7 +111,7 @@ def test_lines_added_changed_removed_and_orders_deleted_leave_the_lines_table_eq
     ) == [(4,)]
 
 
-def test_a_grandchild_array_lands_in_its_own_table(ravendb_target, ravendb_store, project):  # noqa: F811
+def test_a_grandchild_array_lands_in_its_own_table(ravendb_target, ravendb_store, project):
     batches = [{"Lot": "L-1", "Expires": "2025-01-31T00:00:00.0000000"}, {"Lot": "L-2", "Expires": None}]
     body = {"Lines": [{"Product": "products/1-A", "Batches": batches}, {"Product": "products/2-A", "Batches": []}]}
     documents.put(ravendb_store, [("orders/1-A", "Orders", body)])
@@ -126,7 +132,7 @@ def test_a_grandchild_array_lands_in_its_own_table(ravendb_target, ravendb_store
     ) == [("orders/1-A", 0, 0, "L-1", "2025-01-31 00:00:00"), ("orders/1-A", 0, 1, "L-2", None)]
 
 
-def test_the_setting_off_leaves_todays_tables_unchanged(ravendb_target, ravendb_store, project):  # noqa: F811
+def test_the_setting_off_leaves_todays_tables_unchanged(ravendb_target, ravendb_store, project):
     documents.put(ravendb_store, northwind_orders(1, 5))
 
     run = debug(project, configuration_for(ravendb_target, collection_name="Orders"))
@@ -172,6 +178,7 @@ def test_reconciliation_marks_deleted_the_lines_of_orders_that_no_longer_exist(r
     assert {"orders/3-A", "orders/7-A"}.isdisjoint(doc_id for doc_id, _ in live)
 
 
+@pytest.mark.e2e
 def test_a_sync_killed_mid_way_and_resumed_after_lines_changed_leaves_no_orphan_or_missing_line(
     ravendb_target, ravendb_store, tmp_path
 ):
@@ -182,9 +189,7 @@ def test_a_sync_killed_mid_way_and_resumed_after_lines_changed_leaves_no_orphan_
         for first in range(1, count + 1, 1000):
             documents.put(ravendb_store, northwind_orders(first, 1000, seed=first))
     configuration = configuration_for(ravendb_target, collection_name="Orders", child_tables="Orders.Lines")
-    configuration_path = tmp_path / "configuration.json"
-    configuration_path.write_text(json.dumps(configuration))
-    configuration_path.chmod(0o600)
+    configuration_path = write_configuration(tmp_path / "configuration.json", configuration)
     project_dir = tmp_path / "project"
     run = start_debug(project_dir, configuration_path, tmp_path / "tmp", "killed.log")
     log_path, deadline, killed_at = tmp_path / "killed.log", time.monotonic() + 120, None

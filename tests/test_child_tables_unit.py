@@ -12,11 +12,6 @@ LINES = ("Id", "lines_index")
 BATCHES = ("Id", "lines_index", "batches_index")
 
 
-def store(fake_store, *documents):
-    for document in documents:
-        fake_store.documents[document["@metadata"]["@id"]] = document
-
-
 def line(product: int, quantity: int = 1, **extra) -> dict:
     return {"Product": f"products/{product}-A", "Quantity": quantity, "PricePerUnit": 14.4, **extra}
 
@@ -106,7 +101,7 @@ class TestRows:
         self, fake_store, make_document, child_configuration, ops
     ):
         order = make_document(doc_id="orders/1-A", Freight=3.5, Lines=[line(11, 12), line(42, 10, Discount=0.15)])
-        store(fake_store, order)
+        fake_store.add(order)
 
         connector.update(child_configuration, {})
 
@@ -117,7 +112,7 @@ class TestRows:
     def test_setting_off_leaves_the_array_as_json_and_writes_no_other_table(
         self, fake_store, make_document, base_configuration, ops
     ):
-        store(fake_store, make_document(doc_id="orders/1-A", Lines=[line(11)]))
+        fake_store.add(make_document(doc_id="orders/1-A", Lines=[line(11)]))
 
         connector.update(base_configuration, {})
 
@@ -126,7 +121,7 @@ class TestRows:
 
     def test_an_element_is_flattened_like_a_document(self, fake_store, make_document, child_configuration, ops):
         element = {"Product": {"Name": "Chai", "Tags": ["tea"]}, "Paid": True, "Size": 1.5, "@kind": "box"}
-        store(fake_store, make_document(doc_id="orders/1-A", Lines=[element]))
+        fake_store.add(make_document(doc_id="orders/1-A", Lines=[element]))
 
         connector.update(child_configuration, {})
 
@@ -141,7 +136,7 @@ class TestRows:
         self, fake_store, make_document, child_configuration, ops
     ):
         element = {"Id": "line-7", "LinesIndex": 9, "Value": 3, "LastModified": "yesterday"}
-        store(fake_store, make_document(doc_id="orders/1-A", Lines=[element]))
+        fake_store.add(make_document(doc_id="orders/1-A", Lines=[element]))
 
         connector.update(child_configuration, {})
 
@@ -164,7 +159,7 @@ class TestRows:
     def test_an_element_that_is_not_an_object_lands_in_a_value_column(
         self, fake_store, make_document, child_configuration, ops, elements, values
     ):
-        store(fake_store, make_document(doc_id="orders/1-A", Lines=elements))
+        fake_store.add(make_document(doc_id="orders/1-A", Lines=elements))
 
         connector.update(child_configuration, {})
 
@@ -174,7 +169,7 @@ class TestRows:
     def test_a_value_that_is_no_array_stays_in_the_document_row(
         self, fake_store, make_document, child_configuration, ops, lines
     ):
-        store(fake_store, make_document(doc_id="orders/1-A", Lines=lines))
+        fake_store.add(make_document(doc_id="orders/1-A", Lines=lines))
 
         connector.update(child_configuration, {})
 
@@ -186,7 +181,7 @@ class TestRows:
         self, fake_store, make_document, base_configuration, ops
     ):
         batches = [{"Lot": "L1", "Quantity": 4}, {"Lot": "L2", "Quantity": 8}]
-        store(fake_store, make_document(doc_id="orders/1-A", Lines=[line(11), line(42, Batches=batches)]))
+        fake_store.add(make_document(doc_id="orders/1-A", Lines=[line(11), line(42, Batches=batches)]))
 
         connector.update({**base_configuration, "child_tables": "Orders.Lines,Orders.Lines.Batches"}, {})
 
@@ -207,7 +202,7 @@ class TestRows:
             ShipTo={"Stops": [{"City": "Reims"}]},
             Tags=["a", "b"],
         )
-        store(fake_store, order)
+        fake_store.add(order)
 
         connector.update({**base_configuration, "child_tables": "*"}, {})
 
@@ -224,10 +219,10 @@ class TestRows:
         self, fake_store, make_document, base_configuration, ops
     ):
         configuration = {**base_configuration, "child_tables": "*"}
-        store(fake_store, make_document(doc_id="orders/1-A", Lines=[line(1)]))
+        fake_store.add(make_document(doc_id="orders/1-A", Lines=[line(1)]))
         connector.update(configuration, {})
         state = ops.checkpoints[-1]
-        store(fake_store, *(make_document(last_modified=f"2024-06-01T00:00:00.{n:07d}Z") for n in range(1, 501)))
+        fake_store.add(*(make_document(last_modified=f"2024-06-01T00:00:00.{n:07d}Z") for n in range(1, 501)))
 
         connector.update(configuration, state)
 
@@ -238,7 +233,7 @@ class TestRows:
         self, fake_store, make_document, base_configuration, ops
     ):
         stock = {"products/1-A": {"Lots": [{"Lot": "L1"}]}, "products/2-A": {"Lots": [{"Lot": "L2"}]}}
-        store(fake_store, make_document(doc_id="orders/1-A", Stock=stock))
+        fake_store.add(make_document(doc_id="orders/1-A", Stock=stock))
 
         connector.update({**base_configuration, "child_tables": "*"}, {})
 
@@ -247,7 +242,7 @@ class TestRows:
     def test_schema_declares_each_child_table_with_its_composite_key(
         self, fake_store, make_document, base_configuration
     ):
-        store(fake_store, make_document(Lines=[line(1, Code="7", Batches=[{"Lot": "L1"}])]))
+        fake_store.add(make_document(Lines=[line(1, Code="7", Batches=[{"Lot": "L1"}])]))
 
         tables = {table["table"]: table for table in connector.schema({**base_configuration, "child_tables": "*"})}
 
@@ -267,14 +262,14 @@ class TestNamesThatWouldMeet:
     def test_a_listed_array_whose_table_is_another_collections_is_refused_naming_the_setting(
         self, fake_store, make_document, base_configuration, ops
     ):
-        store(fake_store, make_document("Orders", Lines=[line(1)]), make_document("OrdersLines", Product="x"))
+        fake_store.add(make_document("Orders", Lines=[line(1)]), make_document("OrdersLines", Product="x"))
         configuration = {**base_configuration, "collection_name": "", "child_tables": "Orders.Lines"}
 
         with pytest.raises(connector.SourceError, match=r"^child_tables: Orders\.Lines would land in the table of"):
             connector.update(configuration, {})
 
     def test_star_keeps_such_an_array_as_json(self, fake_store, make_document, base_configuration, ops):
-        store(fake_store, make_document("Orders", doc_id="orders/1-A", Lines=[line(1)]), make_document("OrdersLines"))
+        fake_store.add(make_document("Orders", doc_id="orders/1-A", Lines=[line(1)]), make_document("OrdersLines"))
 
         connector.update({**base_configuration, "collection_name": "", "child_tables": "*"}, {})
 
@@ -296,12 +291,12 @@ class TestExactUnderChange:
     def test_the_child_table_follows_the_array_across_syncs(
         self, fake_store, make_document, child_configuration, ops, after
     ):
-        store(fake_store, make_document(doc_id="orders/1-A", Lines=[line(1), line(2), line(3)]))
+        fake_store.add(make_document(doc_id="orders/1-A", Lines=[line(1), line(2), line(3)]))
         connector.update(child_configuration, {})
         state = ops.checkpoints[-1]
 
         changed = make_document(doc_id="orders/1-A", last_modified="2024-06-01T00:00:00.0000000Z", Lines=after)
-        store(fake_store, changed)
+        fake_store.add(changed)
         connector.update(child_configuration, state)
 
         assert lines_of(ops) == expected_lines(changed)
@@ -310,7 +305,7 @@ class TestExactUnderChange:
         self, fake_store, make_document, child_configuration, ops
     ):
         kept = make_document(doc_id="orders/1-A", Lines=[line(1)])
-        store(fake_store, kept, make_document(doc_id="orders/2-A", Lines=[line(1), line(2), line(3)]))
+        fake_store.add(kept, make_document(doc_id="orders/2-A", Lines=[line(1), line(2), line(3)]))
         fake_store.revisions_bin = []
         connector.update(child_configuration, {})
         state = ops.checkpoints[-1]
@@ -334,11 +329,11 @@ class TestExactUnderChange:
         self, fake_store, make_document, child_configuration, ops, monkeypatch
     ):
         """Rows written after the last checkpoint may have landed; the state still knows how wide they went."""
-        store(fake_store, make_document(doc_id="orders/1-A", Lines=[line(1)]))
+        fake_store.add(make_document(doc_id="orders/1-A", Lines=[line(1)]))
         connector.update(child_configuration, {})
         state = ops.checkpoints[-1]
         grown = make_document(doc_id="orders/1-A", last_modified="2024-06-01T00:00:00.0000000Z", Lines=[line(1)] * 5)
-        store(fake_store, grown)
+        fake_store.add(grown)
         upsert = ops.upsert
 
         def dies_after_the_fifth_line(table, data):
@@ -351,7 +346,7 @@ class TestExactUnderChange:
             connector.update(child_configuration, state)
         monkeypatch.setattr(ops, "upsert", upsert)
         shrunk = make_document(doc_id="orders/1-A", last_modified="2024-06-02T00:00:00.0000000Z", Lines=[line(8)])
-        store(fake_store, shrunk)
+        fake_store.add(shrunk)
 
         connector.update(child_configuration, ops.checkpoints[-1])
 
@@ -360,7 +355,7 @@ class TestExactUnderChange:
     def test_the_state_keeps_one_width_per_child_table_not_one_entry_per_document(
         self, fake_store, make_document, child_configuration, ops
     ):
-        store(fake_store, *(make_document(Lines=[line(n)] * (1 + n % 4)) for n in range(1, 2001)))
+        fake_store.add(*(make_document(Lines=[line(n)] * (1 + n % 4)) for n in range(1, 2001)))
 
         connector.update(child_configuration, {})
 
@@ -371,7 +366,7 @@ class TestExactUnderChange:
         self, fake_store, make_document, base_configuration, ops
     ):
         order = make_document(doc_id="orders/1-A", Lines=[line(1)], Notes=[{"Text": "call first"}])
-        store(fake_store, order)
+        fake_store.add(order)
         connector.update({**base_configuration, "child_tables": "Orders.Lines"}, {})
         state = ops.checkpoints[-1]
 

@@ -1,11 +1,11 @@
-"""Incremental sync stays exact against a server that behaves as RavenDB does (issue 12): an index read as a
+"""Incremental sync stays exact against a server that behaves as RavenDB does: an index read as a
 snapshot that returns each document's current version at its indexed place, writes during a long stream, a
 lagging index, nodes with their own storage and delayed replication, a node killed mid-stream, an Error line
 mid-stream, an auto index being built.
 
 Each test goes through update() and the real ravendb client over HTTPS against the test server, and ends the same
 way: after the writes stop and one more sync runs, the destination equals the database id by id, field by field,
-and no sync failed. Each docstring says how the connector as it was before this issue (c83cd29) failed it.
+and no sync failed. Each docstring says what the server does that a naive cursor gets wrong.
 """
 
 import itertools
@@ -18,12 +18,6 @@ from connector import SourceError
 from tests import documents
 from tests.documents import orders
 from tests.syncing import configuration_for, database_rows, record_streams, sync, sync_writing_during_a_paused_stream
-
-
-@pytest.fixture
-def no_backoff(monkeypatch):
-    """Retries resume at once: the tests count attempts, not seconds."""
-    monkeypatch.setattr(connector, "_BACKOFF_FIRST_SECONDS", 0.0)
 
 
 def node_store(target, tag: str) -> DocumentStore:
@@ -65,8 +59,8 @@ def after_writes_stop(target, configuration, ops, state) -> None:
 def test_a_lagging_index_with_updates_lands_every_document_without_a_failed_sync(
     ravendb_target, ravendb_store, standin_control, configuration, ops
 ):
-    """Before: the updated documents came back at their old places with their new @last-modified, and the first
-    older one after them failed the sync ("out of @last-modified order")."""
+    """The lagging index returns updated documents at their old places with their new @last-modified, so the
+    stream is out of @last-modified order; the sync takes that order as it comes."""
     documents.put(ravendb_store, orders(1, 300))
     warm_index(ravendb_store)
     standin_control.set_indexing(ravendb_target.database, lag_ms=1500)
@@ -98,8 +92,8 @@ def test_writes_during_a_long_stream_land_without_a_failed_sync(
     ravendb_target, standin_control, on_node, configuration, ops
 ):
     """Writes while the stream is paused after 1,000 of 3,000 documents: updates of documents already sent and not
-    yet reached, and inserts. Before: an updated document not yet reached came back at its old place with its new
-    @last-modified, and the next one failed the sync ("out of @last-modified order")."""
+    yet reached, and inserts. An updated document not yet reached comes back at its old place with its new
+    @last-modified, out of order with the next one."""
     node_a = on_node("A")
     documents.put(node_a, orders(1, 3000))
     warm_index(node_a)
@@ -119,9 +113,8 @@ def test_writes_during_a_long_stream_land_without_a_failed_sync(
 def test_writes_on_two_nodes_with_replication_delayed_beyond_a_sync_land_by_the_sync_after_it(
     ravendb_target, standin_control, on_node, configuration, ops
 ):
-    """Each node holds a write the other has not received when the first sync reads one of them. Before: the
-    cursor became the newest write of the node read, and the other node's older write, replicated later with its
-    origin's @last-modified, was never synced."""
+    """Each node holds a write the other has not received when the first sync reads one of them. The other
+    node's write arrives later with its origin's @last-modified, older than the newest write of the node read."""
     documents.put(on_node("A"), orders(1, 20))
     standin_control.pause_replication(ravendb_target.database)
     documents.put(on_node("B"), orders(101, 1, Origin="B, first"))
@@ -140,8 +133,8 @@ def test_a_node_killed_mid_stream_with_writes_it_had_not_replicated_yet_loses_no
     ravendb_target, standin_control, on_node, configuration, ops, monkeypatch, logs, no_backoff
 ):
     """The node read dies mid-stream; the retry reads the other node, which lacks writes the dead one made but has
-    one of its own, older than them, not yet replicated. Before: the cursor, taken from the dead node's newest
-    writes, passed the other node's older write, which was never synced."""
+    one of its own, older than them, not yet replicated. A cursor taken from the dead node's newest writes would
+    pass that older write."""
     standin_control.generate_orders(ravendb_target.database, 5_000)
     standin_control.set_replication(ravendb_target.database, delay_ms=600_000)
     documents.put(on_node("B"), orders(6001, 1, Origin="B"))
@@ -172,7 +165,8 @@ def test_a_node_killed_mid_stream_with_writes_it_had_not_replicated_yet_loses_no
 def test_an_error_line_mid_stream_is_retried_and_lands_every_document(
     ravendb_target, standin_control, configuration, ops, logs, no_backoff
 ):
-    """Before: the client's parser raised a plain RuntimeError, which ended the sync as a traceback, not retried."""
+    """The server breaks the stream off with an Error line (the client's parser raises a plain RuntimeError); the
+    sync retries from its cursor."""
     standin_control.generate_orders(ravendb_target.database, 3_000)
     standin_control.fail_streams(ravendb_target.database, after=1500, times=1)
 
@@ -201,8 +195,8 @@ def test_the_first_sync_of_a_collection_whose_auto_index_is_being_built_lands_ev
     ravendb_target, standin_control, on_node, configuration, ops, logs, monkeypatch
 ):
     """The stream that creates the index answers stale after its wait, with the part built so far, while
-    documents it covered are updated. Before: the sync logged nothing for as long as it waited for the index."""
-    monkeypatch.setattr(connector, "_INDEX_WAIT_SLICE_SECONDS", 0.5, raising=False)  # raising: c83cd29 had none
+    documents it covered are updated. The sync logs progress while it waits for the index."""
+    monkeypatch.setattr(connector, "_INDEX_WAIT_SLICE_SECONDS", 0.5)
     documents.put(on_node("A"), orders(1, 2000))
     standin_control.set_indexing(ravendb_target.database, build_s=3, new_index_wait_s=0.3)
     real_upsert, updated = ops.upsert, []
@@ -237,8 +231,8 @@ def test_a_server_refusing_dynamic_queries_fails_in_one_line_naming_the_setting_
 
 
 def test_every_stream_of_a_sync_reads_one_node(ravendb_target, ravendb_store, ops, monkeypatch):
-    """Each node has its own storage and indexes, so one sync reads one node. Before: the client spread the
-    requests of one sync over every node (wire facts, pitfall 8)."""
+    """Each node has its own storage and indexes, so one sync reads one node, where the client left to itself
+    spreads the requests of one sync over every node (wire facts, pitfall 8)."""
     names = ["Alpha", "Beta", "Gamma", "Delta"]
     documents.put(ravendb_store, [(f"{name.lower()}/1", name, {"N": 1}) for name in names])
     streams = record_streams(monkeypatch)
@@ -256,7 +250,7 @@ def test_a_write_from_a_node_whose_clock_is_behind_lands_by_the_next_sync(
     ravendb_target, standin_control, on_node, configuration, ops
 ):
     """Node B's clock is 10 s behind; its write reaches the node read at once, with a @last-modified older than
-    documents that node had already synced. Before: the cursor was past it, and it never landed."""
+    documents that node had already synced, behind the cursor."""
     standin_control.set_clock_skew("B", -10_000)
     documents.put(on_node("A"), orders(1, 20))
     state = sync(configuration, ops)

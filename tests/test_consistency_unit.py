@@ -9,14 +9,8 @@ from ravendb.exceptions.raven_exceptions import RavenException
 
 import connector
 from connector import SourceError
-from tests.fakes import FakeRequestExecutor
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
-
-
-def put(fake_store, *documents):
-    for document in documents:
-        fake_store.documents[document["@metadata"]["@id"]] = document
 
 
 def at(moment: datetime) -> str:
@@ -36,18 +30,13 @@ def server_at_noon(fake_store):
     return fake_store
 
 
-@pytest.fixture
-def no_backoff(monkeypatch):
-    monkeypatch.setattr(connector.time, "sleep", lambda seconds: None)
-
-
 def test_a_document_changed_after_the_index_snapshot_is_upserted_and_the_cursor_stays_before_the_rest(
     server_at_noon, make_document, base_configuration, ops
 ):
-    """Before: CollectionCursor.advance raised 'out of @last-modified order' and the sync failed."""
+    """The index returns the changed document at its snapshot place with its new @last-modified, out of order;
+    the sync upserts it and keeps its cursor before the documents after it."""
     early, changed, later = (NOW - timedelta(minutes=m) for m in (30, 20, 10))
-    put(
-        server_at_noon,
+    server_at_noon.add(
         make_document(doc_id="orders/1-A", last_modified=at(early)),
         make_document(doc_id="orders/2-A", last_modified=at(NOW - timedelta(seconds=1))),  # changed after indexing
         make_document(doc_id="orders/3-A", last_modified=at(later)),
@@ -63,11 +52,11 @@ def test_a_document_changed_after_the_index_snapshot_is_upserted_and_the_cursor_
 def test_a_checkpoint_never_passes_a_document_not_yet_read(
     server_at_noon, make_document, base_configuration, ops, monkeypatch
 ):
-    """Before: the first document, changed after the snapshot, took the cursor past the five not yet read (and the
-    next one then failed the sync as out of order)."""
+    """The first document, changed after the snapshot, carries a @last-modified past the five not yet read; no
+    checkpoint moves the cursor past them."""
     monkeypatch.setattr(connector, "_CHECKPOINT_EVERY_RECORDS", 2)
     start = NOW - timedelta(hours=1)
-    put(server_at_noon, *(make_document(last_modified=at(start + timedelta(seconds=n))) for n in range(1, 7)))
+    server_at_noon.add(*(make_document(last_modified=at(start + timedelta(seconds=n))) for n in range(1, 7)))
     first = next(iter(server_at_noon.documents.values()))
     server_at_noon.indexed_at[first["@metadata"]["@id"]] = first["@metadata"]["@last-modified"]
     position = server_at_noon.indexed_position
@@ -92,8 +81,8 @@ def test_documents_newer_than_the_streams_start_less_the_lookback_land_and_the_c
     base_configuration["lookback_seconds"] = lookback
     old = at(NOW - timedelta(seconds=61))
     recent = at(NOW - timedelta(seconds=30))
-    put(server_at_noon, make_document(doc_id="orders/1-A", last_modified=old))
-    put(server_at_noon, make_document(doc_id="orders/2-A", last_modified=recent))
+    server_at_noon.add(make_document(doc_id="orders/1-A", last_modified=old))
+    server_at_noon.add(make_document(doc_id="orders/2-A", last_modified=recent))
 
     connector.update(base_configuration, {})
 
@@ -104,7 +93,7 @@ def test_documents_newer_than_the_streams_start_less_the_lookback_land_and_the_c
 def test_a_document_read_again_because_of_the_lookback_is_not_upserted_twice(
     server_at_noon, make_document, base_configuration, ops
 ):
-    put(server_at_noon, *(make_document(last_modified=at(NOW - timedelta(seconds=s))) for s in (50, 40, 30)))
+    server_at_noon.add(*(make_document(last_modified=at(NOW - timedelta(seconds=s))) for s in (50, 40, 30)))
     connector.update(base_configuration, {})
     state = ops.checkpoints[-1]
     assert is_bound(state["cursors"]["Orders"], NOW - timedelta(seconds=60))
@@ -120,12 +109,13 @@ def test_a_document_read_again_because_of_the_lookback_is_not_upserted_twice(
 def test_a_document_replicated_late_with_an_older_timestamp_lands_within_the_lookback(
     server_at_noon, make_document, base_configuration, ops
 ):
-    """Before: the cursor was the newest document read, and a write from another node older than it never landed."""
-    put(server_at_noon, make_document(doc_id="orders/1-A", last_modified=at(NOW - timedelta(seconds=10))))
+    """A write from another node arrives after the sync that read newer documents, with an older @last-modified;
+    the cursor stays `lookback_seconds` behind the server's clock at the read's start, so the next sync reads it."""
+    server_at_noon.add(make_document(doc_id="orders/1-A", last_modified=at(NOW - timedelta(seconds=10))))
     server_at_noon.server_date = NOW + timedelta(seconds=5)
     connector.update(base_configuration, {})
     late = make_document(doc_id="orders/2-B", last_modified=at(NOW - timedelta(seconds=20)))  # written on node B
-    put(server_at_noon, late)
+    server_at_noon.add(late)
     server_at_noon.server_date = NOW + timedelta(seconds=65)
 
     connector.update(base_configuration, ops.checkpoints[-1])
@@ -136,12 +126,12 @@ def test_a_document_replicated_late_with_an_older_timestamp_lands_within_the_loo
 def test_a_stale_stream_is_not_read_the_index_is_waited_for_and_the_query_sent_again(
     server_at_noon, make_document, base_configuration, ops, logs
 ):
-    put(server_at_noon, make_document(last_modified=at(NOW - timedelta(hours=1))))
+    server_at_noon.add(make_document(last_modified=at(NOW - timedelta(hours=1))))
     server_at_noon.stale_streams, server_at_noon.stale_waits = 1, 1
 
     connector.update(base_configuration, {})
 
-    instance = server_at_noon.instances[-1]
+    instance = server_at_noon.stores[-1]
     assert len(instance.queries) == 2 and len(instance.index_waits) == 2
     assert len(ops.upserts) == 1
     assert is_bound(ops.checkpoints[-1]["cursors"]["Orders"], NOW - timedelta(seconds=60))
@@ -153,7 +143,7 @@ def test_an_index_still_stale_after_the_wait_lands_what_it_covers_without_moving
 ):
     monkeypatch.setattr(connector, "_INDEX_WAIT_SECONDS", 0.05)
     monkeypatch.setattr(connector, "_INDEX_WAIT_SLICE_SECONDS", 0.01)
-    put(server_at_noon, make_document(last_modified=at(NOW - timedelta(hours=1))))
+    server_at_noon.add(make_document(last_modified=at(NOW - timedelta(hours=1))))
     server_at_noon.stale_streams, server_at_noon.stale_waits = 2, 10**6
 
     connector.update(base_configuration, {})
@@ -166,7 +156,7 @@ def test_an_index_still_stale_after_the_wait_lands_what_it_covers_without_moving
 def test_without_a_date_header_the_cursor_stays_and_says_why(
     server_at_noon, make_document, base_configuration, ops, logs
 ):
-    put(server_at_noon, make_document(last_modified=at(NOW - timedelta(hours=1))))
+    server_at_noon.add(make_document(last_modified=at(NOW - timedelta(hours=1))))
     server_at_noon.server_date = False  # the fake sends no Date header
 
     connector.update(base_configuration, {})
@@ -179,8 +169,9 @@ def test_without_a_date_header_the_cursor_stays_and_says_why(
 def test_an_error_line_mid_stream_is_retried_from_the_cursor(
     server_at_noon, make_document, base_configuration, ops, logs, no_backoff
 ):
-    """Before: the client's parser raised a plain RuntimeError that escaped as a traceback, without retry."""
-    put(server_at_noon, *(make_document(last_modified=at(NOW - timedelta(hours=1, seconds=-n))) for n in range(5)))
+    """The stream breaks off with an Error line (the client's parser raises a plain RuntimeError); the sync
+    retries from its cursor."""
+    server_at_noon.add(*(make_document(last_modified=at(NOW - timedelta(hours=1, seconds=-n))) for n in range(5)))
     server_at_noon.error_after = 3
 
     connector.update(base_configuration, {})
@@ -192,16 +183,14 @@ def test_an_error_line_mid_stream_is_retried_from_the_cursor(
 
 
 def test_an_error_line_on_every_attempt_ends_the_sync_in_one_line(
-    server_at_noon, make_document, base_configuration, ops, no_backoff, monkeypatch
+    server_at_noon, make_document, base_configuration, ops, no_backoff
 ):
-    put(server_at_noon, make_document(last_modified=at(NOW - timedelta(hours=1))))
-    original = FakeRequestExecutor.execute_command
+    server_at_noon.add(make_document(last_modified=at(NOW - timedelta(hours=1))))
 
-    def always_broken(self, command, session_info=None):
+    def always_broken(command):
         server_at_noon.error_after = 0
-        return original(self, command, session_info)
 
-    monkeypatch.setattr(FakeRequestExecutor, "execute_command", always_broken)
+    server_at_noon.before_command = always_broken
 
     with pytest.raises(SourceError) as raised:
         connector.update(base_configuration, {})
@@ -213,7 +202,7 @@ def test_an_error_line_on_every_attempt_ends_the_sync_in_one_line(
 
 def test_a_state_of_version_1_is_read_and_written_as_version_3(server_at_noon, make_document, base_configuration, ops):
     tick = at(NOW - timedelta(hours=1))
-    put(server_at_noon, make_document(doc_id="orders/1-A", last_modified=tick))
+    server_at_noon.add(make_document(doc_id="orders/1-A", last_modified=tick))
     state = {"version": 1, "cursors": {"Orders": tick}, "versions_at_cursor": {"Orders": {"orders/1-A": "A:1-x"}}}
 
     connector.update(base_configuration, state)
@@ -224,22 +213,20 @@ def test_a_state_of_version_1_is_read_and_written_as_version_3(server_at_noon, m
 
 
 def test_a_server_refusing_dynamic_queries_gets_one_line_naming_the_setting_to_change(
-    fake_store, make_document, base_configuration, ops, monkeypatch
+    fake_store, make_document, base_configuration, ops
 ):
-    put(fake_store, make_document())
+    fake_store.add(make_document())
     refused = RavenException(
         "System.NotSupportedException: Dynamic queries are not supported by this database because the configuration "
         "'DisableQueryOptimizerGeneratedIndexes' is set to true and the query optimizer needs an index for this "
         "query\nThe server at http://127.0.0.1:8080/databases/Northwind/streams/queries responded with status code: 500"
     )
-    original = FakeRequestExecutor.execute_command
 
-    def refuse_queries(self, command, session_info=None):
+    def refuse_queries(command):
         if isinstance(command, connector.QueryStreamCommand):
             raise refused
-        return original(self, command, session_info)
 
-    monkeypatch.setattr(FakeRequestExecutor, "execute_command", refuse_queries)
+    fake_store.before_command = refuse_queries
 
     with pytest.raises(SourceError) as raised:
         connector.update(base_configuration, {})

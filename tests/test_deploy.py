@@ -26,12 +26,12 @@ from typing import NamedTuple
 import pytest
 
 import connector
+from tests.syncing import VENV_BIN, pipreqs_shim
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "scripts" / "deploy.sh"
 REQUIREMENTS = REPO / "requirements.txt"
 PIP = (sys.executable, "-m", "pip")
-VENV_BIN = Path(sys.executable).parent  # where pip installed the fivetran and pipreqs commands
 DEPLOY_PYTHON = re.search(r"^DEPLOY_PYTHON=(\S+)$", DEPLOY.read_text(), re.MULTILINE).group(1)
 
 
@@ -56,10 +56,8 @@ class DryRun(NamedTuple):
 
 def dry_run(folder: Path, pipreqs_options: str, *options: str) -> DryRun:
     """README's deploy command with --dry-run, called from `folder` (which holds configuration.json)."""
-    tools = folder / "bin"
-    tools.mkdir()
-    (tools / "pipreqs").write_text(f'#!/bin/sh\nexec "{VENV_BIN / "pipreqs"}" {pipreqs_options} "$@"\n')
-    (tools / "pipreqs").chmod(0o755)
+    (folder / "bin").mkdir()
+    tools = pipreqs_shim(folder / "bin", pipreqs_options)
     (folder / "configuration.json").write_text("{}")
     completed = subprocess.run(
         [str(DEPLOY), "--dry-run", *options, "--configuration", "configuration.json"],
@@ -128,6 +126,7 @@ def test_offline_the_check_would_remove_only_cryptography_which_local_mode_canno
     assert importlib.metadata.distribution("cryptography").read_text("top_level.txt") is None
 
 
+@pytest.mark.e2e
 @pytest.mark.pypi
 def test_online_the_check_adds_and_removes_nothing_and_suggests_only_the_newest_cryptography(tmp_path):
     # pipreqs' default server is pypi.python.org, PyPI's old name, which redirects to pypi.org: ask it directly
@@ -143,6 +142,7 @@ def test_online_the_check_adds_and_removes_nothing_and_suggests_only_the_newest_
         assert package.read("requirements.txt") == (REPO / "requirements.txt").read_bytes()
 
 
+@pytest.mark.e2e
 @pytest.mark.pypi
 def test_a_plain_pip_install_of_requirements_beside_the_sdk_replaces_its_requests_and_succeeds(tmp_path):
     sdk_requests = next(
@@ -176,6 +176,7 @@ WHEELS = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.pypi
 @pytest.mark.parametrize(("python", "machine", "from_wheels"), WHEELS)
 def test_which_pythons_install_every_dependency_from_wheels(tmp_path, python, machine, from_wheels):
@@ -210,8 +211,7 @@ def test_deploy_uses_a_python_every_dependency_has_wheels_for():
 def test_the_first_line_of_every_sync_names_the_versions_it_runs_on(
     fake_store, make_document, base_configuration, logs, configuration_change
 ):
-    order = make_document("Orders")
-    fake_store.documents[order["@metadata"]["@id"]] = order
+    fake_store.add(make_document("Orders"))
     base_configuration.update(configuration_change)
 
     with contextlib.suppress(connector.ConfigurationError):

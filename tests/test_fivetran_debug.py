@@ -1,56 +1,16 @@
 """The connector under the real `fivetran debug` CLI, into DuckDB, against the test server over HTTPS.
 
-Each run spends ~13 s in the SDK's offline requirements check (pipreqs) before the sync; the sync's own time
-is read from the SDK's "SYNC SUCCEEDED — total elapsed" line.
+A sync's own time is read from the SDK's "SYNC SUCCEEDED — total elapsed" line.
 """
 
-import re
-import shutil
-import subprocess
-from datetime import timedelta
+import json
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from tests import documents
 from tests.documents import orders
-from tests.syncing import configuration_for, run_fivetran
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-class DebugRun:
-    def __init__(self, completed: subprocess.CompletedProcess):
-        self.output = completed.stdout + completed.stderr
-        self.returncode = completed.returncode
-
-    def count(self, operation: str) -> int:
-        return int(re.search(rf"{operation}\s*\|\s*(\d+)", self.output).group(1))
-
-    @property
-    def elapsed(self) -> timedelta:
-        hours, minutes, seconds = re.search(r"total elapsed (\d+):(\d+):([\d.]+)", self.output).groups()
-        return timedelta(hours=int(hours), minutes=int(minutes), seconds=float(seconds))
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A connector project as a user has it: connector.py and requirements.txt."""
-    for name in ("connector.py", "requirements.txt"):
-        shutil.copy(REPO / name, tmp_path / name)
-    return tmp_path
-
-
-def debug(project: Path, configuration: dict) -> DebugRun:
-    (project / "configuration.json").write_text(__import__("json").dumps(configuration))
-    (project / "configuration.json").chmod(0o600)
-    return DebugRun(run_fivetran(project, "debug", "--configuration", "configuration.json"))
-
-
-def query(project: Path, sql: str) -> list[tuple]:
-    with duckdb.connect(str(project / "files" / "warehouse.db"), read_only=True) as db:
-        return db.execute(sql).fetchall()
+from tests.syncing import configuration_for, debug, query
 
 
 def column_types(project: Path, table: str) -> dict[str, str]:
@@ -228,7 +188,7 @@ def test_every_name_key_and_value_real_documents_hold_lands_whole(ravendb_target
     assert dict(zip(expected, found, strict=True)) == expected
     tiny, stock = query(project, "select tiny, stock from tester.odd where id = 'odd/1'")[0]
     assert float(tiny) == 5e-324
-    assert __import__("json").loads(stock) == ODD_DOCUMENT["Stock"]
+    assert json.loads(stock) == ODD_DOCUMENT["Stock"]
     assert query(project, "select id, id_2, big from tester.odd where id <> 'odd/1' order by id") == [
         ("odd/2", "7", 1),
         ("odd/3", None, 123456789),

@@ -12,15 +12,10 @@ import connector
 DATABASE_READ = ("GET /streams/docs", {})
 
 
-def store(fake_store, *documents):
-    for document in documents:
-        fake_store.documents[document["@metadata"]["@id"]] = document
-
-
 def collections(fake_store, make_document, count: int, documents: int, prefix: str = "C") -> list[str]:
     names = [f"{prefix}{number:03d}" for number in range(count)]
     for name in names:
-        store(fake_store, *(make_document(name) for _ in range(documents)))
+        fake_store.add(*(make_document(name) for _ in range(documents)))
     return names
 
 
@@ -30,17 +25,12 @@ def every_collection(base_configuration):
     return base_configuration
 
 
-@pytest.fixture
-def no_backoff(monkeypatch):
-    monkeypatch.setattr(connector, "_BACKOFF_FIRST_SECONDS", 0.0)
-
-
 def test_new_small_collections_are_read_in_one_request(fake_store, make_document, every_collection, ops):
     names = collections(fake_store, make_document, 30, 10)
 
     connector.update(every_collection, {})
 
-    (instance,) = fake_store.instances
+    (instance,) = fake_store.stores
     assert instance.queries == [DATABASE_READ]
     assert all(len(ops.rows(connector.table_name(name))) == 10 for name in names)
     assert ops.checkpoints[-1]["database"]["collections"] == names
@@ -69,7 +59,7 @@ def test_the_next_sync_reads_every_collection_in_one_query_of_the_database(
 
     connector.update(every_collection, state)
 
-    later = fake_store.instances[-1].queries
+    later = fake_store.stores[-1].queries
     assert later == [(connector._DATABASE_CHANGED_SINCE_RQL, {"since": state["database"]["since"]})]
     assert len(ops.upserts) == 12  # the first sync's; nothing landed twice
 
@@ -95,7 +85,7 @@ def test_a_read_broken_off_is_read_again_without_landing_a_document_twice(
 
     upserted = [data["Id"] for kind, _, data in ops.calls if kind == "upsert"]
     assert len(upserted) == len(set(upserted)) == 2500
-    assert fake_store.instances[0].queries == [DATABASE_READ, DATABASE_READ]
+    assert fake_store.stores[0].queries == [DATABASE_READ, DATABASE_READ]
     assert ops.checkpoints[-1]["database"]["collections"] == names
 
 
@@ -134,7 +124,7 @@ def test_otherwise_each_collection_is_read_on_its_own(fake_store, make_document,
 
     connector.update(every_collection, {})
 
-    queries = fake_store.instances[0].queries
+    queries = fake_store.stores[0].queries
     assert DATABASE_READ not in queries
     assert len(queries) == shape["small"] + shape["large"]
 
@@ -147,7 +137,7 @@ def test_only_the_new_collections_are_read_together(fake_store, make_document, e
 
     connector.update(every_collection, state)
 
-    queries = fake_store.instances[-1].queries
+    queries = fake_store.stores[-1].queries
     assert [rql for rql, _ in queries] == ["GET /streams/docs", connector._DATABASE_CHANGED_SINCE_RQL]
     assert queries[1][1]["since"] <= state["database"]["since"]  # the oldest of the old cursor and the new ones
     assert old == state["database"]["collections"]
@@ -160,16 +150,16 @@ def test_documents_of_collections_not_selected_are_skipped(fake_store, make_docu
 
     connector.update(base_configuration, {})
 
-    assert fake_store.instances[0].queries == [DATABASE_READ]
+    assert fake_store.stores[0].queries == [DATABASE_READ]
     assert {table for table, _ in ops.upserts} == {connector.table_name("C000"), connector.table_name("C001")}
 
 
 def test_a_slow_read_of_the_database_logs_progress_over_every_document_it_reads(
-    fake_store, make_document, every_collection, logs
+    fake_store, clock, make_document, every_collection, logs
 ):
     collections(fake_store, make_document, 4, 5)
-    fake_store.seconds_per_document = 0.02  # the stream takes at least 0.4 s
-    every_collection["progress_log_seconds"] = "0.1"
+    fake_store.seconds_per_document = 0.25  # the read takes 5 s on connector.py's clock
+    every_collection["progress_log_seconds"] = "1"
 
     connector.update(every_collection, {})
 
@@ -184,35 +174,35 @@ def test_a_document_with_a_field_named_item_lands_whole_from_the_read_of_the_dat
     fake_store, make_document, every_collection, ops
 ):
     """GET /streams/docs sends bare documents; the client's parser unwraps any line with an `Item` key."""
-    store(fake_store, make_document("A", Item={"Sku": "x-1"}), make_document("B", Item="plain"))
+    fake_store.add(make_document("A", Item={"Sku": "x-1"}), make_document("B", Item="plain"))
 
     connector.update(every_collection, {})
 
-    assert fake_store.instances[0].queries == [DATABASE_READ]
+    assert fake_store.stores[0].queries == [DATABASE_READ]
     assert [row["Item_Sku"] for row in ops.rows(connector.table_name("A")).values()] == ["x-1"]
     assert [row["Item"] for row in ops.rows(connector.table_name("B")).values()] == ["plain"]
 
 
 def test_schema_samples_new_small_collections_in_one_request(fake_store, make_document, every_collection):
     names = collections(fake_store, make_document, 30, 10)
-    store(fake_store, make_document("C007", Note="text only here"))
+    fake_store.add(make_document("C007", Note="text only here"))
 
     tables = {table["table"]: table["columns"] for table in connector.schema(every_collection)}
 
-    (instance,) = fake_store.instances
+    (instance,) = fake_store.stores
     assert instance.queries == [DATABASE_READ] and instance.samples == []
     assert sorted(tables) == sorted(connector.table_name(name) for name in names)
     assert tables[connector.table_name("C007")]["Note"] == "STRING"
 
 
 def test_schema_samples_the_500_newest_documents_of_each_collection(fake_store, make_document, every_collection):
-    store(fake_store, *(make_document("Old", Code="text") for _ in range(100)))
-    store(fake_store, *(make_document("Old", Code=n) for n in range(500)))
-    store(fake_store, *(make_document("New", Code="text") for _ in range(3)))
+    fake_store.add(*(make_document("Old", Code="text") for _ in range(100)))
+    fake_store.add(*(make_document("Old", Code=n) for n in range(500)))
+    fake_store.add(*(make_document("New", Code="text") for _ in range(3)))
 
     tables = {table["table"]: table["columns"] for table in connector.schema(every_collection)}
 
-    assert fake_store.instances[0].queries == [DATABASE_READ]
+    assert fake_store.stores[0].queries == [DATABASE_READ]
     assert "Code" not in tables[connector.table_name("Old")]  # text only in documents older than the newest 500
     assert tables[connector.table_name("New")]["Code"] == "STRING"
 
@@ -223,7 +213,7 @@ def test_schema_samples_each_collection_on_its_own_in_a_large_database(fake_stor
 
     connector.schema(every_collection)
 
-    (instance,) = fake_store.instances
+    (instance,) = fake_store.stores
     assert instance.queries == [] and sorted(instance.samples) == ["L000", "S000", "S001"]
 
 
@@ -232,11 +222,11 @@ def test_child_tables_star_finds_the_arrays_of_new_small_collections_from_one_re
 ):
     every_collection["child_tables"] = "*"
     for name in ("Carts", "Orders", "Returns"):
-        store(fake_store, *(make_document(name, Lines=[{"Sku": f"{name}-{n}"}]) for n in range(3)))
+        fake_store.add(*(make_document(name, Lines=[{"Sku": f"{name}-{n}"}]) for n in range(3)))
 
     connector.update(every_collection, {})
 
-    (instance,) = fake_store.instances
+    (instance,) = fake_store.stores
     assert instance.samples == [] and instance.queries == [DATABASE_READ, DATABASE_READ]  # the sample, the read
     assert all(
         len(ops.rows(f"{connector.table_name(name)}_lines", ("Id", "lines_index"))) == 3
@@ -252,7 +242,7 @@ def test_new_small_collections_past_the_read_together_limit_are_read_one_by_one(
 
     connector.update(every_collection, {})
 
-    queries = fake_store.instances[0].queries
+    queries = fake_store.stores[0].queries
     assert DATABASE_READ not in queries and len(queries) == count
 
 
@@ -266,13 +256,13 @@ def test_a_collection_no_longer_selected_keeps_its_place_and_is_read_from_it_whe
     state = ops.checkpoints[-1]
     connector.update(without_last, state)
     left = ops.checkpoints[-1]
-    store(fake_store, make_document(names[-1], last_modified="2024-05-01T10:00:59.9999999Z"))
+    fake_store.add(make_document(names[-1], last_modified="2024-05-01T10:00:59.9999999Z"))
 
     connector.update(everything, left)
 
     assert left["cursors"] == {names[-1]: state["database"]["since"]}
     assert names[-1] not in left["database"]["collections"]
-    queries = fake_store.instances[-1].queries
+    queries = fake_store.stores[-1].queries
     assert queries[0] == (
         connector._CHANGED_SINCE_RQL.format(collection=names[-1]),
         {"since": left["cursors"][names[-1]]},
@@ -301,7 +291,7 @@ def test_a_stale_index_behind_the_query_of_the_database_is_waited_for_and_the_qu
 
     connector.update(every_collection, ops.checkpoints[-1])
 
-    instance = fake_store.instances[-1]
+    instance = fake_store.stores[-1]
     assert instance.index_waits == [connector._DATABASE_CHANGED_SINCE_RQL] * 2
     assert [rql for rql, _ in instance.queries] == [connector._DATABASE_CHANGED_SINCE_RQL] * 2
     assert len(ops.upserts) == 12  # the first sync's

@@ -1,14 +1,9 @@
 """Long syncs against a mocked DocumentStore: the checkpoint cadence across collections, progress and summary lines."""
 
+import itertools
 import re
-import time
 
 import connector
-
-
-def store(fake_store, *documents):
-    for document in documents:
-        fake_store.documents[document["@metadata"]["@id"]] = document
 
 
 def deletion(doc_id: str, deleted_at: str) -> dict:
@@ -22,7 +17,7 @@ PROGRESS_LINE = re.compile(r"Orders: ([\d,]+) of 20 documents \((\d+)%\), [\d,]+
 def test_checkpoints_count_records_across_collections(fake_store, make_document, base_configuration, ops):
     del base_configuration["collection_name"]
     for number in range(25):  # 25 collections of 100 documents: 2,500 records
-        store(fake_store, *(make_document(f"C{number:02d}", doc_id=f"c{number}/{n}") for n in range(100)))
+        fake_store.add(*(make_document(f"C{number:02d}", doc_id=f"c{number}/{n}") for n in range(100)))
 
     connector.update(base_configuration, {})
 
@@ -37,7 +32,7 @@ def test_checkpoints_count_records_across_collections(fake_store, make_document,
 
 def test_a_sync_with_nothing_new_checkpoints_once(fake_store, make_document, base_configuration, ops):
     del base_configuration["collection_name"]
-    store(fake_store, make_document("Orders"), make_document("Companies"))
+    fake_store.add(make_document("Orders"), make_document("Companies"))
     connector.update(base_configuration, {})
     state, ops.calls[:] = ops.checkpoints[-1], []
 
@@ -47,26 +42,24 @@ def test_a_sync_with_nothing_new_checkpoints_once(fake_store, make_document, bas
     assert ops.checkpoints[-1]["database"]["collections"] == state["database"]["collections"]
 
 
-def test_a_stream_slower_than_the_interval_logs_progress_at_most_once_per_interval(
-    fake_store, make_document, base_configuration, logs
+def test_a_stream_slower_than_the_interval_logs_progress_once_per_interval(
+    fake_store, clock, make_document, base_configuration, logs
 ):
-    store(fake_store, *(make_document() for _ in range(20)))
-    fake_store.seconds_per_document = 0.02  # the stream takes at least 0.4 s
-    base_configuration["progress_log_seconds"] = "0.1"
+    fake_store.add(*(make_document() for _ in range(20)))
+    fake_store.seconds_per_document = 0.25  # the stream takes 5 s on connector.py's clock: 5 intervals
+    base_configuration["progress_log_seconds"] = "1"
 
-    started = time.monotonic()
     connector.update(base_configuration, {})
-    elapsed = time.monotonic() - started
 
     progress = [match for match in map(PROGRESS_LINE.fullmatch, logs.messages("INFO")) if match]
-    assert 1 <= len(progress) <= elapsed / 0.1
     done = [int(match.group(1)) for match in progress]
-    assert done == sorted(done) and all(0 < n <= 20 for n in done)
+    assert len(done) == 5
+    assert [later - earlier for earlier, later in itertools.pairwise(done)] == [4, 4, 4, 4]  # 1 s apart: 4 documents
     assert [int(match.group(2)) for match in progress] == [n * 100 // 20 for n in done]
 
 
 def test_a_stream_faster_than_the_interval_logs_no_progress(fake_store, make_document, base_configuration, logs):
-    store(fake_store, *(make_document() for _ in range(20)))
+    fake_store.add(*(make_document() for _ in range(20)))
 
     connector.update(base_configuration, {})
 
@@ -75,7 +68,7 @@ def test_a_stream_faster_than_the_interval_logs_no_progress(fake_store, make_doc
 
 def test_one_summary_line_counts_collections_documents_and_deletes(fake_store, make_document, base_configuration, logs):
     del base_configuration["collection_name"]
-    store(fake_store, *(make_document("Orders") for _ in range(3)), make_document("Companies"))
+    fake_store.add(*(make_document("Orders") for _ in range(3)), make_document("Companies"))
     fake_store.revisions_bin = [
         deletion("orders/9-A", "2024-05-03T00:00:00.0000000Z"),
         deletion("orders/8-A", "2024-05-02T00:00:00.0000000Z"),
@@ -92,7 +85,7 @@ def test_one_summary_line_counts_collections_documents_and_deletes(fake_store, m
 
 def test_no_final_checkpoint_when_the_last_one_saved_everything(fake_store, make_document, base_configuration, ops):
     fake_store.server_date = False  # no Date header: the end of the read moves no cursor
-    store(fake_store, *(make_document() for _ in range(2000)))
+    fake_store.add(*(make_document() for _ in range(2000)))
 
     connector.update(base_configuration, {})
 

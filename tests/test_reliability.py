@@ -18,7 +18,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import IO
 
 import duckdb
 import pytest
@@ -36,8 +35,11 @@ from tests.syncing import (
     configuration_for,
     database_documents,
     database_rows,
+    debug_process,
     record_streams,
+    start_debug,
     sync,
+    write_configuration,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -493,33 +495,10 @@ def test_documents_without_a_collection_are_not_synced(ravendb_target, ravendb_s
 
 # ----------------------------------------------------------------------------------------------------------
 # 2. Crash and resume under `fivetran debug`: kill -9 mid-sync at a seeded moment, rerun, compare DuckDB.
-# The seeds and a failing run (unknown client certificate: a crash report) run side by side, since each run
-# spends ~13 s in the SDK's offline pipreqs check before its sync starts.
+# The seeds and a failing run (unknown client certificate: a crash report) run side by side.
 
 CRASH_SEEDS = [11, 23, 47]
 CRASH_DOCUMENTS = 20_000
-FIVETRAN = str(Path(sys.executable).with_name("fivetran"))
-
-
-def start_debug(project: Path, configuration_path: Path, tmpdir: Path, log_name: str) -> subprocess.Popen:
-    project.mkdir(parents=True)
-    tmpdir.mkdir(exist_ok=True)
-    for name in ("connector.py", "requirements.txt"):
-        shutil.copy(REPO_ROOT / name, project / name)
-    with (project.parent / log_name).open("w") as output:
-        return debug_process(project, configuration_path, tmpdir, output)
-
-
-def debug_process(project: Path, configuration_path: Path, tmpdir: Path, output: IO) -> subprocess.Popen:
-    """`fivetran debug` in `project`, its temporary files in `tmpdir`, everything it prints into `output`."""
-    return subprocess.Popen(
-        [FIVETRAN, "debug", "--configuration", str(configuration_path)],
-        cwd=project,
-        env={**os.environ, "DO_NOT_TRACK": "1", "TMPDIR": str(tmpdir)},
-        stdin=subprocess.DEVNULL,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def warehouse(project: Path) -> tuple[list[str], int, int]:
@@ -545,9 +524,7 @@ def crash_runs(raven_server, tmp_path_factory):
             for start in range(1, CRASH_DOCUMENTS + 1, 1000):
                 documents.put(admin, orders(start, 1000))
         configuration = configuration_for(target, collection_name="Orders")
-        configuration_path = root / "configuration.json"
-        configuration_path.write_text(json.dumps(configuration))
-        configuration_path.chmod(0o600)
+        configuration_path = write_configuration(root / "configuration.json", configuration)
         failing_path = root / "failing-configuration.json"
         failing = dict(configuration)
         if raven_server.unknown_client_pem:
@@ -665,7 +642,7 @@ def test_the_key_folder_of_a_killed_run_is_removed_by_the_resumed_run(crash_runs
 
 
 def test_no_secret_in_logs_errors_state_or_working_directory_after_in_process_scenarios(
-    ravendb_target, ravendb_store, configuration, ops, logs
+    ravendb_target, ravendb_store, configuration, ops, logs, own_tempdir
 ):
     documents.put(ravendb_store, orders(1, 5))
     before = certificate_dirs()

@@ -70,6 +70,7 @@ def test_connection_test_names_the_first_step_that_fails(ravendb_target, changes
     assert re.match(message, result.failure), result.failure
 
 
+@pytest.mark.e2e
 def test_fivetran_configuration_test_runs_the_connection_test(ravendb_target, tmp_path):
     shutil.copy(REPO / "connector.py", tmp_path / "connector.py")
     configuration = configuration_for(ravendb_target, database_name="missing_db")

@@ -323,7 +323,7 @@ class TestReconciliationWithoutRevisions:
         state = connector.SyncState.load({"version": 1, "cursors": {"Orders": "2000-01-01T00:00:00.0000000Z"}})
 
         with connector.open_store(settings) as store:
-            connector.reconcile_deletes(store, settings, "Orders", state)
+            connector.reconcile_deletes(store, settings, ["Orders"], state)
 
         assert ops.rows("Orders") == database_rows(ravendb_target, "Orders")
         assert [kind for kind, *_ in ops.calls] == ["truncate", "upsert", "upsert", "upsert", "checkpoint"]
@@ -380,12 +380,16 @@ class TestFailuresNameTheSetting:
         with pytest.raises(SourceError, match=r"^ravendb_urls: TLS with .* the server certificate is not trusted"):
             connector.update(configuration, {})
 
-    def test_plain_http_to_an_https_server(self, ravendb_target):
+    def test_plain_http_to_an_https_server_says_to_use_https(self, ravendb_target):
         configuration = configuration_for(ravendb_target, ravendb_urls=ravendb_target.urls[0].replace("https", "http"))
         del configuration["certificate_base64"], configuration["server_ca_base64"]
 
-        with pytest.raises(SourceError, match=r"^ravendb_urls: "):
+        with pytest.raises(SourceError) as raised:
             connector.update(configuration, {})
+
+        assert raised.value.setting == "ravendb_urls"
+        assert str(raised.value).startswith(f"ravendb_urls: request to {configuration['ravendb_urls']} failed: ")
+        assert str(raised.value).endswith("(a server that only speaks TLS answers http:// like this: use https://)")
 
     def test_unknown_database(self, ravendb_target):
         configuration = configuration_for(ravendb_target, database_name="no_such_database")
@@ -412,7 +416,9 @@ def test_a_dead_first_node_fails_over_with_a_warning(
     assert any("unreachable" in line and ravendb_target.urls[0] in line for line in logs.messages("WARNING"))
 
 
-def test_no_secret_in_logs_errors_or_files_left_behind(ravendb_target, ravendb_store, configuration, ops, logs):
+def test_no_secret_in_logs_errors_or_files_left_behind(
+    ravendb_target, ravendb_store, configuration, ops, logs, own_tempdir
+):
     documents.put(ravendb_store, orders(1, 5))
     before = certificate_dirs()
     bad = configuration_for(ravendb_target, certificate_base64=b64_file(ravendb_target.unknown_client_pem))

@@ -1,7 +1,6 @@
 """update() and schema() against a mocked DocumentStore: what lands, in what order, with which checkpoints."""
 
 import base64
-import glob
 import os
 import re
 import stat
@@ -16,13 +15,8 @@ from connector import SourceError, flatten
 from tests.certificate_forms import cert_pem, key_pem, self_signed
 
 
-def store(fake_store, *documents):
-    for document in documents:
-        fake_store.documents[document["@metadata"]["@id"]] = document
-
-
 def test_schema_declares_id_and_last_modified_per_configured_collection(fake_store, make_document, base_configuration):
-    store(fake_store, make_document("Orders", Freight=3.5), make_document("Companies"))
+    fake_store.add(make_document("Orders", Freight=3.5), make_document("Companies"))
 
     tables = connector.schema(base_configuration)
 
@@ -33,7 +27,7 @@ def test_schema_declares_id_and_last_modified_per_configured_collection(fake_sto
 
 def test_schema_discovers_user_collections_without_system_ones(fake_store, make_document, base_configuration):
     del base_configuration["collection_name"]
-    store(fake_store, make_document("Orders"), make_document("Companies"), make_document("@hilo"))
+    fake_store.add(make_document("Orders"), make_document("Companies"), make_document("@hilo"))
 
     assert [table["table"] for table in connector.schema(base_configuration)] == ["Companies", "Orders"]
 
@@ -41,7 +35,7 @@ def test_schema_discovers_user_collections_without_system_ones(fake_store, make_
 def test_first_sync_upserts_every_document_with_id_and_last_modified(
     fake_store, make_document, base_configuration, ops
 ):
-    store(fake_store, make_document(last_modified="2024-05-01T10:11:12.1234567Z", doc_id="orders/1-A", Freight=3))
+    fake_store.add(make_document(last_modified="2024-05-01T10:11:12.1234567Z", doc_id="orders/1-A", Freight=3))
 
     connector.update(base_configuration, {})
 
@@ -60,7 +54,7 @@ def test_first_sync_upserts_every_document_with_id_and_last_modified(
 def test_the_state_keeps_the_cursor_as_ravendb_text_and_each_version_in_eight_characters(
     fake_store, make_document, base_configuration, ops
 ):
-    store(fake_store, make_document(last_modified="2024-05-01T10:11:12.1234567Z"))  # newer than the read's bound
+    fake_store.add(make_document(last_modified="2024-05-01T10:11:12.1234567Z"))  # newer than the read's bound
 
     connector.update(base_configuration, {})
 
@@ -74,7 +68,7 @@ def test_the_state_keeps_the_cursor_as_ravendb_text_and_each_version_in_eight_ch
 def test_a_document_that_landed_at_the_cursor_timestamp_is_not_upserted_again(
     fake_store, make_document, base_configuration, ops
 ):
-    store(fake_store, make_document(last_modified="2024-05-01T10:11:12.1234567Z"))
+    fake_store.add(make_document(last_modified="2024-05-01T10:11:12.1234567Z"))
     connector.update(base_configuration, {})
     state = ops.checkpoints[-1]
 
@@ -87,7 +81,7 @@ def test_every_version_read_again_is_kept_whatever_their_number_and_none_lands_a
     fake_store, make_document, base_configuration, ops
 ):
     tick = "2024-05-01T10:11:12.1234567Z"
-    store(fake_store, *(make_document(last_modified=tick) for _ in range(10_000)))
+    fake_store.add(*(make_document(last_modified=tick) for _ in range(10_000)))
     connector.update(base_configuration, {})
 
     connector.update(base_configuration, ops.checkpoints[-1])
@@ -97,12 +91,12 @@ def test_every_version_read_again_is_kept_whatever_their_number_and_none_lands_a
 
 
 def test_next_sync_asks_for_documents_at_or_after_the_cursor(fake_store, make_document, base_configuration, ops):
-    store(fake_store, make_document())
+    fake_store.add(make_document())
     state = {"version": 1, "cursors": {"Orders": "2024-05-01T10:11:12.1234567Z"}}
 
     connector.update(base_configuration, state)
 
-    rql, parameters = fake_store.instances[0].queries[0]
+    rql, parameters = fake_store.stores[0].queries[0]
     assert rql == "from 'Orders' where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
     assert parameters == {"since": "2024-05-01T10:11:12.1234567Z"}
 
@@ -111,9 +105,9 @@ def test_documents_sharing_the_cursor_timestamp_are_read_again_not_skipped(
     fake_store, make_document, base_configuration, ops
 ):
     tick = "2024-05-01T10:11:12.1234567Z"
-    store(fake_store, make_document(last_modified=tick, doc_id="orders/2-A"))
+    fake_store.add(make_document(last_modified=tick, doc_id="orders/2-A"))
     connector.update(base_configuration, {})
-    store(fake_store, make_document(last_modified=tick, doc_id="orders/1-A"))  # same tick, smaller id, written later
+    fake_store.add(make_document(last_modified=tick, doc_id="orders/1-A"))  # same tick, smaller id, written later
 
     connector.update(base_configuration, ops.checkpoints[-1])
 
@@ -122,7 +116,7 @@ def test_documents_sharing_the_cursor_timestamp_are_read_again_not_skipped(
 
 def test_checkpoint_every_thousand_records_and_at_the_end(fake_store, make_document, base_configuration, ops):
     fake_store.server_date = datetime(2024, 5, 1, 10, 6, tzinfo=timezone.utc)
-    store(fake_store, *(make_document(last_modified=f"2024-05-01T10:00:00.{n:07d}Z") for n in range(2500)))
+    fake_store.add(*(make_document(last_modified=f"2024-05-01T10:00:00.{n:07d}Z") for n in range(2500)))
 
     connector.update(base_configuration, {})
 
@@ -135,7 +129,7 @@ def test_a_read_of_documents_older_than_its_bound_keeps_only_the_version_at_its_
     fake_store, make_document, base_configuration, ops
 ):
     fake_store.server_date = datetime(2024, 5, 1, 10, 6, tzinfo=timezone.utc)
-    store(fake_store, *(make_document(last_modified=f"2024-05-01T10:00:00.{n:07d}Z") for n in range(2500)))
+    fake_store.add(*(make_document(last_modified=f"2024-05-01T10:00:00.{n:07d}Z") for n in range(2500)))
 
     connector.update(base_configuration, {})
 
@@ -146,7 +140,7 @@ def test_a_read_of_documents_older_than_its_bound_keeps_only_the_version_at_its_
 
 
 def test_each_checkpoint_follows_the_upserts_it_covers(fake_store, make_document, base_configuration, ops):
-    store(fake_store, *(make_document() for _ in range(1500)))
+    fake_store.add(*(make_document() for _ in range(1500)))
 
     connector.update(base_configuration, {})
 
@@ -154,20 +148,34 @@ def test_each_checkpoint_follows_the_upserts_it_covers(fake_store, make_document
     assert first_checkpoint == 1000
 
 
+def with_client_certificate(configuration: dict[str, str]) -> dict[str, str]:
+    """`configuration` for an https server with a self-signed client certificate and its key."""
+    key, certificate = self_signed()
+    configuration.update(
+        ravendb_urls="https://127.0.0.1:8443",
+        certificate_base64=base64.b64encode(cert_pem(certificate) + key_pem(key)).decode(),
+    )
+    return configuration
+
+
 def test_store_is_closed_and_certificate_file_removed_when_the_sync_fails(
     fake_store, make_document, base_configuration, ops, monkeypatch
 ):
-    store(fake_store, make_document())
+    fake_store.add(make_document())
     monkeypatch.setattr(connector, "flatten", lambda document, columns: 1 / 0)
 
     with pytest.raises(ZeroDivisionError):
-        connector.update(base_configuration, {})
+        connector.update(with_client_certificate(base_configuration), {})
 
-    assert fake_store.instances[0].closed
+    (store,) = fake_store.stores
+    assert store.closed
+    assert store.certificate_pem_path is not None
+    assert not os.path.exists(store.certificate_pem_path)
+    assert not os.path.exists(os.path.dirname(store.certificate_pem_path))
 
 
 def test_unknown_collection_names_the_setting_and_lists_what_exists(fake_store, make_document, base_configuration):
-    store(fake_store, make_document("Orders"))
+    fake_store.add(make_document("Orders"))
     base_configuration["collection_name"] = "Ordres"
 
     with pytest.raises(
@@ -179,7 +187,7 @@ def test_unknown_collection_names_the_setting_and_lists_what_exists(fake_store, 
 
 
 def test_collection_names_match_case_insensitively_as_in_ravendb(fake_store, make_document, base_configuration, ops):
-    store(fake_store, make_document("Orders"))
+    fake_store.add(make_document("Orders"))
     base_configuration["collection_name"] = "orders"
 
     connector.update(base_configuration, {})
@@ -191,7 +199,7 @@ def test_a_collection_gone_since_the_last_sync_is_logged_not_an_error(
     fake_store, make_document, base_configuration, ops
 ):
     del base_configuration["collection_name"]
-    store(fake_store, make_document("Orders"))
+    fake_store.add(make_document("Orders"))
     state = {"version": 1, "cursors": {"Archive": "2024-05-01T10:11:12.1234567Z"}}
 
     connector.update(base_configuration, state)
@@ -229,12 +237,12 @@ def test_a_state_the_connector_did_not_write_is_refused(fake_store, base_configu
 
 def test_collection_name_with_quotes_is_escaped_not_injected(fake_store, make_document, base_configuration, ops):
     hostile = "Orders' or true or '"
-    store(fake_store, make_document(hostile))
+    fake_store.add(make_document(hostile))
     base_configuration["collection_name"] = hostile
 
     connector.update(base_configuration, {})
 
-    assert fake_store.instances[0].queries[0][0].startswith("from 'Orders\\' or true or \\'' where ")
+    assert fake_store.stores[0].queries[0][0].startswith("from 'Orders\\' or true or \\'' where ")
     assert len(ops.upserts) == 1
 
 
@@ -292,7 +300,7 @@ class TestDeletes:
     def test_first_sync_records_the_bin_position_without_deleting(
         self, fake_store, make_document, base_configuration, ops
     ):
-        store(fake_store, make_document("Orders"))
+        fake_store.add(make_document("Orders"))
         newest = deletion("orders/9-A", at(9))
         fake_store.revisions_bin = [None, newest, deletion("orders/8-A", at(8))]
 
@@ -305,7 +313,7 @@ class TestDeletes:
     def test_entries_since_the_last_sync_are_deleted_in_their_collection_only(
         self, fake_store, make_document, base_configuration, ops
     ):
-        store(fake_store, make_document("Orders"))
+        fake_store.add(make_document("Orders"))
         handled = deletion("orders/2-A", at(2))
         fake_store.revisions_bin = [
             deletion("orders/4-A", at(4)),
@@ -331,7 +339,7 @@ class TestDeletes:
     def test_every_entry_is_read_whatever_the_page_shapes(
         self, fake_store, make_document, base_configuration, ops, raw
     ):
-        store(fake_store, make_document("Orders"))
+        fake_store.add(make_document("Orders"))
         entries = {f"d{n}": deletion(f"orders/{n}-A", at(n + 10)) for n in range(1, 6)}
         handled = deletion("orders/99-A", at(1))
         fake_store.revisions_bin = [entries.get(name) for name in raw] + [handled]
@@ -344,21 +352,21 @@ class TestDeletes:
     def test_pages_advance_by_the_page_size_and_grow_after_an_empty_one(
         self, fake_store, make_document, base_configuration, ops
     ):
-        store(fake_store, make_document("Orders"))
+        fake_store.add(make_document("Orders"))
         fake_store.revisions_bin = [deletion("orders/1-A", at(20)), *[None] * 12, deletion("orders/2-A", at(2))]
         base_configuration["batch_size"] = "2"
         state = {"version": 1, "cursors": {}, "deletes_since": at(10)}
 
         connector.update(base_configuration, state)
 
-        pages = [url.split("?", 1)[1] for url in fake_store.instances[-1].bin_requests]
+        pages = [url.split("?", 1)[1] for url in fake_store.stores[-1].bin_requests]
         assert pages == ["start=0&pageSize=2", "start=2&pageSize=2", "start=4&pageSize=4", "start=8&pageSize=8"]
         assert deleted_ids(ops) == ["orders/1-A"]
 
     def test_walk_stops_at_the_newest_entry_handled_even_within_its_timestamp(
         self, fake_store, make_document, base_configuration, ops
     ):
-        store(fake_store, make_document("Orders"))
+        fake_store.add(make_document("Orders"))
         handled = deletion("orders/2-A", at(5))
         fake_store.revisions_bin = [deletion("orders/3-A", at(5)), handled, deletion("orders/1-A", at(5))]
 
@@ -369,30 +377,30 @@ class TestDeletes:
     def test_a_sync_with_nothing_deleted_since_makes_one_bin_request(
         self, fake_store, make_document, base_configuration, ops
     ):
-        store(fake_store, make_document("Orders"))
+        fake_store.add(make_document("Orders"))
         handled = deletion("orders/2-A", at(2))
         fake_store.revisions_bin = [handled, deletion("orders/1-A", at(1))]
 
         connector.update(base_configuration, position(handled))
 
-        assert len(fake_store.instances[-1].bin_requests) == 1
+        assert len(fake_store.stores[-1].bin_requests) == 1
         assert deleted_ids(ops) == []
 
     def test_without_revisions_there_is_no_delete_no_error_and_one_bin_request(
         self, fake_store, make_document, base_configuration, ops
     ):
-        store(fake_store, make_document("Orders"))
+        fake_store.add(make_document("Orders"))
 
         connector.update(base_configuration, {})
         connector.update(base_configuration, ops.checkpoints[-1])
 
         assert deleted_ids(ops) == []
-        assert [len(instance.bin_requests) for instance in fake_store.instances] == [1, 1]
+        assert [len(instance.bin_requests) for instance in fake_store.stores] == [1, 1]
 
     def test_a_saved_entry_no_longer_listed_is_logged_with_the_reconciliation_hint(
         self, fake_store, make_document, base_configuration, ops, logs
     ):
-        store(fake_store, make_document("Orders"))
+        fake_store.add(make_document("Orders"))
         fake_store.revisions_bin = [deletion("orders/5-A", at(5))]
 
         connector.update(base_configuration, position(deletion("orders/2-A", at(2))))
@@ -401,7 +409,7 @@ class TestDeletes:
         assert any("reconcile_deletes_hours" in line for line in logs.messages("WARNING"))
 
     def test_a_sharded_database_is_refused_in_one_line(self, fake_store, make_document, base_configuration, ops):
-        store(fake_store, make_document("Orders"))
+        fake_store.add(make_document("Orders"))
         fake_store.revisions_bin = [deletion("orders/5-A", at(5))]
         fake_store.bin_extra = {"ContinuationToken": "eyJQYWdlcyI6W119"}
 
@@ -423,31 +431,26 @@ def test_a_failing_sync_reports_one_line_through_op_error_without_a_traceback_ch
 
 @pytest.mark.parametrize("interruption", [KeyboardInterrupt, ConnectionResetError], ids=["interrupt", "error"])
 def test_certificate_file_is_owner_only_and_gone_on_every_path(
-    fake_store, make_document, base_configuration, monkeypatch, interruption
+    fake_store, make_document, base_configuration, monkeypatch, interruption, tmp_path
 ):
-    key, certificate = self_signed()
-    base_configuration.update(
-        ravendb_urls="https://127.0.0.1:8443",
-        certificate_base64=base64.b64encode(cert_pem(certificate) + key_pem(key)).decode(),
-    )
-    store(fake_store, make_document())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # no other process's certificate folders
+    with_client_certificate(base_configuration)
+    fake_store.add(make_document())
     modes = []
 
     def interrupt(document, columns):
-        path = fake_store.instances[0].certificate_pem_path
+        path = fake_store.stores[0].certificate_pem_path
         modes.append(stat.S_IMODE(os.stat(path).st_mode))
         raise interruption
 
     monkeypatch.setattr(connector, "flatten", interrupt)
-    pattern = os.path.join(tempfile.gettempdir(), "ravendb-connector-*")
-    before = set(glob.glob(pattern))
 
     with pytest.raises(interruption):
         connector.update(base_configuration, {})
 
     assert modes == [0o600]
-    assert set(glob.glob(pattern)) == before
-    assert fake_store.instances[0].closed
+    assert list(tmp_path.iterdir()) == []
+    assert fake_store.stores[0].closed
 
 
 def test_a_certificate_folder_left_by_a_killed_sync_is_removed_by_the_next_one(tmp_path, monkeypatch):

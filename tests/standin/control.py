@@ -214,3 +214,23 @@ class StandInControl:
     def revisions_bin_pages(self, database: str) -> dict[str, int]:
         """Shapes of the revisions-bin pages served for a database: full, short, empty, not modified."""
         return self._call("GET", f"/standin/databases/{database}/revisions/bin")["Pages"]
+
+    def step_clock_back(self, tag: str, ms: int) -> dict[str, Any]:
+        """Set node `tag`'s clock back by `ms` from where it is now (its later writes and `Date` headers)."""
+        return self._call("POST", f"/standin/nodes/{tag}/clock", {"step_back_ms": ms})
+
+    def set_conflict_solver(self, database: str, resolve_to_latest: bool) -> dict[str, Any]:
+        """ResolveToLatest of the database's conflict solver (RavenDB's default: true). Answers the kept conflicts."""
+        return self._call("POST", f"/standin/databases/{database}/conflicts", {"resolve_to_latest": resolve_to_latest})
+
+    def set_commit_latency(self, database: str, ms: int) -> dict[str, Any]:
+        """How long each write request waits between reading the clock and committing."""
+        return self._call("POST", f"/standin/databases/{database}/writes", {"commit_latency_ms": ms})
+
+    def clean_revisions_bin(self, database: str, older_than_s: float) -> dict[str, Any]:
+        """Run the revisions bin cleaner once: ids whose bin entry is older than `older_than_s` lose every revision."""
+        return self._call("POST", f"/standin/databases/{database}/revisions/bin/clean", {"older_than_s": older_than_s})
+
+    def set_pulse_limit(self, database: str, limit_bytes: int) -> dict[str, Any]:
+        """Databases.PulseReadTransactionLimitInMb, in bytes, for the database's streams."""
+        return self._call("POST", f"/standin/databases/{database}/streams", {"pulse_limit_bytes": limit_bytes})

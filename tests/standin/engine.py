@@ -42,10 +42,10 @@ class QueryRequest:
 @dataclass
 class Outcome:
     """Documents of the requested page plus the statistics of the whole result. For an index query `docs` are the
-    hits in index order as loaded when the query started; `reload` says a stream loads each hit's current version
-    again when it emits it (MapQueryResultRetriever.DirectGet → DocumentsStorage.Get). `renew(read, last)`, for a
-    stream that reads storage, gives the rest of the results after its read transaction is renewed (with the
-    database lock held), `read` results after the start, the last of them `last`."""
+    hits in index order as loaded when the query started (one snapshot: Index.QueryInternal opens the index's and
+    the documents' read transactions at the start). `renew(read, last)` gives the rest of a stream's results after
+    its read transaction is renewed (with the database lock held), `read` results after the start, the last of
+    them `last`. `reload` (unused by RavenDB's paths) loads each hit's current version as it is sent."""
 
     docs: list[Doc]
     total: int
@@ -245,11 +245,22 @@ def run_index_query(db: Database, req: QueryRequest) -> Outcome:
             entries = [e for e in entries if evaluator.matches(q.where, _getter(index, e))]
         entries = _sort(list(entries), q.order_by, index)
         docs = [d for d in (db.docs.get(e.doc.key) for e in entries) if d is not None]
+        keys = [doc.key for doc in docs]
         stale = index.frontier < cutoff if req.wait_for_non_stale else db.is_stale(index)
         outcome_index = (index.name, stale, index.frontier, index.last_indexing_ticks)
     start, page = _paging(req)
     name, stale, frontier, ticks = outcome_index
-    return Outcome(docs[start : start + page], len(docs), 0, name, stale, frontier, ticks, reload=True)
+    outcome = Outcome(docs[start : start + page], len(docs), 0, name, stale, frontier, ticks)
+    outcome.renew = lambda read, _last: _hits_reloaded(db, keys[start + read : start + page])
+    return outcome
+
+
+def _hits_reloaded(db: Database, unsent: list[str]) -> list[Doc]:
+    """Where an index query stream goes on after a read-transaction renewal: the same hits, in the same order
+    (the index snapshot stays), each loaded again from the new documents snapshot, so a document rewritten since
+    the query began comes back at its indexed place with its new version, and one deleted is skipped
+    (Index query streaming through a PulsedTransactionEnumerator, the hits loaded by MapQueryResultRetriever)."""
+    return [doc for doc in (db.docs.get(key) for key in unsent) if doc is not None]
 
 
 def run_query(db: Database, req: QueryRequest) -> Outcome:

@@ -8,12 +8,20 @@ INVALID_QUERY = "Raven.Client.Exceptions.InvalidQueryException"
 class RavenError(Exception):
     """An error response: HTTP status, .NET exception type and message."""
 
-    def __init__(self, status: int, type_name: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        type_name: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.type_name = type_name
         self.message = message
         self.headers = headers or {}
+        self.extra = extra or {}
 
     def body(self, url: str) -> dict[str, Any]:
         """The JSON body RavenDB sends: Url, Type, Message, Error."""
@@ -22,6 +30,7 @@ class RavenError(Exception):
             "Type": self.type_name,
             "Message": self.message,
             "Error": f"{self.type_name}: {self.message}",
+            **self.extra,
         }
 
 

@@ -27,6 +27,7 @@ from tests.standin.tls import thumbprint, thumbprint_sha256
 
 JSON = {"Content-Type": "application/json; charset=utf-8"}
 STREAM_CHUNK_DOCS = 2000
+PULSE_CHECK_DOCS = 1024  # PulsedEnumerationState.DefaultNumberOfEnumeratedDocumentsToCheckIfPulseLimitExceeded
 # What a stream that fails midway writes by default: the exception's ToString(), as the JSONL writer does.
 STREAM_ERROR = (
     "System.OperationCanceledException: The operation was canceled.\r\n"
@@ -138,11 +139,19 @@ class StandIn:
                     self.requests[f"{node.tag} {request.method} {request.path}"] += 1
             try:
                 self.authorize(request)
-                return self.dispatch(node, request)
+                response = self.dispatch(node, request)
             except RavenError as e:
-                return json_response(e.body(node.url + request.target), e.status, e.headers)
+                response = json_response(e.body(node.url + request.target), e.status, e.headers)
+            response.headers.setdefault("Date", self.http_date(node.tag))
+            return response
 
         return handler
+
+    def http_date(self, tag: str) -> str:
+        """The `Date` header a node sends: its own clock (the wall clock plus the node's skew, which a test sets or
+        steps), to the second, as Kestrel writes it on every response."""
+        seconds = time.time() + self.storage.skew_ticks.get(tag, 0) / 10_000_000
+        return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(seconds))
 
     def authorize(self, request: Request) -> None:
         """Per-request client-certificate check on a TLS server: 403 unless a known, unexpired cert was sent."""
@@ -331,7 +340,8 @@ def docs_put(node: Node, request: Request, m: re.Match) -> Response:
     if not doc_id or not isinstance(document, dict):
         raise RavenError(400, "System.ArgumentException", "PUT docs needs ?id= and a JSON object body")
     expected = request.headers.get("if-match", "").strip('"') or None
-    doc = db.put(doc_id, document, expected)
+    ticks = _clock_then_commit_latency(db, 1)[0]
+    doc = db.put(doc_id, document, expected, ticks)
     return json_response({"Id": doc.id, "ChangeVector": doc.change_vector}, 201)
 
 
@@ -339,8 +349,21 @@ def docs_delete(node: Node, request: Request, m: re.Match) -> Response:
     """DELETE /databases/{db}/docs?id=…"""
     db = node.database(m["db"])
     expected = request.headers.get("if-match", "").strip('"') or None
-    db.delete(request.arg("id") or "", expected)
+    ticks = _clock_then_commit_latency(db, 1)[0]
+    db.delete(request.arg("id") or "", expected, ticks)
     return Response(204)
+
+
+def _clock_then_commit_latency(db: Database, writes: int) -> list[int]:
+    """The @last-modified of each write of a transaction, read from the node's clock as each put runs
+    (DocumentPutAction.PutDocument → DocumentsStorage.GetOrCreateLastModifiedTicks), then the wait until the
+    transaction commits (the transaction merger batches and commits later), during which other writes may commit
+    first: a write becomes visible after its @last-modified, and a later etag can carry an earlier timestamp."""
+    ticks = [db.now() for _ in range(writes)]
+    latency = db.group.commit_latency_ms
+    if latency > 0:
+        time.sleep(latency / 1000)
+    return ticks
 
 
 def bulk_docs(node: Node, request: Request, m: re.Match) -> Response:
@@ -348,11 +371,12 @@ def bulk_docs(node: Node, request: Request, m: re.Match) -> Response:
     db = node.database(m["db"])
     commands = (body_json(request) or {}).get("Commands") or []
     results: list[dict[str, Any]] = []
+    stamps = _clock_then_commit_latency(db, len(commands))
     with db.lock:
         for command in commands:
             _validate_command(db, command)
-        for command in commands:
-            results.append(_apply_command(db, node, command))
+        for command, ticks in zip(commands, stamps, strict=True):
+            results.append(_apply_command(db, node, command, ticks))
     return json_response({"Results": results, "TransactionIndex": 0}, 201)
 
 
@@ -366,7 +390,7 @@ def _validate_command(db: Database, command: dict[str, Any]) -> None:
     if not isinstance(command.get("Id"), str) or not command["Id"]:
         raise RavenError(400, "System.ArgumentException", f"{kind} command without an Id")
     expected = command.get("ChangeVector")
-    existing = db.get(command["Id"])
+    existing = db.docs.get(command["Id"].lower())  # a write to a conflicted id resolves it
     if expected is not None and (existing is None or existing.change_vector != expected):
         raise RavenError(
             409,
@@ -377,11 +401,11 @@ def _validate_command(db: Database, command: dict[str, Any]) -> None:
         )
 
 
-def _apply_command(db: Database, node: Node, command: dict[str, Any]) -> dict[str, Any]:
+def _apply_command(db: Database, node: Node, command: dict[str, Any], ticks: int) -> dict[str, Any]:
     kind = command.get("Type")
     doc_id = command.get("Id")
     if kind == "PUT":
-        doc = db.put(doc_id, command.get("Document") or {}, command.get("ChangeVector"))
+        doc = db.put(doc_id, command.get("Document") or {}, command.get("ChangeVector"), ticks)
         result = {"Type": "PUT", "@id": doc.id}
         if doc.collection != "@empty":
             result["@collection"] = doc.collection
@@ -390,7 +414,7 @@ def _apply_command(db: Database, node: Node, command: dict[str, Any]) -> dict[st
             result["@flags"] = doc.flags
         return result
     if kind == "DELETE":
-        deleted = db.delete(doc_id, command.get("ChangeVector"))
+        deleted = db.delete(doc_id, command.get("ChangeVector"), ticks)
         return {"Type": "DELETE", "Id": doc_id, "Deleted": deleted is not None}
     raise RavenError(
         400, "System.NotSupportedException", f"Batch command type '{kind}' is not supported by the stand-in"
@@ -517,22 +541,30 @@ def _paced(
 ) -> Iterator[list[Doc] | str]:
     """A stream's documents in batches, produced as the socket takes them, or the error message that ends it.
 
-    Index hits (`reload`) are loaded again as each batch is produced, so a write made during the stream shows in the
-    hits not yet sent (a deleted one is skipped). A stream that reads storage (`renew`) reads one snapshot, unless
-    the test set `read_pulse_docs`: then, like PulsedTransactionEnumerator.MoveNext, before reading on after every
-    multiple of that many documents it renews its read transaction and takes the rest from `renew`. The test knobs:
-    a stream pauses after N hits until released; an error ends it; a throttle sends `throttle_docs` hits every
-    `throttle_ms`."""
+    A stream reads the snapshot it started with (index hits were loaded at the start). It renews its read
+    transaction, like PulsedTransactionEnumerator.MoveNext, and takes the rest from `renew` in the new snapshot:
+    every `read_pulse_docs` documents when a test set that, and, on a database whose documents compression covers
+    the collection read (RavenDB 7.x counts decompression buffers in LowLevelTransaction.AdditionalMemoryUsageSize),
+    at each multiple of 1,024 documents (PulsedEnumerationState) once the compressed documents read since the last
+    renewal reach the pulse limit. `reload` (no caller sets it now) loads each hit's current version as it is sent.
+    The test knobs: a stream pauses after N hits until released; an error ends it; a throttle sends
+    `throttle_docs` hits every `throttle_ms`."""
     streams = db.group.streams
     with db.lock:
         cuts = streams.cuts()
         chunk, delay_s = streams.throttle_docs or STREAM_CHUNK_DOCS, streams.throttle_ms / 1000
         pulse = streams.read_pulse_docs if renew is not None else None
+        compressed = db.group.compressed_collections() if renew is not None else None
+        pulse_limit = streams.pulse_limit_bytes
     pending, at, sent, last = hits, 0, 0, None  # pending[at:]: what the current snapshot has left to send
+    buffered = 0  # bytes of compressed documents read since the last renewal
     while True:
-        if pulse and sent and sent % pulse == 0 and renew is not None and last is not None:
+        renewing = pulse and sent and sent % pulse == 0
+        if compressed is not None and sent and sent % PULSE_CHECK_DOCS == 0 and buffered >= pulse_limit:
+            renewing = True
+        if renewing and renew is not None and last is not None:
             with db.lock:
-                pending, at = renew(sent, last), 0
+                pending, at, buffered = renew(sent, last), 0, 0
         if at >= len(pending):
             return
         if sent and delay_s:
@@ -540,10 +572,14 @@ def _paced(
         stops = [sent + chunk, *(cut for cut in cuts if cut > sent)]
         if pulse:
             stops.append((sent // pulse + 1) * pulse)
+        if compressed is not None:
+            stops.append((sent // PULSE_CHECK_DOCS + 1) * PULSE_CHECK_DOCS)
         batch = pending[at : at + min(stops) - sent]
         at += len(batch)
         sent += len(batch)
         last = batch[-1]
+        if compressed is not None:
+            buffered += sum(len(doc.raw) for doc in batch if compressed is True or doc.collection.lower() in compressed)
         if reload:
             with db.lock:
                 batch = [doc for doc in (db.docs.get(hit.key) for hit in batch) if doc is not None]
@@ -794,6 +830,8 @@ def control_streams(node: Node, request: Request, m: re.Match) -> Response:
         if "read_pulse_docs" in body:
             every = body["read_pulse_docs"]
             streams.read_pulse_docs = None if not every else int(every)
+        if "pulse_limit_bytes" in body:
+            streams.pulse_limit_bytes = int(body["pulse_limit_bytes"])
         if "error_after" in body:
             streams.error_after = None if body["error_after"] is None else int(body["error_after"])
             streams.error_times = int(body.get("error_times", 1))
@@ -807,6 +845,7 @@ def control_streams(node: Node, request: Request, m: re.Match) -> Response:
                 "ThrottleDocs": streams.throttle_docs,
                 "ThrottleMs": streams.throttle_ms,
                 "ReadPulseDocs": streams.read_pulse_docs,
+                "PulseLimitBytes": streams.pulse_limit_bytes,
             }
         )
 
@@ -845,13 +884,69 @@ def control_node_action(node: Node, _r: Request, m: re.Match) -> Response:
 
 
 def control_node_clock(node: Node, request: Request, m: re.Match) -> Response:
-    """POST /standin/nodes/{tag}/clock {"skew_ms": n}: that node's writes get the server clock + n ms."""
+    """POST /standin/nodes/{tag}/clock {"skew_ms"?: n, "step_back_ms"?: n}: that node's clock (its writes'
+    @last-modified and its `Date` header) is the server clock + skew_ms; step_back_ms sets the node's clock back
+    by that much from where it is now, as time synchronisation does to a clock that ran ahead."""
     target = node.server.node(m["tag"])
     skew = node.server.storage.skew_ticks
     body = body_json(request) or {}
     if "skew_ms" in body:
         skew[target.tag] = int(body["skew_ms"]) * 10_000
+    if "step_back_ms" in body:
+        skew[target.tag] = skew.get(target.tag, 0) - int(body["step_back_ms"]) * 10_000
     return json_response({"Tag": target.tag, "SkewMs": skew.get(target.tag, 0) // 10_000})
+
+
+def control_conflicts(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /standin/databases/{db}/conflicts {"resolve_to_latest"?: bool}: the conflict solver of the database
+    record (ModifyConflictSolverOperation's ResolveToLatest; RavenDB resolves to the latest unless it is false).
+    Answers the conflicts each node keeps."""
+    group = node.database(m["db"]).group
+    body = body_json(request) or {}
+    with group.lock:
+        if "resolve_to_latest" in body:
+            group.resolve_to_latest = bool(body["resolve_to_latest"])
+        kept = {tag: sorted(copy.conflicts) for tag, copy in group.copies.items()}
+        return json_response({"ResolveToLatest": group.resolve_to_latest, "Conflicts": kept})
+
+
+def control_writes(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /standin/databases/{db}/writes {"commit_latency_ms"}: how long each write request (PUT, DELETE,
+    bulk_docs) waits, after reading the clock for its @last-modified, before it commits and becomes visible."""
+    group = node.database(m["db"]).group
+    body = body_json(request) or {}
+    with group.lock:
+        if "commit_latency_ms" in body:
+            group.commit_latency_ms = int(body["commit_latency_ms"])
+        return json_response({"CommitLatencyMs": group.commit_latency_ms})
+
+
+def control_clean_revisions_bin(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /standin/databases/{db}/revisions/bin/clean {"older_than_s"}: run the revisions bin cleaner once on
+    every node (RevisionsBinCleaner.ExecuteCleanup with MinimumEntriesAgeToKeep = older_than_s): every id whose
+    bin entry is older loses all its revisions. RavenDB runs it every RefreshFrequency when the database record
+    has a RevisionsBin configuration (none by default)."""
+    group = node.database(m["db"]).group
+    body = body_json(request) or {}
+    removed = {}
+    with group.lock:
+        for tag, copy in group.copies.items():
+            before = copy.now() - int(float(body.get("older_than_s", 0)) * 10_000_000)
+            removed[tag] = copy.revisions.clean(before, lambda key, c=copy: key in c.docs)
+    return json_response({"Removed": removed})
+
+
+def documents_compression(node: Node, request: Request, m: re.Match) -> Response:
+    """POST /databases/{db}/admin/documents-compression/config (UpdateDocumentsCompressionConfigurationOperation):
+    {Collections, CompressAllCollections, CompressRevisions} into the database record. The stand-in stores documents
+    as they are; what compression changes for a reader is that RavenDB 7.x renews the read transaction of long
+    streams over compressed documents (see _paced)."""
+    db = node.database(m["db"])
+    config = body_json(request) or {}
+    with db.lock:
+        db.group.compression = dict(config)
+        db.raft_index += 1
+        return json_response({"RaftCommandIndex": db.raft_index})
 
 
 def control_generate(node: Node, request: Request, m: re.Match) -> Response:
@@ -925,5 +1020,9 @@ def build_routes() -> list[tuple[str, re.Pattern, Route]]:
         ("GET", r"/standin/ping", control_ping),
         ("GET", r"/standin/requests", control_requests),
         ("GET", r"/standin" + DB + r"/revisions/bin", control_revisions_bin),
+        ("POST", r"/standin" + DB + r"/revisions/bin/clean", control_clean_revisions_bin),
+        ("POST", r"/standin" + DB + r"/conflicts", control_conflicts),
+        ("POST", r"/standin" + DB + r"/writes", control_writes),
+        ("POST", DB + r"/admin/documents-compression/config", documents_compression),
     ]
     return [(method, re.compile(pattern), route) for method, pattern, route in table]

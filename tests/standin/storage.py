@@ -23,7 +23,11 @@ ALL_DOCS = "@all_docs"
 LAST_MODIFIED_FIELD = "@metadata.@last-modified"
 ID_FIELD = "id()"
 SERVER_METADATA = ("@id", "@change-vector", "@last-modified", "@flags", "@etag", "@index-score", "@nested-object-types")
-DELETE_REVISION_FLAGS = "HasRevisions, DeleteRevision, Revision"
+DELETE_REVISION_FLAGS = "HasRevisions, DeleteRevision"  # RevisionsStorage.Delete: DeleteRevision | HasRevisions
+RESOLVED_FLAGS = "HasRevisions, Resolved"  # a resolved document (Resolved = 0x200) keeps conflict revisions
+DEFAULT_INDEXING_LAG_MS = 20  # auto indexes run in the background: a write is indexed this long after it commits
+DEFAULT_PULSE_LIMIT_BYTES = 16 << 20  # Databases.PulseReadTransactionLimitInMb on a machine with <= 1 GB of memory
+DEFAULT_COMMIT_LATENCY_MS = 2  # a write request commits this long after it read the clock for @last-modified
 
 
 def dumps(value: Any) -> bytes:
@@ -91,36 +95,61 @@ class RevisionsBin:
     RevisionsStorage.GetRevisionsBinEntries (src/Raven.Server/Documents/Revisions/RevisionsStorage.cs) walks the
     delete revisions backwards by etag, skips `start` raw records, and counts `pageSize` raw records *before*
     IsRevisionsBinEntry drops the ones whose document exists again or whose id has a newer revision than this
-    delete. So a page can be short, or empty, while older entries remain. Revisions are never trimmed here
-    (MinimumRevisionsToKeep is not modelled); PurgeOnDelete removes every revision of the deleted id.
+    delete. So a page can be short, or empty, while older entries remain. Each write of a revision trims the id's
+    oldest revisions down to MinimumRevisionsToKeep (DeleteOldRevisions; with 0 a delete keeps not even its delete
+    revision); PurgeOnDelete removes every revision of the deleted id; the bin cleaner removes every revision of an
+    id whose bin entry is older than its age (RevisionsBinCleanMergedCommand).
     """
 
-    deletes: list[BinEntry] = field(default_factory=list)  # every delete revision, ascending etag
-    newest: dict[str, int] = field(default_factory=dict)  # lower-cased id -> etag of its newest revision
-    per_id: Counter = field(default_factory=Counter)  # lower-cased id -> revisions kept
+    deletes: list[BinEntry] = field(default_factory=list)  # every delete revision kept, ascending etag
+    revisions: dict[str, list[int]] = field(default_factory=dict)  # lower-cased id -> etags of its revisions kept
     count: int = 0  # every revision kept (GetNumberOfRevisionDocuments, the stats' CountOfRevisionDocuments)
     pages: Counter = field(default_factory=Counter)  # shapes of the pages served: full, short, empty, not modified
 
-    def add_revision(self, key: str, etag: int) -> None:
-        """A put that created a revision."""
-        self.newest[key] = etag
-        self.per_id[key] += 1
-        self.count += 1
+    def newest(self, key: str) -> int | None:
+        """Etag of the id's newest revision kept."""
+        etags = self.revisions.get(key)
+        return etags[-1] if etags else None
 
-    def add_delete(self, entry: BinEntry) -> None:
-        """A delete that created a delete revision."""
+    def add_revision(self, key: str, etag: int, keep: int | None = None) -> None:
+        """A put that created a revision; `keep`: MinimumRevisionsToKeep (None: no limit)."""
+        self.revisions.setdefault(key, []).append(etag)
+        self.count += 1
+        self._trim(key, keep)
+
+    def add_delete(self, entry: BinEntry, keep: int | None = None) -> None:
+        """A delete that created a delete revision (then trimmed like any revision)."""
         self.deletes.append(entry)
-        self.add_revision(entry.key, entry.etag)
+        self.add_revision(entry.key, entry.etag, keep)
+
+    def _trim(self, key: str, keep: int | None) -> None:
+        """DeleteOldRevisions → GetRevisionsForCollectionOrDefault: delete the oldest revisions beyond `keep`."""
+        etags = self.revisions.get(key, [])
+        if keep is None or len(etags) <= keep:
+            return
+        dropped = set(etags[: len(etags) - keep])
+        self.revisions[key] = etags[len(etags) - keep :]
+        if not self.revisions[key]:
+            del self.revisions[key]
+        self.count -= len(dropped)
+        self.deletes = [entry for entry in self.deletes if not (entry.key == key and entry.etag in dropped)]
 
     def purge(self, key: str) -> None:
-        """PurgeOnDelete: the deleted id keeps no revision at all."""
+        """PurgeOnDelete (or the bin cleaner): the id keeps no revision at all."""
         self.deletes = [entry for entry in self.deletes if entry.key != key]
-        self.newest.pop(key, None)
-        self.count -= self.per_id.pop(key, 0)
+        self.count -= len(self.revisions.pop(key, []))
+
+    def clean(self, before_ticks: int, exists: Callable[[str], bool]) -> int:
+        """The revisions bin cleaner: every id whose bin entry was deleted before `before_ticks` loses all its
+        revisions (ForceDeleteAllRevisionsFor). Returns how many entries it removed."""
+        old = {entry.key for entry in self.deletes if entry.ticks < before_ticks and self.is_entry(entry, exists)}
+        for key in old:
+            self.purge(key)
+        return len(old)
 
     def is_entry(self, entry: BinEntry, exists: Callable[[str], bool]) -> bool:
         """IsRevisionsBinEntry: the document does not exist and this delete is its id's newest revision."""
-        return not exists(entry.key) and self.newest.get(entry.key) == entry.etag
+        return not exists(entry.key) and self.newest(entry.key) == entry.etag
 
     def page(self, start: int, size: int, exists: Callable[[str], bool]) -> list[BinEntry]:
         """Skip `start` raw records newest first, take `size` raw records, then drop those no longer in the bin."""
@@ -181,7 +210,7 @@ class IndexingControl:
     Indexing.Auto.ArchivedDataProcessingBehavior."""
 
     paused: bool = False
-    lag_ms: int = 0
+    lag_ms: int = DEFAULT_INDEXING_LAG_MS
     build_s: float = 0.0
     new_index_wait_s: float | None = None  # None: RavenDB's own (15 s for a query, 60 s for a stream)
     dynamic_queries_disabled: bool = False
@@ -231,6 +260,7 @@ class StreamControl:
     throttle_docs: int = 0
     throttle_ms: int = 0
     read_pulse_docs: int | None = None
+    pulse_limit_bytes: int = DEFAULT_PULSE_LIMIT_BYTES  # Databases.PulseReadTransactionLimitInMb
 
     def cuts(self) -> list[int]:
         """Positions where a stream starting now must stop to check for a pause or an error."""
@@ -306,6 +336,24 @@ def merge_vectors(a: dict[str, tuple[str, int]], b: dict[str, tuple[str, int]]) 
     return merged
 
 
+def _same_content(a: bytes, b: bytes) -> bool:
+    """Whether two versions have the same body (metadata aside): TryResolveIdenticalDocument."""
+    left, right = json.loads(a), json.loads(b)
+    left.pop("@metadata", None)
+    right.pop("@metadata", None)
+    return left == right
+
+
+def document_conflict(doc_id: str, versions: list[Doc]) -> RavenError:
+    """The 409 a load of a conflicted document gets (DocumentConflictException)."""
+    return RavenError(
+        409,
+        "Raven.Client.Exceptions.Documents.DocumentConflictException",
+        f"Conflict detected on '{doc_id}', conflict must be resolved before the document will be accessible",
+        extra={"DocId": doc_id, "LargestEtag": max((v.etag for v in versions), default=0)},
+    )
+
+
 def vector_status(incoming: str, local: str | None) -> str:
     """How an incoming version relates to the local one: `update` (newer), `already` (same or older), `conflict`."""
     if not local:
@@ -343,6 +391,7 @@ class Database:
         self.indexing = group.indexing
         self.revisions = RevisionsBin()  # this node's bin: a replicated delete gets this node's etag
         self.tombstone_vectors: dict[str, str] = {}
+        self.conflicts: dict[str, list[Doc]] = {}  # lower-cased id -> conflicting versions (ResolveToLatest = false)
         self.tombstones = 0
         self.operation_id = 0
 
@@ -409,8 +458,11 @@ class Database:
             return f"{doc_id}{self.last_etag + 1:019d}-{self.node_tag}"
         return doc_id
 
-    def put(self, doc_id: str, document: dict[str, Any], expected_cv: str | None = None) -> Doc:
-        """Store a document written to this node (server-side metadata set here) and return the new version."""
+    def put(
+        self, doc_id: str, document: dict[str, Any], expected_cv: str | None = None, ticks: int | None = None
+    ) -> Doc:
+        """Store a document written to this node (server-side metadata set here) and return the new version.
+        `ticks`: the @last-modified the write read from the clock before it committed (default: now)."""
         with self.lock:
             doc_id = self._resolve_id(doc_id)
             key = doc_id.lower()
@@ -435,16 +487,29 @@ class Database:
                 )
             if existing is not None:  # ids are case-insensitive: one document, stored under the new spelling
                 collection = existing.collection
-            return self.store_raw(doc_id, document, metadata, collection)
+            return self.store_raw(doc_id, document, metadata, collection, ticks)
 
-    def store_raw(self, doc_id: str, document: dict, metadata: dict, collection: str) -> Doc:
-        """Write a document version on this node and send it to the other nodes."""
+    def store_raw(
+        self, doc_id: str, document: dict, metadata: dict, collection: str, ticks: int | None = None,
+        resolved: bool = False,
+    ) -> Doc:  # fmt: skip
+        """Write a document version on this node and send it to the other nodes. A write to a conflicted id
+        resolves the conflict: its change vector merges every conflicting one, and it is flagged Resolved
+        (ConflictsStorage.MergeConflictChangeVectorIfNeededAndDeleteConflicts, DocumentPutAction)."""
         key = doc_id.lower()
         etag = self._next_etag()
-        ticks = self.now()
+        ticks = self.now() if ticks is None else ticks
         old = self.docs.get(key)
-        cv = self._local_change_vector(old.change_vector if old else self.tombstone_vectors.get(key), etag)
-        flags = "HasRevisions" if self.revisions_enabled(collection) else ""
+        conflicts = self.conflicts.pop(key, None)
+        previous = old.change_vector if old else self.tombstone_vectors.get(key)
+        if conflicts:
+            merged: dict[str, tuple[str, int]] = {}
+            for version in conflicts:
+                merged = merge_vectors(merged, parse_change_vector(version.change_vector))
+            previous, resolved = format_change_vector(merged), True
+        cv = self._local_change_vector(previous, etag)
+        cfg = self.revisions_enabled(collection)
+        flags = RESOLVED_FLAGS if resolved else "HasRevisions" if cfg else ""
         out = {k: v for k, v in metadata.items() if k not in SERVER_METADATA}
         if collection == EMPTY_COLLECTION:
             out.pop("@collection", None)
@@ -460,6 +525,11 @@ class Database:
         self.group.replicate(self, doc.key, doc.id, doc.collection, ticks, cv, flags, doc.raw, doc.archived)
         return doc
 
+    def _keep(self, collection: str) -> int | None:
+        """MinimumRevisionsToKeep of the collection's revisions configuration (None: no limit)."""
+        value = (self.revisions_enabled(collection) or {}).get("MinimumRevisionsToKeep")
+        return None if value is None else int(value)
+
     def _install(self, doc: Doc) -> None:
         """Make `doc` the current version of its id on this node (a new etag, so the end of etag order)."""
         key = doc.key
@@ -468,7 +538,7 @@ class Database:
             self.by_collection[old.collection].pop(key, None)
             self.all_docs.pop(key, None)
         if doc.flags:
-            self.revisions.add_revision(key, doc.etag)
+            self.revisions.add_revision(key, doc.etag, self._keep(doc.collection))
         self.docs[key] = doc
         self.by_collection.setdefault(doc.collection, {})[key] = doc
         self.all_docs[key] = doc
@@ -476,7 +546,7 @@ class Database:
         self._append_log(LogEntry(doc.etag, key, doc.collection, doc, time.monotonic()))
         self.changed.notify_all()
 
-    def delete(self, doc_id: str, expected_cv: str | None = None) -> Doc | None:
+    def delete(self, doc_id: str, expected_cv: str | None = None, ticks: int | None = None) -> Doc | None:
         """Delete a document on this node; put a delete revision in the bin when revisions apply. Returns the
         deleted doc."""
         with self.lock:
@@ -492,7 +562,7 @@ class Database:
             if doc is None:
                 return None
             etag = self._next_etag()
-            ticks = self.now()
+            ticks = self.now() if ticks is None else ticks
             cv = self._local_change_vector(doc.change_vector, etag)
             self._remove(doc, etag, ticks, cv)
             self.group.replicate(self, key, doc.id, doc.collection, ticks, cv, doc.flags, None, False)
@@ -501,56 +571,124 @@ class Database:
     def _remove(self, doc: Doc, etag: int, ticks: int, cv: str) -> None:
         """Replace `doc` with a tombstone at `etag` (and a delete revision in the bin when revisions apply)."""
         key = doc.key
-        del self.docs[key]
-        self.by_collection[doc.collection].pop(key, None)
-        self.all_docs.pop(key, None)
+        self._drop(doc, etag)
         self.tombstones += 1
         self.tombstone_vectors[key] = cv
         cfg = self.revisions_enabled(doc.collection)
         if (cfg or {}).get("PurgeOnDelete"):
             self.revisions.purge(key)
         elif cfg is not None or doc.flags:
-            self.revisions.add_delete(BinEntry(doc.id, doc.collection, etag, ticks, cv))
+            self.revisions.add_delete(BinEntry(doc.id, doc.collection, etag, ticks, cv), self._keep(doc.collection))
+
+    def _drop(self, doc: Doc, etag: int) -> None:
+        """Take `doc` out of the documents (a tombstone, or a conflict, takes its place at `etag`)."""
+        key = doc.key
+        del self.docs[key]
+        self.by_collection[doc.collection].pop(key, None)
+        self.all_docs.pop(key, None)
         self._append_log(LogEntry(etag, key, doc.collection, None, time.monotonic()))
         self.changed.notify_all()
 
     def receive(self, item: Replicated) -> None:
         """Apply a version replicated from another node: it keeps its @last-modified and change vector and gets
-        this node's next etag. A version this node already has (or a newer one) is ignored; two concurrent
-        versions resolve to the later @last-modified, with the merged change vector."""
+        this node's next etag. A version this node already has (or a newer one) is ignored. Two concurrent
+        versions conflict (ConflictManager.HandleConflictForDocument): identical contents only merge their change
+        vectors; otherwise, with ResolveToLatest (RavenDB's default), the later @last-modified wins and is written
+        again as a local write (PutResolvedDocument: this node's clock, a new change vector, the Resolved flag);
+        without it the conflict is kept (ConflictsStorage.AddConflict)."""
         existing = self.docs.get(item.key)
+        kept = self.conflicts.get(item.key)
         local_cv = existing.change_vector if existing is not None else self.tombstone_vectors.get(item.key)
-        status = vector_status(item.change_vector, local_cv)
+        if kept:
+            status = "conflict"
+            if all(vector_status(item.change_vector, version.change_vector) == "update" for version in kept):
+                status = "update"
+            elif any(vector_status(item.change_vector, version.change_vector) == "already" for version in kept):
+                return
+        else:
+            status = vector_status(item.change_vector, local_cv)
         if status == "already":
             return
-        cv, raw = item.change_vector, item.raw
-        if status == "conflict":
-            merged = merge_vectors(parse_change_vector(item.change_vector), parse_change_vector(local_cv))
-            cv = format_change_vector(merged)
-            if existing is not None and existing.ticks > item.ticks:
-                item = Replicated(
-                    item.target, existing.key, existing.id, existing.collection, existing.ticks, cv,
-                    existing.flags, existing.raw, existing.archived, item.due,
-                )  # fmt: skip
-                raw = existing.raw
-            if raw is not None:
-                body = json.loads(raw)
-                body["@metadata"]["@change-vector"] = cv
-                raw = dumps(body)
-        self.vector = merge_vectors(self.vector, parse_change_vector(cv))
-        etag = self._next_etag()
-        if raw is None:
-            if existing is not None:
-                self._remove(existing, etag, item.ticks, cv)
-            else:
-                self.tombstone_vectors[item.key] = cv
+        self.vector = merge_vectors(self.vector, parse_change_vector(item.change_vector))
+        if status == "update":
+            if kept:
+                del self.conflicts[item.key]
+            self._apply_replicated(item, existing)
             return
-        doc = Doc(item.id, item.collection, etag, item.ticks, cv, item.flags, raw, item.key, item.archived)
-        self._install(doc)
+        if existing is not None and item.raw is not None and _same_content(existing.raw, item.raw):
+            merged = format_change_vector(
+                merge_vectors(parse_change_vector(item.change_vector), parse_change_vector(existing.change_vector))
+            )
+            body = json.loads(existing.raw)
+            body["@metadata"]["@change-vector"] = merged
+            self._install(
+                Doc(existing.id, existing.collection, self._next_etag(), existing.ticks, merged, existing.flags,
+                    dumps(body), existing.key, existing.archived)
+            )  # fmt: skip
+            return
+        if self.group.resolve_to_latest and not kept:
+            self._resolve_to_latest(item, existing)
+            return
+        self._keep_conflict(item, existing)
+
+    def _apply_replicated(self, item: Replicated, existing: Doc | None) -> None:
+        etag = self._next_etag()
+        if item.raw is None:
+            if existing is not None:
+                self._remove(existing, etag, item.ticks, item.change_vector)
+            else:
+                self.tombstone_vectors[item.key] = item.change_vector
+            return
+        self._install(
+            Doc(item.id, item.collection, etag, item.ticks, item.change_vector, item.flags, item.raw, item.key,
+                item.archived)
+        )  # fmt: skip
+
+    def _resolve_to_latest(self, item: Replicated, existing: Doc | None) -> None:
+        """ResolveToLatest picks the version with the later @last-modified (a local tombstone has none here), and
+        PutResolvedDocument writes it as a new local version over the merged change vector."""
+        merged = format_change_vector(
+            merge_vectors(parse_change_vector(item.change_vector), parse_change_vector(
+                existing.change_vector if existing is not None else self.tombstone_vectors.get(item.key)))
+        )  # fmt: skip
+        incoming_wins = existing is None or item.ticks >= existing.ticks
+        if incoming_wins and item.raw is None:
+            if existing is not None:
+                etag, ticks = self._next_etag(), self.now()
+                cv = self._local_change_vector(merged, etag)
+                self._remove(existing, etag, ticks, cv)
+                self.group.replicate(self, item.key, item.id, item.collection, ticks, cv, "", None, False)
+            else:
+                self.tombstone_vectors[item.key] = merged
+            return
+        raw = item.raw if incoming_wins else existing.raw
+        winner_id, collection = (item.id, item.collection) if incoming_wins else (existing.id, existing.collection)
+        body = json.loads(raw)
+        metadata = body.pop("@metadata", {})
+        self.tombstone_vectors[item.key] = merged
+        if existing is not None:
+            existing.change_vector = merged  # the resolved write builds on every version's change vector
+        self.store_raw(winner_id, body, metadata, collection, resolved=True)
+
+    def _keep_conflict(self, item: Replicated, existing: Doc | None) -> None:
+        """ResolveToLatest = false: the local version and the incoming one become conflicts; the document leaves
+        the documents table without a tombstone (ConflictsStorage.AddConflict), so queries, streams and collection
+        reads skip it and GET /docs answers 409 (DocumentConflictException) until a write resolves it."""
+        versions = self.conflicts.setdefault(item.key, [])
+        if existing is not None:
+            versions.append(existing)
+            self._drop(existing, self._next_etag())
+        versions.append(
+            Doc(item.id, item.collection, 0, item.ticks, item.change_vector, item.flags, item.raw or b"null",
+                item.key, item.archived)
+        )  # fmt: skip
 
     def get(self, doc_id: str) -> Doc | None:
-        """Load a document by id (case-insensitive)."""
-        return self.docs.get(doc_id.lower())
+        """Load a document by id (case-insensitive); 409 DocumentConflictException while it is conflicted."""
+        key = doc_id.lower()
+        if key in self.conflicts:
+            raise document_conflict(doc_id, self.conflicts[key])
+        return self.docs.get(key)
 
     def next_hilo(self, tag: str, separator: str) -> dict[str, Any]:
         """Reserve a HiLo range; the counter lives in Raven/Hilo/<tag> in the @hilo collection."""
@@ -743,9 +881,9 @@ class Database:
             return {
                 "CountOfDocuments": len(self.docs),
                 "CountOfRevisionDocuments": self.revisions.count,
-                "CountOfDocumentsConflicts": 0,
+                "CountOfDocumentsConflicts": len(self.conflicts),
                 "CountOfTombstones": self.tombstones,
-                "CountOfConflicts": 0,
+                "CountOfConflicts": sum(len(versions) for versions in self.conflicts.values()),
                 "CountOfAttachments": 0,
                 "CountOfUniqueAttachments": 0,
                 "CountOfCounterEntries": 0,
@@ -787,6 +925,9 @@ class DatabaseGroup:
         self.replication = ReplicationControl()
         self.streams = StreamControl()
         self.revisions_config: dict[str, Any] = {}
+        self.resolve_to_latest = True  # the conflict solver's ResolveToLatest (RavenDB: `?? true`)
+        self.commit_latency_ms = DEFAULT_COMMIT_LATENCY_MS
+        self.compression: dict[str, Any] = {}  # DocumentsCompressionConfiguration of the database record
         self.raft_index = 0
         self.pending: dict[str, deque[Replicated]] = {tag: deque() for tag in node_tags}
         self.offline = offline if offline is not None else set()
@@ -830,14 +971,25 @@ class DatabaseGroup:
         the nodes that are running."""
         applied = 0
         with self.lock:
-            now = time.monotonic()
-            for tag, queue in self.pending.items():
-                if tag in self.offline:
-                    continue
-                while queue and (everything or (not self.replication.paused and queue[0].due <= now)):
-                    self.copies[tag].receive(queue.popleft())
-                    applied += 1
-        return applied
+            while True:  # a version applied can send another (a resolved conflict is a local write)
+                now, before = time.monotonic(), applied
+                for tag, queue in self.pending.items():
+                    if tag in self.offline:
+                        continue
+                    while queue and (everything or (not self.replication.paused and queue[0].due <= now)):
+                        self.copies[tag].receive(queue.popleft())
+                        applied += 1
+                if applied == before:
+                    return applied
+
+    def compressed_collections(self) -> set[str] | bool | None:
+        """What the documents compression configuration covers: True (every collection), the lower-cased names, or
+        None (no compression)."""
+        config = self.compression
+        if config.get("CompressAllCollections"):
+            return True
+        names = {str(name).lower() for name in config.get("Collections") or []}
+        return names or None
 
     def delete_auto_indexes(self) -> None:
         """Drop every auto index on every node (as RavenDB does with one idle for 72 h); the next query that needs
