@@ -9,30 +9,29 @@ Against a real server (RAVENDB_TEST_URLS) the tests that need the test server's 
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 
 import connector
 from tests import documents
 from tests.syncing import (
     configuration_for,
+    copy_project,
     database_documents,
     database_rows,
+    debug_process,
+    query,
     record_streams,
     sync,
     sync_writing_during_a_paused_stream,
+    write_configuration,
 )
 
 NAMES = [f"Shelf{number:02d}" for number in range(12)]  # more than _PER_COLLECTION_READS: read as a database
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FIVETRAN = str(Path(sys.executable).with_name("fivetran"))
 
 
 def shelves(first: int, last: int, names=NAMES, **fields) -> list[tuple[str, str, dict]]:
@@ -206,22 +205,14 @@ KILL_CHANGES = 1_000  # per collection, written between the first sync and the k
 
 def debug_run(project: Path, configuration_path: Path, log: Path) -> subprocess.Popen:
     with log.open("w") as output:
-        return subprocess.Popen(
-            [FIVETRAN, "debug", "--configuration", str(configuration_path)],
-            cwd=project,
-            env={**os.environ, "DO_NOT_TRACK": "1", "TMPDIR": str(project / "tmp")},
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+        return debug_process(project, configuration_path, project / "tmp", output)
 
 
 def warehouse(project: Path, collection: str) -> tuple[set[str], int]:
     """(ids, duplicate ids) of a collection's table in the project's DuckDB file (`Rack00` lands as `rack_00`)."""
-    with duckdb.connect(str(project / "files" / "warehouse.db"), read_only=True) as db:
-        tables = [row[0] for row in db.execute("select table_name from information_schema.tables").fetchall()]
-        (table,) = [name for name in tables if name.replace("_", "") == collection.lower()]
-        ids = [row[0] for row in db.execute(f'select cast(id as varchar) from tester."{table}"').fetchall()]
+    tables = [row[0] for row in query(project, "select table_name from information_schema.tables")]
+    (table,) = [name for name in tables if name.replace("_", "") == collection.lower()]
+    ids = [row[0] for row in query(project, f'select cast(id as varchar) from tester."{table}"')]
     return set(ids), len(ids) - len(set(ids))
 
 
@@ -231,12 +222,11 @@ def test_a_sync_killed_during_the_read_of_the_database_resumes_to_exactly_the_da
     database = ravendb_target.database
     for name in KILL_COLLECTIONS:
         standin_control.generate_orders(database, 10, collection=name, start=1)
-    project = tmp_path / "project"
-    (project / "tmp").mkdir(parents=True)
-    for name in ("connector.py", "requirements.txt"):
-        shutil.copy(REPO_ROOT / name, project / name)
-    configuration_path = tmp_path / "configuration.json"
-    configuration_path.write_text(json.dumps(configuration_for(ravendb_target, lookback_seconds="1")))
+    project = copy_project(tmp_path / "project")
+    (project / "tmp").mkdir()
+    configuration_path = write_configuration(
+        tmp_path / "configuration.json", configuration_for(ravendb_target, lookback_seconds="1")
+    )
     first = debug_run(project, configuration_path, tmp_path / "first.log")
     assert first.wait(timeout=180) == 0, (tmp_path / "first.log").read_text()[-3000:]
     for name in KILL_COLLECTIONS:  # 20,000 changes: 10 updates and 990 inserts per collection
