@@ -214,6 +214,7 @@ def update(configuration: dict, state: dict) -> None:
     log.info(_version_line())
     settings = validate_configuration(configuration)
     sync_state = SyncState.load(state)
+    sync_state.checkpoints.loaded = state
     with open_store(settings) as store:
         selection = resolve_collections(store, settings, known=sync_state.known())
         collections = selection.counts
@@ -235,8 +236,9 @@ def update(configuration: dict, state: dict) -> None:
         due = [collection for collection in collections if reconciliation_due(settings, sync_state, collection, now)]
         if due:
             reconcile_deletes(store, settings, due, sync_state, progress)
-    sync_state.checkpoints.save_if_changed()
-    progress.finished(deletes, len(json.dumps(sync_state.checkpoints.last_saved, separators=(",", ":"))))
+    sync_state.checkpoints.save_if_changed(nothing_read=progress.read == 0)
+    saved = sync_state.checkpoints.last_saved
+    progress.finished(deletes, None if saved is None else len(json.dumps(saved, separators=(",", ":"))))
 
 
 def configuration_form() -> ConfigurationForm:
@@ -2817,6 +2819,7 @@ class Checkpoints:
         self.state = state
         self.unsaved_records = 0  # handed to Fivetran since the last checkpoint
         self.last_saved: dict | None = None  # what this sync's last checkpoint saved
+        self.loaded: dict | None = None  # the state the sync began with, as Fivetran gave it
 
     def record_written(self) -> None:
         """One more record handed to Fivetran; save when a checkpoint is due."""
@@ -2830,10 +2833,32 @@ class Checkpoints:
         op.checkpoint(saved)
         self.unsaved_records, self.last_saved = 0, saved
 
-    def save_if_changed(self) -> None:
-        """Save unless the last checkpoint of this sync saved the same state with no record since."""
-        if self.unsaved_records > 0 or self.state.to_dict() != self.last_saved:
+    def save_if_changed(self, nothing_read: bool = False) -> None:
+        """Save unless the last checkpoint of this sync saved the same state with no record since, or this sync
+        read no document at all (`nothing_read`), saved nothing and changed nothing of the state it began with but
+        where its cursors stand: no document existed past those cursors when its reads began, so the next sync reads
+        from them no more than from the bounds this one reached, and nothing is saved for a sync that found
+        nothing."""
+        if self.unsaved_records > 0:
             self.save()
+            return
+        current = self.state.to_dict()
+        unchanged = self.loaded and _without_positions(current) == _without_positions(self.loaded)
+        if nothing_read and self.last_saved is None and unchanged:
+            return
+        if current != self.last_saved:
+            self.save()
+
+
+def _without_positions(state: dict) -> dict:
+    """A saved state without where its cursors stand and the versions they keep: what a sync that lands nothing
+    may leave as it found it."""
+    stripped = {key: value for key, value in state.items() if key != "kept"}
+    stripped["cursors"] = sorted(state.get("cursors", {}))
+    if "database" in state:
+        database = state["database"]
+        stripped["database"] = {"collections": database.get("collections"), "floors": database.get("floors")}
+    return stripped
 
 
 class Progress:
@@ -2850,6 +2875,7 @@ class Progress:
         self.every_seconds, self.counts = every_seconds, counts
         self.started = time.monotonic()
         self.collections = self.documents = 0
+        self.read = 0  # documents every read of this sync returned
         self.label, self.total, self.done = "", 0, 0
         self.read_started, self.next_line = self.started, math.inf
 
@@ -2863,6 +2889,7 @@ class Progress:
         self.next_line = self.read_started + self.every_seconds
 
     def document_read(self, upserted: bool) -> None:
+        self.read += 1
         self.done += 1
         self.documents += upserted
         now = time.monotonic()
@@ -2879,11 +2906,13 @@ class Progress:
             f"about {_duration(left)} left"
         )
 
-    def finished(self, deletes: int, state_bytes: int) -> None:
+    def finished(self, deletes: int, state_bytes: int | None) -> None:
+        """The summary line; `state_bytes`: the size of the state saved last, None when the sync saved none."""
         seconds = time.monotonic() - self.started
+        state = "state unchanged" if state_bytes is None else f"state {_size(state_bytes)}"
         log.info(
             f"sync finished: {self.collections} collections, {self.documents:,} documents upserted, "
-            f"{deletes:,} deletes, {seconds:.1f} s, state {_size(state_bytes)}"
+            f"{deletes:,} deletes, {seconds:.1f} s, {state}"
         )
 
 

@@ -2,6 +2,7 @@
 
 import itertools
 import re
+from datetime import datetime, timezone
 
 import connector
 
@@ -91,3 +92,18 @@ def test_no_final_checkpoint_when_the_last_one_saved_everything(fake_store, make
 
     assert [kind for kind, *_ in ops.calls].count("checkpoint") == 2
     assert ops.calls[-1][0] == "checkpoint"
+
+
+def test_a_sync_that_reads_nothing_saves_nothing_and_says_the_state_is_unchanged(
+    fake_store, make_document, base_configuration, ops, logs
+):
+    del base_configuration["collection_name"]
+    fake_store.server_date = datetime(2024, 5, 1, 10, 5, tzinfo=timezone.utc)  # every document older than the bound
+    fake_store.add(make_document("Orders"), make_document("Companies"))
+    connector.update(base_configuration, {})
+    state, ops.calls[:] = ops.checkpoints[-1], []
+
+    connector.update(base_configuration, state)
+
+    assert ops.calls == []
+    assert logs.messages("INFO")[-1].endswith(", state unchanged")
