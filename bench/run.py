@@ -432,9 +432,9 @@ class KeepingOps(CountingOps):
     """CountingOps that keeps the last checkpointed state as JSON text (Fivetran serialises it too), and gives it
     back as the next sync receives it."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: dict | None = None) -> None:
         super().__init__()
-        self.saved = "{}"
+        self.saved = json.dumps(state or {})  # a sync that saves nothing leaves the state it began with
 
     def checkpoint(self, state: dict) -> None:
         super().checkpoint(state)
@@ -460,7 +460,7 @@ def child_footprint(context: dict) -> tuple[int, float]:
     for number in range(1, context["syncs"] + 1):
         if number > 1:
             time.sleep(context["spacing_seconds"])
-        ops = KeepingOps()
+        ops = KeepingOps(state)
         connector.op = ops  # type: ignore[assignment]
         requests_before, indexes_before = database_requests(server), indexes_created(server)
         started = time.perf_counter()
