@@ -1,19 +1,22 @@
 """Fivetran Connector SDK connector that syncs RavenDB collections into a Fivetran destination.
 
-Each collection becomes one table keyed by the document id. A sync streams every collection ordered by
-`@metadata.'@last-modified'` from the cursor saved in the state (the first sync of new small collections reads
-them together, in one stream of the whole database), flattens each document into a row and upserts it,
-checkpointing every 1,000 records (counted across collections) and at the end. Documents deleted from collections
-with revisions enabled are read from the revisions bin and marked deleted. Arrays named by the `child_tables`
-setting land as tables of their own, one row per element. With `history_collections`, every revision RavenDB keeps
-of those collections' documents lands as a row of `<table>_history`, valid from its `@last-modified` until the
-next revision's (read per node by etag: HistoryWalk).
+Each collection becomes one table keyed by the document id. A collection's first sync reads it whole (new small
+collections together, in one stream of the whole database; larger ones one by one, ordered by
+`@metadata.'@last-modified'`). Every later sync reads the changes of every collection in one query of the whole
+database (`from @all_docs`, one auto index, one cursor), ordered by `@metadata.'@last-modified'` from the cursor
+saved in the state; when `collection_name` lists at most 10 collections, each by its own query instead. Each
+document is flattened into a row and upserted, checkpointing every 1,000 records (counted across collections) and
+at the end. Documents deleted from collections with revisions enabled are read from the revisions bin and marked
+deleted. Arrays named by the `child_tables` setting land as tables of their own, one row per element. With
+`history_collections`, every revision RavenDB keeps of those collections' documents lands as a row of
+`<table>_history`, valid from its `@last-modified` until the next revision's (read per node by etag: HistoryWalk).
 
-The cursor is RavenDB's own 7-digit `@last-modified` string, and the query reads `>=` it. It moves only to
-documents no newer than the moment the server began the query, less `lookback_seconds`: RavenDB returns each
-document's current version at its indexed place, so later writes may come back out of order or not at all, and a
-cluster node may receive another node's write late with its original timestamp. Documents past that point are
-upserted and read again next sync; the versions kept in the state keep an unchanged one from landing twice.
+A cursor is RavenDB's own 7-digit `@last-modified` string, and the query reads `>=` it. It moves only to
+documents no newer than the moment the server began the query, less `lookback_seconds`, and to that moment once
+the read has ended: RavenDB returns each document's current version at its indexed place, so later writes may come
+back out of order or not at all, and a cluster node may receive another node's write late with its original
+timestamp. Documents past that point are upserted and read again next sync; the versions kept in the state (a
+short hash of id and change vector each) keep an unchanged one from landing twice.
 
 The module reads in the order of a sync, one labelled section per concern: the entry points (schema(), update(),
 the setup form), errors, settings, certificates, state, rows and types, child tables, history tables, reading
@@ -95,10 +98,10 @@ _CONNECTION_STEP_BY_SETTING = {"database_name": "database", "collection_name": "
 _PRIVATE_DIR_PREFIX = "ravendb-connector-"  # + pid: the owner-only temporary folder of the client certificate
 
 # State
-_STATE_VERSION = 2  # version 1 (versions kept only at the cursor's exact timestamp) is read and upgraded
+_STATE_VERSION = 3  # versions 1 and 2 (each document's version kept as text) are read and upgraded
 _BEGINNING_OF_TIME = "0001-01-01T00:00:00.0000000Z"
 _LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
-_MAX_SYNCED_VERSIONS = 5_000  # versions of documents at or after the cursor that the state keeps per collection
+_VERSION_HASH_BYTES = 6  # bytes of the hash of (id, change vector) the state keeps per document read again next sync
 
 # Rows, types and names
 _MAX_FLATTEN_DEPTH = 10  # object levels flattened into columns; deeper objects land as one JSON value
@@ -140,6 +143,7 @@ _CONNECT_TIMEOUT_SECONDS = 5.0  # every request: time to open the TCP connection
 _ANSWER_TIMEOUT_SECONDS = 10.0  # the first request of a sync or connection test: time to TLS and HTTP answers
 _INDEX_WAIT_SECONDS = 120.0  # how long a sync waits for a stale auto index to catch up before reading on
 _INDEX_WAIT_SLICE_SECONDS = 15.0  # one wait request; a progress line is logged after each that ends still stale
+_PER_COLLECTION_READS = 10  # at most this many configured collections may be read one query each (reads_database)
 _SMALL_COLLECTION = 1_000  # documents: new collections this small are read together, in one read of the database
 _MAX_READ_TOGETHER = 50_000  # documents of the collections read (or sampled) together in one read of the database
 _ALL_DOCUMENTS_STREAM = "streams/docs?format=jsonl"  # every document of the database, newest etag first
@@ -153,6 +157,10 @@ _CHANGED_SINCE_RQL = (
     "from '{collection}' where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
 )
 _ALL_DOCUMENTS_RQL = "from '{collection}'"  # a collection query: read from storage, no index, never stale
+# Every collection at once: one auto index over the whole database, Auto/AllDocs/By@metadata.@last-modified.
+_DATABASE_CHANGED_SINCE_RQL = (
+    "from @all_docs where @metadata.'@last-modified' >= $since order by @metadata.'@last-modified'"
+)
 
 # The sync itself: retries of transient failures
 _MAX_ATTEMPTS = 5
@@ -236,27 +244,34 @@ def update(configuration: dict, state: dict) -> None:
     log.info(_version_line())
     settings = validate_configuration(configuration)
     sync_state = SyncState.load(state)
+    sync_state.checkpoints.loaded = state
     with open_store(settings) as store:
-        selection = resolve_collections(store, settings, known=tuple(sync_state.cursors))
+        selection = resolve_collections(store, settings, known=sync_state.known())
         collections = selection.counts
         select_child_tables(store, settings, selection, sync_state)
         log.info(deletes_line(settings, list(collections), revisions_configuration_or_why(store, settings)))
         progress = Progress(settings.progress_seconds, collections)
         deletes = sync_deletes(store, settings, list(collections), sync_state)
+        database_wide = reads_database(settings, selection)
         together = read_together(selection, sync_state)
         if together:
             sync_new_collections(store, settings, together, selection.documents, sync_state, progress)
-        for collection in collections:
-            if collection not in together:
-                sync_collection(store, settings, collection, sync_state, progress)
+        if not database_wide:
+            sync_state.leave_database(collections)
+        alone = [name for name in collections if name not in together and not sync_state.joined(name)]
+        for collection in alone:  # every collection, or those the database's read does not cover yet
+            sync_collection(store, settings, collection, sync_state, progress)
+        if database_wide:
+            sync_database(store, settings, list(collections), [*together, *alone], sync_state, progress)
         now = datetime.now(timezone.utc)
         due = [collection for collection in collections if reconciliation_due(settings, sync_state, collection, now)]
         if due:
             reconcile_deletes(store, settings, due, sync_state, progress)
         sync_history(store, settings, collections, sync_state)
     sync_state.children.finish(collections)
-    sync_state.checkpoints.save_if_changed()
-    progress.finished(deletes)
+    sync_state.checkpoints.save_if_changed(nothing_read=progress.read == 0)
+    saved = sync_state.checkpoints.last_saved
+    progress.finished(deletes, None if saved is None else len(json.dumps(saved, separators=(",", ":"))))
 
 
 def configuration_form() -> ConfigurationForm:
@@ -861,26 +876,104 @@ class Metadata(NamedTuple):
         )
 
 
+class KeptVersions:
+    """The versions (id and change vector) of the documents a read landed at or after its cursor, which the next
+    read returns again and skips: each a 6-byte BLAKE2b hash of id and change vector, grouped by the second of the
+    document's `@last-modified`, where the next read looks it up. A document written again has a new change vector,
+    and lands again.
+
+    The state holds each second as one base64 text, 8 characters per document: about 8 bytes per document written
+    at or after the cursor (documents written within `lookback_seconds` before the last sync began, and during it),
+    plus about 30 bytes per second that holds any. A document is skipped wrongly only if its new version's hash
+    equals that of another version kept in the same second: with n versions kept in that second, a chance of
+    n / 2^48 per document read (3.6e-10 with 100,000 in one second)."""
+
+    def __init__(self, saved: dict[str, str] | None = None):
+        self.seconds: dict[str, set[bytes]] = {}
+        self.texts: dict[str, str] = {}  # second -> its saved text, while no version was added to it since
+        self.times: dict[bytes, str] = {}  # the `@last-modified` of each version added in this sync, to prune exactly
+        for second, text in (saved or {}).items():
+            if not isinstance(second, str) or not isinstance(text, str):
+                raise TypeError("a second of kept versions is not text")
+            packed = base64.b64decode(text, validate=True)
+            if len(packed) % _VERSION_HASH_BYTES:
+                raise ValueError("kept versions are not whole hashes")
+            step = _VERSION_HASH_BYTES
+            self.seconds[second] = {packed[i : i + step] for i in range(0, len(packed), step)}
+            self.texts[second] = text
+
+    def __len__(self) -> int:
+        return sum(map(len, self.seconds.values()))
+
+    @staticmethod
+    def hash_of(meta: Metadata) -> bytes:
+        """The version's hash: computed once per document read, for `has` and `add`."""
+        key = f"{meta.id}\x1f{meta.change_vector or ''}".encode()
+        return hashlib.blake2b(key, digest_size=_VERSION_HASH_BYTES).digest()
+
+    def has(self, meta: Metadata, digest: bytes | None = None) -> bool:
+        found = self.seconds.get(meta.last_modified[:19])
+        return found is not None and (digest or self.hash_of(meta)) in found
+
+    def add(self, meta: Metadata, digest: bytes | None = None) -> None:
+        second, digest = meta.last_modified[:19], digest or self.hash_of(meta)
+        self.seconds.setdefault(second, set()).add(digest)
+        self.times[digest] = meta.last_modified
+        self.texts.pop(second, None)
+
+    def merge(self, other: "KeptVersions", keep_from: str) -> None:
+        for second, hashes in other.seconds.items():
+            if second >= keep_from[:19]:
+                self.seconds.setdefault(second, set()).update(hashes)
+                self.texts.pop(second, None)
+
+    def prune(self, keep_from: str) -> None:
+        """Drop the versions of documents older than `keep_from`, which no read returns again: every second before
+        its own, and in its own second those added in this sync with an older `@last-modified` (a first read keeps
+        only the documents at its cursor's tick)."""
+        cut = keep_from[:19]
+        for second in [second for second in self.seconds if second < cut]:
+            for digest in self.seconds.pop(second):
+                self.times.pop(digest, None)
+            self.texts.pop(second, None)
+        same = self.seconds.get(cut)
+        if same:
+            older = {digest for digest in same if self.times.get(digest, keep_from) < keep_from}
+            if older:
+                same -= older
+                for digest in older:
+                    del self.times[digest]
+                self.texts.pop(cut, None)
+                if not same:
+                    del self.seconds[cut]
+
+    def to_dict(self) -> dict[str, str]:
+        for second, hashes in self.seconds.items():
+            if second not in self.texts:
+                self.texts[second] = base64.b64encode(b"".join(sorted(hashes))).decode("ascii")
+        return {second: self.texts[second] for second in sorted(self.seconds)}
+
+
 @dataclass
 class CollectionCursor:
-    """Where a collection's next read starts, and which versions of what that read returns have landed already.
+    """Where a read's next query starts (one collection's, or the whole database's), and which versions of what that
+    query returns have landed already.
 
     `since` is a RavenDB `@last-modified` (its own 7-digit text) at or before every document not yet read: the
     query reads `>=` it. A document moves it only if it is no newer than the read's `bound`, the time up to which
     that read is known to return every document at its place in `@last-modified` order (see
-    `_stream_into_destination`); newer ones are upserted but read again next time. `synced` holds the version
-    (`@last-modified`, change vector) of each document landed at or after `since`, which the next read skips
-    instead of landing again; a document written again has a new change vector and lands again. Past
-    `_MAX_SYNCED_VERSIONS` documents, further ones are not remembered and land again (idempotent upserts).
+    `_stream_into_destination`); newer ones are upserted but read again next time. When a read has returned
+    everything, `since` moves to its bound (`finish`). `kept` holds the version of each document landed at or
+    after `since` (KeptVersions), which the next read skips instead of landing again.
 
     A read in another order (the first read of new collections, newest etag first) holds the cursor: `since` still
     moves as documents arrive, but the state saves the held value until the read has ended, as a document not yet
-    read may be older than every one read so far; the version of every document read is kept in memory meanwhile.
+    read may be older than every one read so far. Meanwhile the state keeps the versions at or after the moving
+    `since` only; the others are kept in memory, for a retry within the sync.
     """
 
     since: str = _BEGINNING_OF_TIME
-    synced: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (@last-modified, @change-vector)
-    _pruned_at: str = field(default=_BEGINNING_OF_TIME, repr=False)
+    kept: KeptVersions = field(default_factory=KeptVersions)
     held: str | None = None  # while a read not in `@last-modified` order runs: the `since` the state saves
 
     @property
@@ -894,37 +987,80 @@ class CollectionCursor:
         """The held read has ended: every document it covers has been read, and `since` may be saved."""
         self.held = None
 
-    def already_synced(self, meta: Metadata) -> bool:
-        return self.synced.get(meta.id) == (meta.last_modified, meta.change_vector or "")
+    def already_synced(self, meta: Metadata, digest: bytes | None = None) -> bool:
+        return self.kept.has(meta, digest)
 
-    def record(self, meta: Metadata, bound: str | None) -> None:
-        """`meta`'s version is in the destination; move `since` to it if the read's `bound` allows (None: never)."""
+    def record(self, meta: Metadata, bound: str | None, landed: bool = True, digest: bytes | None = None) -> None:
+        """`meta` was read (and its version is in the destination, if `landed`): move `since` to it if the read's
+        `bound` allows (None: never). `digest`: its KeptVersions.hash_of, when already computed."""
         if bound is not None and self.since < meta.last_modified <= bound:
             self.since = meta.last_modified
-        if meta.last_modified < self.saved_since:
-            return
-        if len(self.synced) >= _MAX_SYNCED_VERSIONS and meta.id not in self.synced:
-            self._prune()
-            if len(self.synced) >= _MAX_SYNCED_VERSIONS:
-                return
-        self.synced[meta.id] = (meta.last_modified, meta.change_vector or "")
+        if landed and meta.last_modified >= self.saved_since:
+            self.kept.add(meta, digest)
 
-    def versions(self) -> dict[str, list[str]]:
-        """The versions the next read (from `since`) can return again, as the state stores them. While the cursor is
-        held, the versions of documents older than `since` are kept in memory only (a retry within the sync skips
-        them; a sync that starts the read over lands them again), which keeps the state small."""
-        self._prune()
-        return {
-            doc_id: [last_modified, vector]
-            for doc_id, (last_modified, vector) in self.synced.items()
-            if last_modified >= self.since
-        }
+    def finish(self, bound: str | None) -> None:
+        """The read from `since` has returned everything: every document older than its bound has been read."""
+        if bound is not None and bound > self.since:
+            self.since = bound
 
-    def _prune(self) -> None:
-        keep_from = self.saved_since
-        if self._pruned_at != keep_from:
-            self.synced = {doc_id: seen for doc_id, seen in self.synced.items() if seen[0] >= keep_from}
-            self._pruned_at = keep_from
+    def versions(self) -> dict[str, str]:
+        """The versions the next read (from `since`) can return again, as the state stores them."""
+        if self.held is None:
+            self.kept.prune(self.since)
+            return self.kept.to_dict()
+        return {second: text for second, text in self.kept.to_dict().items() if second >= self.since[:19]}
+
+
+@dataclass
+class DatabaseCursor(CollectionCursor):
+    """The cursor of the read of every collection in one query (`sync_database`), and the collections it covers.
+
+    A collection joins it with the position its own cursor had (`floors`): the read then starts at the oldest
+    of them, and skips a document of that collection older than its floor, which landed before; its kept versions
+    join the database's. A floor is dropped once `since` has passed it. A collection that leaves (no longer
+    selected, or read again from the beginning) gets its own cursor back at its position."""
+
+    collections: set[str] = field(default_factory=set)
+    floors: dict[str, str] = field(default_factory=dict)
+
+    def join(self, collection: str, cursor: CollectionCursor) -> None:
+        if not self.collections:
+            self.since = cursor.saved_since
+        elif cursor.saved_since < self.since:
+            for name in self.collections:
+                self.floors.setdefault(name, self.since)
+            self.since = cursor.saved_since
+        self.collections.add(collection)
+        if cursor.saved_since > self.since:
+            self.floors[collection] = cursor.saved_since
+        self.kept.merge(cursor.kept, cursor.saved_since)
+
+    def position(self, collection: str) -> str:
+        """Where a read of this collection alone would start: every older document of it has landed."""
+        return max(self.floors.get(collection, _BEGINNING_OF_TIME), self.since)
+
+    def leave(self, collection: str) -> CollectionCursor:
+        cursor = CollectionCursor(self.position(collection))
+        self.collections.discard(collection)
+        self.floors.pop(collection, None)
+        return cursor
+
+    def landed_before(self, collection: str, meta: Metadata) -> bool:
+        floor = self.floors.get(collection)
+        return floor is not None and meta.last_modified < floor
+
+    def finish(self, bound: str | None) -> None:
+        super().finish(bound)
+        self.floors = {name: floor for name, floor in self.floors.items() if floor > self.since}
+
+    def to_dict(self) -> dict:
+        saved: dict[str, Any] = {"since": self.saved_since, "collections": sorted(self.collections)}
+        floors = {name: floor for name, floor in self.floors.items() if floor > self.saved_since}
+        if floors:
+            saved["floors"] = floors
+        if versions := self.versions():
+            saved["kept"] = versions
+        return saved
 
 
 @dataclass
@@ -977,16 +1113,18 @@ class SyncState:
     def __init__(
         self,
         cursors: dict[str, CollectionCursor],
+        database: DatabaseCursor | None = None,
         deletes: BinPosition | None = None,
         reconciled_at: dict[str, str] | None = None,
         column_names: "dict[str, ColumnNames] | None" = None,
         children: "ChildTableState | None" = None,
         history: "HistoryCursor | None" = None,
     ):
-        self.cursors = cursors
+        self.cursors = cursors  # collections read by their own query (a first read, or at most 10 listed)
+        self.database = database  # the read of every other collection in one query; None until one ran
         self.deletes = deletes or BinPosition()
         self.reconciled_at = reconciled_at or {}  # collection -> ISO time of its last reconciliation
-        self.column_names = column_names or {}  # collection -> its table's columns
+        self.column_names: dict[str, Any] = column_names or {}  # collection -> ColumnNames (saved entries until used)
         self.children = children or ChildTableState()
         self.history = history or HistoryCursor()  # where the revisions of history tables are read from, per node
         self.checkpoints = Checkpoints(self)
@@ -1000,13 +1138,15 @@ class SyncState:
         current = _upgrade_v1(state) if state.get("version") == 1 else state
         if (
             current is None
-            or current.get("version") != _STATE_VERSION
+            or current.get("version") not in (2, _STATE_VERSION)
             or not isinstance(current.get("cursors", {}), dict)
             or not isinstance(current.get("synced_versions", {}), dict)
         ):
             raise SourceError(None, f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
+        cursors, database = _load_cursors(current, current["version"])
         return cls(
-            cursors=_load_cursors(current),
+            cursors=cursors,
+            database=database,
             deletes=BinPosition.load(current),
             reconciled_at=dict(current.get("reconciled_at", {})),
             column_names=_load_column_names(current),
@@ -1018,14 +1158,19 @@ class SyncState:
         state: dict[str, Any] = {
             "version": _STATE_VERSION,
             "cursors": {name: cursor.saved_since for name, cursor in self.cursors.items()},
-            "synced_versions": {
-                name: versions for name, cursor in self.cursors.items() if (versions := cursor.versions())
-            },
         }
+        kept = {name: versions for name, cursor in self.cursors.items() if (versions := cursor.versions())}
+        if kept:
+            state["kept"] = kept
+        if self.database is not None and self.database.collections:
+            state["database"] = self.database.to_dict()
         self.deletes.save(state)
         if self.reconciled_at:
             state["reconciled_at"] = dict(self.reconciled_at)
-        column_names = {name: columns.to_list() for name, columns in self.column_names.items()}
+        column_names = {
+            name: columns.to_list() if isinstance(columns, ColumnNames) else columns
+            for name, columns in self.column_names.items()
+        }
         if any(column_names.values()):
             state["columns"] = {name: entries for name, entries in column_names.items() if entries}
         self.children.save(state)
@@ -1033,28 +1178,69 @@ class SyncState:
         return state
 
     def cursor(self, collection: str) -> CollectionCursor:
+        """The collection's own cursor (created at the beginning); one the database's read covers leaves it."""
+        if self.database is not None and collection in self.database.collections:
+            self.cursors[collection] = self.database.leave(collection)
         return self.cursors.setdefault(collection, CollectionCursor())
+
+    def known(self) -> tuple[str, ...]:
+        """Every collection a sync has read."""
+        joined = self.database.collections if self.database is not None else set()
+        return tuple(sorted({*self.cursors, *joined}))
+
+    def joined(self, collection: str) -> bool:
+        return self.database is not None and collection in self.database.collections
+
+    def position(self, collection: str) -> str:
+        """Every document of the collection older than this has landed."""
+        if self.joined(collection):
+            return self.database.position(collection)  # type: ignore[union-attr]
+        cursor = self.cursors.get(collection)
+        return cursor.saved_since if cursor is not None else _BEGINNING_OF_TIME
 
     def starts_over(self, collection: str) -> bool:
         """Whether the collection's next read is from the beginning (never synced, or to be read again)."""
-        cursor = self.cursors.get(collection)
-        return cursor is None or cursor.saved_since == _BEGINNING_OF_TIME
+        return self.position(collection) == _BEGINNING_OF_TIME
+
+    def join_database(self, collections: Iterable[str]) -> DatabaseCursor:
+        """The cursor of the read of the whole database, which now covers `collections` (their own cursors join
+        it, see DatabaseCursor); a collection it covered that is not among them gets its own cursor back."""
+        wanted = set(collections)
+        database = self.database = self.database or DatabaseCursor()
+        for name in sorted(database.collections - wanted):
+            self.cursors[name] = database.leave(name)
+        for name in sorted(wanted - database.collections):
+            database.join(name, self.cursors.pop(name))
+        return database
+
+    def leave_database(self, collections: Iterable[str]) -> None:
+        """`collections` are read one by one: each gets its own cursor back."""
+        for name in collections:
+            if self.joined(name):
+                self.cursors[name] = self.database.leave(name)  # type: ignore[union-attr]
 
     def read_again(self, collection: str) -> None:
         """Read the collection from the beginning next (its child tables changed)."""
-        if collection in self.cursors:
+        if collection in self.known():
+            self.leave_database([collection])
             self.cursors[collection] = CollectionCursor()
 
     def columns(self, collection: str) -> "ColumnNames":
         """Which column each field of the collection's documents lands in, as named by the syncs before."""
-        if collection not in self.column_names:
-            self.column_names[collection] = ColumnNames()
-        return self.column_names[collection]
+        columns = self.column_names.get(collection)
+        if not isinstance(columns, ColumnNames):  # not yet used in this sync: built from the saved entries
+            try:
+                columns = self.column_names[collection] = ColumnNames(columns)
+            except (AttributeError, TypeError, ValueError):
+                raise SourceError(
+                    None, "state: the column names are not [path, name] lists; reset the connector"
+                ) from None
+        return columns
 
 
 def _upgrade_v1(state: dict) -> dict | None:
     """Version 1 kept versions only at the cursor's exact timestamp ({collection: {id: change vector}}): the same
-    versions in the current layout. None when they are not in that layout."""
+    versions in version 2's layout, which `_load_cursors` reads. None when they are not in that layout."""
     cursors = state.get("cursors", {})
     try:
         kept = {
@@ -1064,32 +1250,63 @@ def _upgrade_v1(state: dict) -> dict | None:
     except (AttributeError, TypeError, ValueError):
         return None
     upgraded = {key: value for key, value in state.items() if key != "versions_at_cursor"}
-    return {**upgraded, "version": _STATE_VERSION, "synced_versions": kept}
+    return {**upgraded, "version": 2, "synced_versions": kept}
 
 
-def _load_cursors(state: dict) -> dict[str, CollectionCursor]:
-    cursors, kept = state.get("cursors", {}), state.get("synced_versions", {})
-    for name, since in cursors.items():
-        _check_timestamp(name, since)
+def _entries(saved: Any) -> list:
+    """A table's saved column entries ([path, name] or [path, name, 1]), read by ColumnNames when the sync first
+    uses the table (`SyncState.columns`): a sync that lands nothing in most tables builds none of them."""
+    if not isinstance(saved, list) or (saved and not (isinstance(saved[0], list) and len(saved[0]) in (2, 3))):
+        raise TypeError("column entries are not [path, name] lists")
+    return saved
+
+
+def _check_timestamp(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _LAST_MODIFIED.fullmatch(value):
+        raise SourceError(None, f"state: cursor of {key!r} is {value!r}, not a RavenDB timestamp")
+    return value
+
+
+def _load_cursors(state: dict, version: int) -> tuple[dict[str, CollectionCursor], DatabaseCursor | None]:
+    """The cursors of a saved state. Version 3 keeps versions as KeptVersions texts, and the database's cursor;
+    version 2 kept `synced_versions`, id -> [@last-modified, change vector] per collection, which become kept
+    versions of the same documents: a state saved by it carries over with nothing read again that landed, and
+    nothing skipped that did not."""
+    saved = state.get("cursors", {})
+    if not isinstance(saved, dict):
+        raise SourceError(None, f"state: unsupported layout {state!r:.200}; reset the connector to sync again")
+    cursors = {name: CollectionCursor(_check_timestamp(name, since)) for name, since in saved.items()}
     try:
-        return {
-            name: CollectionCursor(
-                since, {doc_id: (str(version[0]), str(version[1])) for doc_id, version in kept.get(name, {}).items()}
-            )
-            for name, since in cursors.items()
-        }
-    except (AttributeError, TypeError, IndexError, KeyError):
-        raise SourceError(None, "state: synced_versions is malformed; reset the connector to sync again") from None
-
-
-def _check_timestamp(key: str, cursor: Any) -> None:
-    if not isinstance(cursor, str) or not _LAST_MODIFIED.fullmatch(cursor):
-        raise SourceError(None, f"state: cursor of {key!r} is {cursor!r}, not a RavenDB timestamp")
-
-
-def _load_column_names(state: dict) -> dict[str, "ColumnNames"]:
+        if version == _STATE_VERSION:
+            for name, texts in dict(state.get("kept", {})).items():
+                if name in cursors:
+                    cursors[name].kept = KeptVersions(texts)
+        else:
+            seen = dict(state.get("synced_versions", {}))
+            for name, versions in seen.items():
+                for doc_id, (last_modified, vector) in dict(versions).items():
+                    if name in cursors:
+                        cursors[name].kept.add(Metadata(doc_id, str(last_modified), str(vector), name))
+    except (AttributeError, TypeError, ValueError, binascii.Error):
+        raise SourceError(None, "state: the kept versions are malformed; reset the connector to sync again") from None
+    saved_database = state.get("database")
+    if saved_database is None:
+        return cursors, None
     try:
-        return {name: ColumnNames(entries) for name, entries in state.get("columns", {}).items()}
+        database = DatabaseCursor(
+            _check_timestamp("database", saved_database["since"]),
+            KeptVersions(saved_database.get("kept")),
+            collections=set(map(str, saved_database["collections"])),
+            floors={name: _check_timestamp(name, floor) for name, floor in saved_database.get("floors", {}).items()},
+        )
+    except (AttributeError, TypeError, ValueError, KeyError, binascii.Error):
+        raise SourceError(None, "state: the database cursor is malformed; reset the connector to sync again") from None
+    return cursors, database
+
+
+def _load_column_names(state: dict) -> dict[str, Any]:
+    try:
+        return {name: _entries(entries) for name, entries in state.get("columns", {}).items()}
     except (AttributeError, TypeError, ValueError):
         raise SourceError(None, "state: the column names are not [path, name] lists; reset the connector") from None
 
@@ -2414,7 +2631,7 @@ def _read_one(store: DocumentStore, settings: Settings, collection: str) -> None
     newest_documents(store, settings, collection, count=1)
 
 
-def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, since: str) -> float | None:
+def _wait_for_index(store: DocumentStore, settings: Settings, subject: str, changes: IndexQuery) -> float | None:
     """Wait for the index behind the query to cover every write made before the wait, logging progress.
 
     Returns the monotonic time at which the wait that succeeded was sent, or None if the index is still stale
@@ -2423,7 +2640,8 @@ def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, s
     started = time.monotonic()
     while (waited := time.monotonic() - started) < _INDEX_WAIT_SECONDS:
         sent = time.monotonic()
-        query = changed_since_query(collection, since)
+        query = IndexQuery(changes.query)
+        query.query_parameters = changes.query_parameters
         query.wait_for_non_stale_results = True
         query.wait_for_non_stale_results_timeout = timedelta(
             seconds=min(_INDEX_WAIT_SLICE_SECONDS, _INDEX_WAIT_SECONDS - waited)
@@ -2435,10 +2653,10 @@ def _wait_for_index(store: DocumentStore, settings: Settings, collection: str, s
         if not command.result.is_stale:
             return sent
         log.info(
-            f"{collection}: waiting for RavenDB's index {command.result.index_name} to catch up "
+            f"{subject}: waiting for RavenDB's index {command.result.index_name} to catch up "
             f"({time.monotonic() - started:.0f} s of up to {_INDEX_WAIT_SECONDS:.0f} s)"
         )
-    log.warning(f"{collection}: index still stale after {_INDEX_WAIT_SECONDS:.0f} s; reading what it covers")
+    log.warning(f"{subject}: index still stale after {_INDEX_WAIT_SECONDS:.0f} s; reading what it covers")
     return None
 
 
@@ -3067,9 +3285,10 @@ def sync_new_collections(
     cursors = [state.cursor(name) for name in collections]
     for cursor in cursors:
         cursor.hold()
-    tally = Tally()
+    tally, bound = Tally(), None
 
     def attempt() -> None:
+        nonlocal bound
         covered_from = time.monotonic()
         stream = DatabaseStream(store, settings).open()
         bound = stream_bound(stream, covered_from, settings.lookback)
@@ -3080,6 +3299,7 @@ def sync_new_collections(
     _retrying("new collections", "reading the database again", attempt)
     for cursor in cursors:
         cursor.release()
+        cursor.finish(bound)
     seconds = time.monotonic() - started
     log.info(
         f"{len(collections):,} new collections: upserted {tally.upserted} documents of {tally.read} read in "
@@ -3146,16 +3366,26 @@ def _stream_into_destination(
     cursor. If it is still stale after the wait, what it returns is upserted and moves no cursor.
     """
     cursor = state.cursor(collection)
-    covered_from = time.monotonic()
-    stream = QueryStream(store, settings, changed_since_query(collection, cursor.since)).open()
+    stream, bound = _open_changes(store, settings, collection, changed_since_query(collection, cursor.since))
+    _upsert_changes(stream, lambda meta: collection, state, bound, progress, tally or Tally())
+    cursor.finish(bound)
+
+
+def _open_changes(
+    store: DocumentStore, settings: Settings, subject: str, query: IndexQuery
+) -> tuple["QueryStream", str | None]:
+    """Open the stream of `query` (changes since a cursor), after waiting for its index if it was stale; with the
+    `@last-modified` up to which it is known to hold every document at its place (`stream_bound`; None: unknown)."""
+    covered_from: float | None = time.monotonic()
+    stream = QueryStream(store, settings, query).open()
     if stream.is_stale:
         stream.close()
-        covered_from = _wait_for_index(store, settings, collection, cursor.since)
-        stream = QueryStream(store, settings, changed_since_query(collection, cursor.since)).open()
+        covered_from = _wait_for_index(store, settings, subject, query)
+        stream = QueryStream(store, settings, query).open()
     bound = None if covered_from is None else stream_bound(stream, covered_from, settings.lookback)
     if bound is None and covered_from is not None:
-        log.warning(f"{collection}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
-    _upsert_changes(stream, lambda meta: collection, state, bound, progress, tally or Tally())
+        log.warning(f"{subject}: RavenDB sent no Date header; the cursor stays and this read is repeated next sync")
+    return stream, bound
 
 
 def _upsert_changes(
@@ -3165,27 +3395,92 @@ def _upsert_changes(
     bound: str | None,
     progress: "Progress",
     tally: Tally,
+    database: DatabaseCursor | None = None,
 ) -> None:
     """Upsert what the stream returns into the table of the collection `collection_of` names (None: a document
-    no table takes), unless it landed already; each document read may move its collection's cursor. Counts into
-    `tally`."""
+    no table takes), unless it landed already, counting into `tally`; each document read may move the cursor of its
+    collection, or the `database` cursor when the stream reads the whole database."""
     for document in stream:
         tally.read += 1
         meta = Metadata.of(document)
         collection = collection_of(meta)
-        if collection is None:
+        cursor = database if database is not None else state.cursor(collection) if collection is not None else None
+        if collection is None or cursor is None:
+            if cursor is not None:
+                cursor.record(meta, bound, landed=False)
             progress.document_read(upserted=False)
             continue
-        cursor = state.cursor(collection)
-        if cursor.already_synced(meta):  # landed before: it may still move the cursor
-            cursor.record(meta, bound)
+        digest = KeptVersions.hash_of(meta)
+        if cursor.already_synced(meta, digest) or (database is not None and database.landed_before(collection, meta)):
+            cursor.record(meta, bound, landed=False)  # landed before: it may still move the cursor
             progress.document_read(upserted=False)
             continue
         upsert_document(collection, document, state)
-        cursor.record(meta, bound)
+        cursor.record(meta, bound, digest=digest)
         tally.upserted += 1
         progress.document_read(upserted=True)
         state.checkpoints.record_written()
+
+
+def reads_database(settings: Settings, selection: Selection) -> bool:
+    """Whether this sync reads the changes of its collections in one query of the whole database (`sync_database`)
+    rather than one query per collection (`sync_collection`).
+
+    One query of the database takes one request and one auto index (`Auto/AllDocs/By@metadata.@last-modified`)
+    whatever the number of collections, but reads the changes of every collection, selected or not. One query
+    per collection takes a request and an auto index per collection (and, where the application already has an
+    auto index on that collection, RavenDB builds a merged one from scratch) but reads only what is selected.
+    Per collection therefore when `collection_name` lists at most `_PER_COLLECTION_READS` collections, the cost of
+    which is bounded and which may be a small part of a busy database; the whole database otherwise (every
+    collection, or a longer list)."""
+    return not settings.collections or len(selection.counts) > _PER_COLLECTION_READS
+
+
+def sync_database(
+    store: DocumentStore,
+    settings: Settings,
+    collections: list[str],
+    read_now: list[str],
+    state: SyncState,
+    progress: "Progress",
+) -> int:
+    """Upsert every document of `collections` changed since the database's cursor, in one query of the whole
+    database in `@last-modified` order, retrying transient failures.
+
+    The cursor rules are those of a collection's read (`_stream_into_destination`). Documents of other
+    collections, system collections (`@hilo`) and documents without a collection are read and skipped. The
+    collections this sync read on their own (`read_now`: a first read, or the last read of a cursor of its own,
+    such as a state saved by an earlier version) join the database's cursor first (DatabaseCursor.join): the
+    read starts at the oldest, and skips what landed before. When every collection was read on its own in this
+    sync, nothing is left to read: the read of the database is left to the next sync.
+    """
+    database = state.join_database(collections)
+    if set(collections) <= set(read_now):
+        return 0
+    names = {name.lower(): name for name in collections}
+    log.info(
+        f"{_counted(len(collections), 'collection')}: sync started from {database.since}, in one query of the database"
+    )
+    started = time.monotonic()
+    progress.start_read(f"{_counted(len(collections), 'collection')} (one query of the database)", 0, len(collections))
+    progress.collections -= len(set(collections) & set(read_now))  # counted by their own read
+    tally = Tally()
+
+    def attempt() -> None:
+        query = collection_query(_DATABASE_CHANGED_SINCE_RQL, "", since=database.since)
+        stream, bound = _open_changes(store, settings, "database", query)
+        _upsert_changes(
+            stream, lambda meta: names.get((meta.collection or "").lower()), state, bound, progress, tally, database
+        )
+        database.finish(bound)
+
+    _retrying("database", "resuming from the cursor", attempt)
+    seconds = time.monotonic() - started
+    log.info(
+        f"{_counted(len(collections), 'collection')}: upserted {tally.upserted} of {tally.read} documents read in one "
+        f"query of the database in {seconds:.1f} s ({tally.read / max(seconds, 1e-6):,.0f} docs/s)"
+    )
+    return tally.upserted
 
 
 def upsert_document(collection: str, document: dict, state: SyncState, checkpoint_ahead: bool = True) -> None:
@@ -3281,7 +3576,7 @@ def reconcile_deletes(
 def _touch(collection: str, document: dict, meta: Metadata, state: SyncState, rebuilt: dict[str, "ChildRows"]) -> None:
     """A reconciliation found the document: its row (and element rows) are live again, in full if it changed
     after the cursor; its arrays' lengths go to the child tables' new bounds (`rebuilt`)."""
-    cursor = state.cursor(collection)
+    cursor = state.cursor(collection)  # its changes are read by its own query next (a joined one leaves the database's)
     touched = None
     if state.children.tables(collection):
         touched = state.children.row_keys(collection, document, state.columns(collection))
@@ -3526,6 +3821,7 @@ class Checkpoints:
         self.state = state
         self.unsaved_records = 0  # handed to Fivetran since the last checkpoint
         self.last_saved: dict | None = None  # what this sync's last checkpoint saved
+        self.loaded: dict | None = None  # the state the sync began with, as Fivetran gave it
 
     def record_written(self) -> None:
         """One more record handed to Fivetran; save when a checkpoint is due."""
@@ -3540,10 +3836,32 @@ class Checkpoints:
         op.checkpoint(saved)
         self.unsaved_records, self.last_saved = 0, saved
 
-    def save_if_changed(self) -> None:
-        """Save unless the last checkpoint of this sync saved the same state with no record since."""
-        if self.unsaved_records > 0 or self.state.to_dict() != self.last_saved:
+    def save_if_changed(self, nothing_read: bool = False) -> None:
+        """Save unless the last checkpoint of this sync saved the same state with no record since, or this sync
+        read no document at all (`nothing_read`), saved nothing and changed nothing of the state it began with but
+        where its cursors stand: no document existed past those cursors when its reads began, so the next sync reads
+        from them no more than from the bounds this one reached, and nothing is saved for a sync that found
+        nothing."""
+        if self.unsaved_records > 0:
             self.save()
+            return
+        current = self.state.to_dict()
+        unchanged = self.loaded and _without_positions(current) == _without_positions(self.loaded)
+        if nothing_read and self.last_saved is None and unchanged:
+            return
+        if current != self.last_saved:
+            self.save()
+
+
+def _without_positions(state: dict) -> dict:
+    """A saved state without where its cursors stand and the versions they keep: what a sync that lands nothing
+    may leave as it found it."""
+    stripped = {key: value for key, value in state.items() if key != "kept"}
+    stripped["cursors"] = sorted(state.get("cursors", {}))
+    if "database" in state:
+        database = state["database"]
+        stripped["database"] = {"collections": database.get("collections"), "floors": database.get("floors")}
+    return stripped
 
 
 class Progress:
@@ -3560,6 +3878,7 @@ class Progress:
         self.every_seconds, self.counts = every_seconds, counts
         self.started = time.monotonic()
         self.collections = self.documents = 0
+        self.read = 0  # documents every read of this sync returned
         self.label, self.total, self.done = "", 0, 0
         self.read_started, self.next_line = self.started, math.inf
 
@@ -3573,6 +3892,7 @@ class Progress:
         self.next_line = self.read_started + self.every_seconds
 
     def document_read(self, upserted: bool) -> None:
+        self.read += 1
         self.done += 1
         self.documents += upserted
         now = time.monotonic()
@@ -3589,12 +3909,22 @@ class Progress:
             f"about {_duration(left)} left"
         )
 
-    def finished(self, deletes: int) -> None:
+    def finished(self, deletes: int, state_bytes: int | None) -> None:
+        """The summary line; `state_bytes`: the size of the state saved last, None when the sync saved none."""
         seconds = time.monotonic() - self.started
+        state = "state unchanged" if state_bytes is None else f"state {_size(state_bytes)}"
         log.info(
-            f"sync finished: {self.collections} collections, {self.documents:,} documents upserted, "
-            f"{deletes:,} deletes, {seconds:.1f} s"
+            f"sync finished: {_counted(self.collections, 'collection')}, {self.documents:,} documents upserted, "
+            f"{deletes:,} deletes, {seconds:.1f} s, {state}"
         )
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _size(count: int) -> str:
+    return f"{count:,} bytes" if count < 10_000 else f"{count / 1000:,.0f} KB"
 
 
 def _duration(seconds: float) -> str:

@@ -4,6 +4,7 @@ an in-memory database with a clock, and retries without waits."""
 import itertools
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,9 @@ def fake_store(monkeypatch: pytest.MonkeyPatch) -> FakeRavenDB:
     """A fresh in-memory database that connector.py opens its stores on (in place of ravendb.DocumentStore); the TCP
     probe of the server always succeeds."""
     db = FakeRavenDB()
+    # The server's clock a minute after the default timestamps of make_document: the documents are newer than
+    # the lookback bound, and a document a test writes later with a later timestamp is read by the next sync.
+    db.server_date = datetime(2024, 5, 1, 10, 1, tzinfo=timezone.utc)
     monkeypatch.setattr(connector, "DocumentStore", db.open_store)
     monkeypatch.setattr(connector, "_check_reachable", lambda urls: None)
     return db

@@ -28,7 +28,7 @@ from ravendb.documents.commands.stream import StreamCommand
 from ravendb.documents.conventions import DocumentConventions
 from ravendb.documents.operations.statistics import GetStatisticsOperation
 
-_FROM = re.compile(r"^from '((?:[^'\\]|\\.)*)' ")
+_FROM = re.compile(r"^from (?:'((?:[^'\\]|\\.)*)'|@all_docs) ")
 
 
 class FakeResponse:
@@ -181,11 +181,13 @@ class FakeRavenDB:
         return store
 
     def changed_since(self, rql: str, since: str) -> list[dict]:
-        collection = re.sub(r"\\(.)", r"\1", _FROM.match(rql).group(1))
+        """`from '<c>'` or `from @all_docs` (every document) where the indexed @last-modified >= since."""
+        quoted = _FROM.match(rql).group(1)
+        collection = None if quoted is None else re.sub(r"\\(.)", r"\1", quoted)
         selected = [
             doc
             for doc in self.documents.values()
-            if doc["@metadata"].get("@collection") == collection and self.indexed_position(doc) >= since
+            if collection in (None, doc["@metadata"].get("@collection")) and self.indexed_position(doc) >= since
         ]
         return sorted(selected, key=self.indexed_position)
 

@@ -54,9 +54,12 @@ def sync(configuration: dict, ops, state: dict | None = None) -> dict:
     return ops.checkpoints[-1]
 
 
-def sync_writing_during_a_paused_stream(configuration: dict, ops, control, database: str, after: int, write) -> dict:
-    """Run one sync whose stream pauses after `after` documents: once the sync has upserted that many, `write()`
-    runs while the stream waits, then the stream goes on. Returns the state the sync checkpointed last."""
+def sync_writing_during_a_paused_stream(
+    configuration: dict, ops, control, database: str, after: int, write, state: dict | None = None
+) -> dict:
+    """Run one sync (from `state`) whose stream pauses after `after` documents: once the sync has upserted that
+    many, `write()` runs while the stream waits, then the stream goes on. Returns the state the sync checkpointed
+    last."""
     control.pause_stream(database, after=after)
     upserted, real_upsert = itertools.count(1), ops.upsert
 
@@ -69,7 +72,7 @@ def sync_writing_during_a_paused_stream(configuration: dict, ops, control, datab
 
     ops.upsert = write_while_paused
     try:
-        return sync(configuration, ops)
+        return sync(configuration, ops, state)
     finally:
         ops.upsert = real_upsert
 

@@ -1,7 +1,9 @@
-"""First syncs of many collections against a mocked DocumentStore: new small collections are read together, in one
-read of the whole database; the rest, and every later sync, one collection at a time."""
+"""Syncs of many collections against a mocked DocumentStore: new small collections are read together, in one read
+of the whole database, the rest one collection at a time; every later sync reads them all in one query of the
+database."""
 
 import re
+from datetime import datetime, timezone
 
 import pytest
 
@@ -31,35 +33,35 @@ def test_new_small_collections_are_read_in_one_request(fake_store, make_document
     (instance,) = fake_store.stores
     assert instance.queries == [DATABASE_READ]
     assert all(len(ops.rows(connector.table_name(name))) == 10 for name in names)
-    assert sorted(ops.checkpoints[-1]["cursors"]) == names
+    assert ops.checkpoints[-1]["database"]["collections"] == names
 
 
-def test_each_cursor_moves_to_the_newest_document_of_its_collection(fake_store, make_document, every_collection, ops):
+def test_after_their_first_read_the_collections_share_one_cursor_at_its_bound(
+    fake_store, make_document, every_collection, ops
+):
     names = collections(fake_store, make_document, 3, 4)
 
     connector.update(every_collection, {})
 
-    newest = {
-        name: max(
-            document["@metadata"]["@last-modified"]
-            for document in fake_store.documents.values()
-            if document["@metadata"]["@collection"] == name
-        )
-        for name in names
-    }
-    assert ops.checkpoints[-1]["cursors"] == newest
+    saved = ops.checkpoints[-1]
+    assert saved["cursors"] == {}
+    assert saved["database"]["collections"] == names
+    assert re.fullmatch(r"2024-05-01T(10:00:00|09:59:59)\.\d{7}Z", saved["database"]["since"])  # 10:01 less 60 s
+    assert "floors" not in saved["database"]
 
 
-def test_the_next_sync_reads_each_collection_from_its_cursor(fake_store, make_document, every_collection, ops):
-    names = collections(fake_store, make_document, 3, 4)
+def test_the_next_sync_reads_every_collection_in_one_query_of_the_database(
+    fake_store, make_document, every_collection, ops
+):
+    collections(fake_store, make_document, 3, 4)
     connector.update(every_collection, {})
     state = ops.checkpoints[-1]
 
     connector.update(every_collection, state)
 
     later = fake_store.stores[-1].queries
-    assert [parameters["since"] for _, parameters in later] == [state["cursors"][name] for name in names]
-    assert ops.calls[-1] == ("checkpoint", None, state)  # nothing landed twice
+    assert later == [(connector._DATABASE_CHANGED_SINCE_RQL, {"since": state["database"]["since"]})]
+    assert len(ops.upserts) == 12  # the first sync's; nothing landed twice
 
 
 def test_checkpoints_during_the_read_keep_the_cursors_where_they_were(fake_store, make_document, every_collection, ops):
@@ -84,12 +86,13 @@ def test_a_read_broken_off_is_read_again_without_landing_a_document_twice(
     upserted = [data["Id"] for kind, _, data in ops.calls if kind == "upsert"]
     assert len(upserted) == len(set(upserted)) == 2500
     assert fake_store.stores[0].queries == [DATABASE_READ, DATABASE_READ]
-    assert sorted(ops.checkpoints[-1]["cursors"]) == names
+    assert ops.checkpoints[-1]["database"]["collections"] == names
 
 
 def test_a_sync_that_failed_during_the_read_starts_it_over_from_a_small_state(
     fake_store, make_document, every_collection, ops
 ):
+    fake_store.server_date = datetime(2024, 5, 1, 10, 5, tzinfo=timezone.utc)  # every document older than the bound
     names = collections(fake_store, make_document, 25, 100)
     fake_store.error_after = 1500
     connector._MAX_ATTEMPTS, attempts = 1, connector._MAX_ATTEMPTS
@@ -103,7 +106,7 @@ def test_a_sync_that_failed_during_the_read_starts_it_over_from_a_small_state(
     connector.update(every_collection, saved)
 
     assert set(saved["cursors"].values()) == {connector._BEGINNING_OF_TIME}
-    assert sum(map(len, saved["synced_versions"].values())) <= len(names)  # the newest of each collection read
+    assert sum(len(text) // 8 for kept in saved["kept"].values() for text in kept.values()) <= 60  # its newest second
     assert all(len(ops.rows(connector.table_name(name))) == 100 for name in names)
 
 
@@ -135,8 +138,9 @@ def test_only_the_new_collections_are_read_together(fake_store, make_document, e
     connector.update(every_collection, state)
 
     queries = fake_store.stores[-1].queries
-    assert queries[0] == DATABASE_READ
-    assert [parameters["since"] for _, parameters in queries[1:]] == [state["cursors"][name] for name in old]
+    assert [rql for rql, _ in queries] == ["GET /streams/docs", connector._DATABASE_CHANGED_SINCE_RQL]
+    assert queries[1][1]["since"] <= state["database"]["since"]  # the oldest of the old cursor and the new ones
+    assert old == state["database"]["collections"]
     assert all(len(ops.rows(connector.table_name(name))) == 10 for name in new)
 
 
@@ -240,3 +244,54 @@ def test_new_small_collections_past_the_read_together_limit_are_read_one_by_one(
 
     queries = fake_store.stores[0].queries
     assert DATABASE_READ not in queries and len(queries) == count
+
+
+def test_a_collection_no_longer_selected_keeps_its_place_and_is_read_from_it_when_selected_again(
+    fake_store, make_document, base_configuration, ops
+):
+    names = collections(fake_store, make_document, 12, 3)
+    everything = {**base_configuration, "collection_name": ",".join(names)}
+    without_last = {**base_configuration, "collection_name": ",".join(names[:-1])}
+    connector.update(everything, {})
+    state = ops.checkpoints[-1]
+    connector.update(without_last, state)
+    left = ops.checkpoints[-1]
+    fake_store.add(make_document(names[-1], last_modified="2024-05-01T10:00:59.9999999Z"))
+
+    connector.update(everything, left)
+
+    assert left["cursors"] == {names[-1]: state["database"]["since"]}
+    assert names[-1] not in left["database"]["collections"]
+    queries = fake_store.stores[-1].queries
+    assert queries[0] == (
+        connector._CHANGED_SINCE_RQL.format(collection=names[-1]),
+        {"since": left["cursors"][names[-1]]},
+    )
+    assert queries[1][0] == connector._DATABASE_CHANGED_SINCE_RQL
+    assert len(ops.rows(connector.table_name(names[-1]))) == 4
+    assert ops.checkpoints[-1]["cursors"] == {}
+
+
+def test_the_versions_kept_read_back_as_saved(fake_store, make_document, every_collection, ops):
+    collections(fake_store, make_document, 3, 40)
+    connector.update(every_collection, {})
+    saved = ops.checkpoints[-1]
+
+    again = connector.SyncState.load(saved).to_dict()
+
+    assert saved["database"]["kept"] and again == saved
+
+
+def test_a_stale_index_behind_the_query_of_the_database_is_waited_for_and_the_query_sent_again(
+    fake_store, make_document, every_collection, ops
+):
+    collections(fake_store, make_document, 3, 4)
+    connector.update(every_collection, {})
+    fake_store.stale_streams, fake_store.stale_waits = 1, 1
+
+    connector.update(every_collection, ops.checkpoints[-1])
+
+    instance = fake_store.stores[-1]
+    assert instance.index_waits == [connector._DATABASE_CHANGED_SINCE_RQL] * 2
+    assert [rql for rql, _ in instance.queries] == [connector._DATABASE_CHANGED_SINCE_RQL] * 2
+    assert len(ops.upserts) == 12  # the first sync's

@@ -129,8 +129,8 @@ def test_the_deletes_line_says_what_would_track_untracked_deletes(orders, ops, l
 
 
 def test_a_sync_with_no_change_says_what_it_read_and_that_nothing_landed(orders, ops, logs) -> None:
-    """Documents written less than the lookback ago keep the cursor at the beginning: the next sync reads them all
-    again, and says so, and that none landed again."""
+    """A sync after the first reads the documents changed since the cursor, in one query of the database, and says
+    that the ones it read again (written less than the lookback before the first sync) had landed already."""
     configuration = configuration_for(orders)
     connector.update(configuration, {})
     first = [line for line in logs.messages("INFO") if line.startswith("Orders: ")]
@@ -138,8 +138,8 @@ def test_a_sync_with_no_change_says_what_it_read_and_that_nothing_landed(orders,
 
     connector.update(configuration, ops.checkpoints[-1])
 
-    again = [line for line in logs.messages("INFO") if line.startswith("Orders: ")]
+    again = [line for line in logs.messages("INFO") if line.startswith("1 collection: ")]
     assert first[0] == "Orders: reading every document (first sync)"
     assert first[1].startswith("Orders: upserted 3 of 3 documents read (0 had landed already) in ")
-    assert again[0] == "Orders: reading every document"
-    assert again[1].startswith("Orders: upserted 0 of 3 documents read (3 had landed already) in ")
+    assert again[0].startswith("1 collection: sync started from ")
+    assert again[1].startswith("1 collection: upserted 0 of 3 documents read in one query of the database in ")

@@ -2,6 +2,7 @@
 
 import itertools
 import re
+from datetime import datetime, timezone
 
 import connector
 
@@ -27,7 +28,7 @@ def test_checkpoints_count_records_across_collections(fake_store, make_document,
         if call[0] == "checkpoint"
     ]
     assert upserts_before == [1000, 2000, 2500]
-    assert sorted(ops.checkpoints[-1]["cursors"]) == [f"C{number:02d}" for number in range(25)]
+    assert ops.checkpoints[-1]["database"]["collections"] == [f"C{number:02d}" for number in range(25)]
 
 
 def test_a_sync_with_nothing_new_checkpoints_once(fake_store, make_document, base_configuration, ops):
@@ -38,7 +39,8 @@ def test_a_sync_with_nothing_new_checkpoints_once(fake_store, make_document, bas
 
     connector.update(base_configuration, state)
 
-    assert ops.calls == [("checkpoint", None, state)]
+    assert [kind for kind, _, _ in ops.calls] == ["checkpoint"]  # the cursor, at the new read's bound
+    assert ops.checkpoints[-1]["database"]["collections"] == state["database"]["collections"]
 
 
 def test_a_stream_slower_than_the_interval_logs_progress_once_per_interval(
@@ -78,15 +80,30 @@ def test_one_summary_line_counts_collections_documents_and_deletes(fake_store, m
 
     summaries = [message for message in logs.messages("INFO") if message.startswith("sync finished:")]
     assert len(summaries) == 1
-    assert re.fullmatch(r"sync finished: 2 collections, 4 documents upserted, 2 deletes, \d+\.\d s", summaries[0]), (
-        summaries[0]
-    )
+    pattern = r"sync finished: 2 collections, 4 documents upserted, 2 deletes, \d+\.\d s, state \d+ bytes"
+    assert re.fullmatch(pattern, summaries[0]), summaries[0]
 
 
 def test_no_final_checkpoint_when_the_last_one_saved_everything(fake_store, make_document, base_configuration, ops):
+    fake_store.server_date = False  # no Date header: the end of the read moves no cursor
     fake_store.add(*(make_document() for _ in range(2000)))
 
     connector.update(base_configuration, {})
 
     assert [kind for kind, *_ in ops.calls].count("checkpoint") == 2
     assert ops.calls[-1][0] == "checkpoint"
+
+
+def test_a_sync_that_reads_nothing_saves_nothing_and_says_the_state_is_unchanged(
+    fake_store, make_document, base_configuration, ops, logs
+):
+    del base_configuration["collection_name"]
+    fake_store.server_date = datetime(2024, 5, 1, 10, 5, tzinfo=timezone.utc)  # every document older than the bound
+    fake_store.add(make_document("Orders"), make_document("Companies"))
+    connector.update(base_configuration, {})
+    state, ops.calls[:] = ops.checkpoints[-1], []
+
+    connector.update(base_configuration, state)
+
+    assert ops.calls == []
+    assert logs.messages("INFO")[-1].endswith(", state unchanged")

@@ -1148,3 +1148,43 @@ def test_minimum_revisions_to_keep_trims_the_oldest_revisions_of_an_id(ravendb_s
         _store_orders(ravendb_store, 1)
 
     assert ravendb_store.maintenance.send(GetStatisticsOperation()).count_of_revision_documents == 2
+
+
+# ---- auto indexes over every collection, and merged auto indexes -------------------------------------------------
+
+
+def test_all_docs_query_is_served_by_one_auto_index_over_every_collection(
+    ravendb_store: DocumentStore, standin_control: Any, ravendb_target: Any
+) -> None:
+    _store_orders(ravendb_store, 3)
+    documents.put(ravendb_store, [("companies/1-A", "Companies", {"Name": "Acme"})])
+    before = standin_control.indexing(ravendb_target.database)["AutoIndexesCreated"]
+    docs, stats = _raw(
+        ravendb_store, f"from @all_docs where {LM} >= $since order by {LM}", since="2000-01-01T00:00:00.0000000Z"
+    )
+    again, _ = _raw(ravendb_store, f"from @all_docs where {LM} >= $since", since="2000-01-01T00:00:00.0000000Z")
+    assert stats.index_name == "Auto/AllDocs/By@metadata.@last-modified"
+    assert [d["@metadata"]["@id"] for d in docs][-1] == "companies/1-A"
+    assert {d["@metadata"]["@collection"] for d in docs} >= {"Orders", "Companies"}
+    assert len(again) == len(docs)
+    assert standin_control.indexing(ravendb_target.database)["AutoIndexesCreated"] == before + 1
+
+
+def test_a_query_needing_another_field_builds_a_merged_index_and_the_superseded_one_goes_once_it_caught_up(
+    ravendb_store: DocumentStore, standin_control: Any, ravendb_target: Any
+) -> None:
+    database = ravendb_target.database
+    _store_orders(ravendb_store, 5)
+    standin_control.set_indexing(database, superseded_delete_s=0.5)
+    _, first = _raw(ravendb_store, "from Orders where Freight > $low", low=1)
+    _, merged = _raw(ravendb_store, f"from Orders where {LM} >= $since", since="2000-01-01T00:00:00.0000000Z")
+    names = {ix["Name"]: ix["SupersededBy"] for ix in standin_control.indexing(database)["Indexes"]}
+    assert first.index_name == "Auto/Orders/ByFreight"
+    assert merged.index_name == "Auto/Orders/By@metadata.@last-modifiedAndFreight"
+    assert names.get("Auto/Orders/ByFreight") == merged.index_name
+    time.sleep(0.6)
+    after = standin_control.indexing(database)
+    assert [ix["Name"] for ix in after["Indexes"]] == [merged.index_name]
+    _, reused = _raw(ravendb_store, "from Orders where Freight > $low", low=1)
+    assert reused.index_name == merged.index_name
+    assert after["AutoIndexesCreated"] == 2

@@ -2,6 +2,7 @@
 
 import base64
 import os
+import re
 import stat
 import subprocess
 import tempfile
@@ -50,17 +51,18 @@ def test_first_sync_upserts_every_document_with_id_and_last_modified(
     ]
 
 
-def test_cursor_keeps_the_full_seven_digit_timestamp(fake_store, make_document, base_configuration, ops):
-    fake_store.add(make_document(last_modified="2024-05-01T10:11:12.1234567Z"))
+def test_the_state_keeps_the_cursor_as_ravendb_text_and_each_version_in_eight_characters(
+    fake_store, make_document, base_configuration, ops
+):
+    fake_store.add(make_document(last_modified="2024-05-01T10:11:12.1234567Z"))  # newer than the read's bound
 
     connector.update(base_configuration, {})
 
-    assert ops.checkpoints[-1] == {
-        "version": 2,
-        "cursors": {"Orders": "2024-05-01T10:11:12.1234567Z"},
-        "synced_versions": {"Orders": {"orders/1-A": ["2024-05-01T10:11:12.1234567Z", "A:1-x"]}},
-        "deletes_since": "0001-01-01T00:00:00.0000000Z",  # an empty bin: every later entry is a new delete
-    }
+    saved = ops.checkpoints[-1]
+    assert saved["version"] == 3
+    assert re.fullmatch(r"2024-05-01T(10:00:00|09:59:59)\.\d{7}Z", saved["cursors"]["Orders"])  # 10:01 less 60 s
+    assert list(saved["kept"]) == ["Orders"]
+    assert [(second, len(text)) for second, text in saved["kept"]["Orders"].items()] == [("2024-05-01T10:11:12", 8)]
 
 
 def test_a_document_that_landed_at_the_cursor_timestamp_is_not_upserted_again(
@@ -75,18 +77,17 @@ def test_a_document_that_landed_at_the_cursor_timestamp_is_not_upserted_again(
     assert len(ops.upserts) == 1
 
 
-def test_past_the_cap_further_versions_are_not_kept_and_land_again(
-    fake_store, make_document, base_configuration, ops, monkeypatch
+def test_every_version_read_again_is_kept_whatever_their_number_and_none_lands_again(
+    fake_store, make_document, base_configuration, ops
 ):
-    monkeypatch.setattr(connector, "_MAX_SYNCED_VERSIONS", 2)
     tick = "2024-05-01T10:11:12.1234567Z"
-    fake_store.add(*(make_document(last_modified=tick) for _ in range(3)))
+    fake_store.add(*(make_document(last_modified=tick) for _ in range(10_000)))
     connector.update(base_configuration, {})
 
     connector.update(base_configuration, ops.checkpoints[-1])
 
-    assert len(ops.checkpoints[-1]["synced_versions"]["Orders"]) == 2
-    assert len(ops.upserts) == 4
+    assert len(ops.upserts) == 10_000
+    assert len(ops.checkpoints[-1]["kept"]["Orders"]["2024-05-01T10:11:12"]) == 8 * 10_000
 
 
 def test_next_sync_asks_for_documents_at_or_after_the_cursor(fake_store, make_document, base_configuration, ops):
@@ -114,16 +115,28 @@ def test_documents_sharing_the_cursor_timestamp_are_read_again_not_skipped(
 
 
 def test_checkpoint_every_thousand_records_and_at_the_end(fake_store, make_document, base_configuration, ops):
+    fake_store.server_date = datetime(2024, 5, 1, 10, 6, tzinfo=timezone.utc)
     fake_store.add(*(make_document(last_modified=f"2024-05-01T10:00:00.{n:07d}Z") for n in range(2500)))
 
     connector.update(base_configuration, {})
 
     cursors = [state["cursors"]["Orders"] for state in ops.checkpoints]
-    assert cursors == [
-        "2024-05-01T10:00:00.0000999Z",
-        "2024-05-01T10:00:00.0001999Z",
-        "2024-05-01T10:00:00.0002499Z",
-    ]
+    assert cursors[:2] == ["2024-05-01T10:00:00.0000999Z", "2024-05-01T10:00:00.0001999Z"]
+    assert cursors[2] > "2024-05-01T10:04:59"  # the read ended: the server's time when it began, less 60 s
+
+
+def test_a_read_of_documents_older_than_its_bound_keeps_only_the_version_at_its_cursor(
+    fake_store, make_document, base_configuration, ops
+):
+    fake_store.server_date = datetime(2024, 5, 1, 10, 6, tzinfo=timezone.utc)
+    fake_store.add(*(make_document(last_modified=f"2024-05-01T10:00:00.{n:07d}Z") for n in range(2500)))
+
+    connector.update(base_configuration, {})
+
+    *during, final = ops.checkpoints
+    kept_during = [len(text) for state in during for text in state["kept"]["Orders"].values()]
+    assert kept_during == [8, 8]  # one version each: the document at the cursor, which the next read returns again
+    assert "kept" not in final
 
 
 def test_each_checkpoint_follows_the_upserts_it_covers(fake_store, make_document, base_configuration, ops):
@@ -202,8 +215,20 @@ def test_a_collection_gone_since_the_last_sync_is_logged_not_an_error(
         {"version": 1, "cursors": []},
         {"version": 1, "cursors": {}, "columns": {"Orders": [5]}},
         {"version": 2, "cursors": {"Orders": "2024-05-01T10:11:12.1234567Z"}, "synced_versions": {"Orders": {"o": 5}}},
+        {"version": 3, "cursors": {"Orders": "2024-05-01T10:11:12.1234567Z"}, "kept": {"Orders": {"2024": "abc"}}},
+        {"version": 3, "cursors": {}, "database": {"since": "2024-05-01T10:11:12.1234567Z"}},
+        {"version": 4, "cursors": {}},
     ],
-    ids=["no-version", "truncated-cursor", "cursors-not-a-map", "columns-not-path-name-lists", "versions-malformed"],
+    ids=[
+        "no-version",
+        "truncated-cursor",
+        "cursors-not-a-map",
+        "columns-not-path-name-lists",
+        "versions-malformed",
+        "kept-not-whole-hashes",
+        "database-without-collections",
+        "a-later-version",
+    ],
 )
 def test_a_state_the_connector_did_not_write_is_refused(fake_store, base_configuration, state):
     with pytest.raises(SourceError, match=r"^state: "):

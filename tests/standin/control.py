@@ -59,11 +59,14 @@ class StandInControl:
         new_index_wait_s: float | None = None,
         dynamic_queries_disabled: bool | None = None,
         include_archived: bool | None = None,
+        superseded_delete_s: float | None = None,
     ) -> dict[str, Any]:
         """Indexing knobs of a database (every node): pause, lag behind writes by lag_ms, make a new auto index
         take build_s to cover the existing writes, the wait of the query that creates an index (RavenDB: 15 s,
         streams 60 s), Indexing.DisableQueryOptimizerGeneratedIndexes, and whether auto indexes include archived
-        documents (RavenDB's default: no)."""
+        documents (RavenDB's default: no), and how long a superseded auto index is kept once its successor has
+        caught up (Indexing.TimeBeforeDeletionOfSupersededAutoIndexInSec, 15 s). Answers the knobs,
+        `AutoIndexesCreated` and the node's `Indexes` (each with `SupersededBy`)."""
         body: dict[str, Any] = {}
         for name, value in [
             ("paused", paused),
@@ -72,10 +75,15 @@ class StandInControl:
             ("new_index_wait_s", new_index_wait_s),
             ("dynamic_queries_disabled", dynamic_queries_disabled),
             ("include_archived", include_archived),
+            ("superseded_delete_s", superseded_delete_s),
         ]:
             if value is not None:
                 body[name] = value
         return self._call("POST", f"/standin/databases/{database}/indexing", body)
+
+    def indexing(self, database: str) -> dict[str, Any]:
+        """The indexing knobs, `AutoIndexesCreated` (by queries, since the database was created) and `Indexes`."""
+        return self.set_indexing(database)
 
     def delete_auto_indexes(self, database: str) -> dict[str, Any]:
         """Drop every auto index of the database (RavenDB deletes one idle for 72 h); the next query rebuilds it."""
@@ -216,6 +224,11 @@ class StandInControl:
             if method_path.split(" ", 1)[1].startswith(prefix):
                 counts[method_path] = counts.get(method_path, 0) + count
         return counts
+
+    def database_request_count(self, database: str) -> int:
+        """How many requests under `/databases/{database}/` every node together has served since the stand-in
+        started (the control API aside)."""
+        return sum(self.database_requests(database).values())
 
     def revisions_bin_pages(self, database: str) -> dict[str, int]:
         """Shapes of the revisions-bin pages served for a database: full, short, empty, not modified."""

@@ -975,7 +975,8 @@ def control_clock(node: Node, request: Request, _m: re.Match) -> Response:
 
 def control_indexing(node: Node, request: Request, m: re.Match) -> Response:
     """POST /standin/databases/{db}/indexing {"paused"?, "lag_ms"?, "build_s"?, "new_index_wait_s"?,
-    "dynamic_queries_disabled"?, "include_archived"?, "delete_auto_indexes"?}: on every node."""
+    "dynamic_queries_disabled"?, "include_archived"?, "superseded_delete_s"?, "delete_auto_indexes"?}: on every node.
+    Answers the knobs, how many auto indexes queries created, and the indexes of the node asked."""
     db = node.database(m["db"])
     body = body_json(request) or {}
     knobs = db.indexing
@@ -991,6 +992,8 @@ def control_indexing(node: Node, request: Request, m: re.Match) -> Response:
             knobs.dynamic_queries_disabled = bool(body["dynamic_queries_disabled"])
         if "include_archived" in body:
             knobs.include_archived = bool(body["include_archived"])
+        if "superseded_delete_s" in body:
+            knobs.superseded_delete_s = float(body["superseded_delete_s"])
         if body.get("delete_auto_indexes"):
             db.group.delete_auto_indexes()
         if "paused" in body:
@@ -999,6 +1002,7 @@ def control_indexing(node: Node, request: Request, m: re.Match) -> Response:
                 for copy in db.group.copies.values():
                     for index in copy.indexes.values():
                         copy.catch_up(index)
+        db.drop_superseded()
         db.changed.notify_all()
         state = {
             "Paused": knobs.paused,
@@ -1007,7 +1011,9 @@ def control_indexing(node: Node, request: Request, m: re.Match) -> Response:
             "NewIndexWaitS": knobs.new_index_wait_s,
             "DynamicQueriesDisabled": knobs.dynamic_queries_disabled,
             "IncludeArchived": knobs.include_archived,
-            "Indexes": [db.index_info(ix) for ix in db.indexes.values()],
+            "SupersededDeleteS": knobs.superseded_delete_s,
+            "AutoIndexesCreated": knobs.auto_indexes_created,
+            "Indexes": [{**db.index_info(ix), "SupersededBy": ix.superseded_by} for ix in db.indexes.values()],
         }
     return json_response(state)
 

@@ -205,6 +205,8 @@ class AutoIndex:
     build_s: float = 0.0  # a new index covers the writes that exist in proportion to this time, then all
     in_time_order: bool = True  # entries (kept in etag order) have non-decreasing @last-modified
     newest_ticks: int = 0
+    superseded_by: str | None = None  # the merged auto index that replaces this one once it has caught up
+    caught_up_at: float | None = None  # when the index that supersedes this one first covered what it covers
 
 
 @dataclass
@@ -219,6 +221,8 @@ class IndexingControl:
     new_index_wait_s: float | None = None  # None: RavenDB's own (15 s for a query, 60 s for a stream)
     dynamic_queries_disabled: bool = False
     include_archived: bool = False  # RavenDB's default for auto indexes is ExcludeArchived
+    superseded_delete_s: float = 15.0  # Indexing.TimeBeforeDeletionOfSupersededAutoIndexInSec
+    auto_indexes_created: int = 0  # auto indexes the queries of this database created (each once, on every node)
 
 
 @dataclass
@@ -736,32 +740,61 @@ class Database:
     # ---- indexing -----------------------------------------------------------------------------------------
 
     def find_or_create_index(self, collection: str, fields: tuple[str, ...]) -> tuple[AutoIndex, bool]:
-        """The auto index serving these fields: an existing superset, else a merged new index (created on every
-        node, as an auto index is part of the database record). True when it was created now."""
+        """The auto index serving these fields: the existing one that has them all, else a new one (created on every
+        node, as an auto index is part of the database record). True when it was created now.
+
+        As DynamicQueryToIndexMatcher.Match: among the indexes of the collection that have every field, the one that
+        has indexed furthest, then the widest. When none has them all, the new index takes the fields of the widest
+        one that has some (a partial match, DynamicQueryMapping.ExtendMappingBasedOn), which is superseded: it
+        stays, and serves the queries it can, until the new index has indexed as far, then for
+        `superseded_delete_s` (Indexing.TimeBeforeDeletionOfSupersededAutoIndex, 15 s), and is then deleted
+        (DynamicQueryRunner.CleanupSupersededAutoIndexes)."""
         with self.lock:
+            self.drop_superseded()
             found = self._matching_index(collection, set(fields))
             if found is not None:
                 return found, False
             for copy in self.group.copies.values():
                 copy._create_index(collection, fields)
+            self.indexing.auto_indexes_created += 1
             index = self._matching_index(collection, set(fields))
             assert index is not None
             self.catch_up(index)
             return index, True
 
     def _matching_index(self, collection: str, wanted: set[str]) -> AutoIndex | None:
-        for ix in self.indexes.values():
-            if ix.collection.lower() == collection.lower() and wanted <= set(ix.fields):
-                return ix
-        return None
+        name = collection.lower()
+        complete = [ix for ix in self.indexes.values() if ix.collection.lower() == name and wanted <= set(ix.fields)]
+        for ix in complete:
+            self.catch_up(ix)
+        return max(complete, key=lambda ix: (ix.frontier, len(ix.fields)), default=None)
 
     def _create_index(self, collection: str, fields: tuple[str, ...]) -> None:
         same_coll = [ix for ix in self.indexes.values() if ix.collection.lower() == collection.lower()]
-        merged = tuple(sorted(set(fields).union(*(set(ix.fields) for ix in same_coll))))
-        for ix in same_coll:
-            del self.indexes[ix.name]
+        partial = max(same_coll, key=lambda ix: len(ix.fields), default=None)
+        merged = tuple(sorted(set(fields) | set(partial.fields if partial else ())))
         index = AutoIndex(index_name(collection, merged), collection, merged, build_s=self.indexing.build_s)
+        if partial is not None:
+            partial.superseded_by = index.name
         self.indexes[index.name] = index
+
+    def drop_superseded(self) -> None:
+        """Delete each superseded auto index once the index that supersedes it has indexed as far as it had and
+        `superseded_delete_s` has passed since (on every node: the deletion is a database-record change)."""
+        with self.lock:
+            now = time.monotonic()
+            for ix in [ix for ix in self.indexes.values() if ix.superseded_by is not None]:
+                successor = self.indexes.get(ix.superseded_by)  # type: ignore[arg-type]
+                if successor is None:
+                    continue
+                if ix.caught_up_at is None:
+                    self.catch_up(successor)
+                    if successor.frontier < ix.frontier:
+                        continue
+                    ix.caught_up_at = now
+                if now - ix.caught_up_at >= self.indexing.superseded_delete_s:
+                    for copy in self.group.copies.values():
+                        copy.indexes.pop(ix.name, None)
 
     def _target_etag(self, index: AutoIndex) -> int:
         target = self.last_etag
