@@ -10,4 +10,4 @@ ruff check .
 ruff format --check .
 python bench/run.py --smoke  # figures only, no thresholds; bench/run.py --docs 100000 checks the targets
 scripts/production_set.sh
-python -m pytest "$@"
+python -m pytest -n 2 --dist loadfile "$@"  # 2 workers (pytest-xdist), each test file on one of them

@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
@@ -167,11 +166,6 @@ class DebugRun:
 
     def count(self, operation: str) -> int:
         return int(re.search(rf"{operation}\s*\|\s*(\d+)", self.output).group(1))
-
-    @property
-    def elapsed(self) -> timedelta:
-        hours, minutes, seconds = re.search(r"total elapsed (\d+):(\d+):([\d.]+)", self.output).groups()
-        return timedelta(hours=int(hours), minutes=int(minutes), seconds=float(seconds))
 
 
 def write_configuration(path: Path, configuration: dict) -> Path:

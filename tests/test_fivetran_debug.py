@@ -1,7 +1,4 @@
-"""The connector under the real `fivetran debug` CLI, into DuckDB, against the test server over HTTPS.
-
-A sync's own time is read from the SDK's "SYNC SUCCEEDED — total elapsed" line.
-"""
+"""The connector under the real `fivetran debug` CLI, into DuckDB, against the test server over HTTPS."""
 
 import json
 from pathlib import Path
@@ -32,7 +29,6 @@ def test_first_run_lands_everything_second_nothing_third_exactly_the_changes(rav
     second = debug(project, configuration)
     assert second.returncode == 0, second.output
     assert second.count("Upserts") == 0
-    assert second.elapsed < first.elapsed
 
     documents.put(ravendb_store, [*orders(41, 3), *orders(5, 2, Freight=12.75)])
     third = debug(project, configuration)

@@ -494,11 +494,16 @@ def test_documents_without_a_collection_are_not_synced(ravendb_target, ravendb_s
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 2. Crash and resume under `fivetran debug`: kill -9 mid-sync at a seeded moment, rerun, compare DuckDB.
+# 2. Crash and resume under `fivetran debug`: kill -9 mid-sync after a chosen checkpoint, rerun, compare DuckDB.
 # The seeds and a failing run (unknown client certificate: a crash report) run side by side.
 
-CRASH_SEEDS = [11, 23, 47]
-CRASH_DOCUMENTS = 20_000
+CRASH_DOCUMENTS = 8_000
+KILLED_AFTER = {11: 3, 23: 4, 47: 5}  # by seed: kill -9 a seeded 0-0.5 s after the run recorded this many checkpoints
+CRASH_SEEDS = list(KILLED_AFTER)
+
+
+def checkpoints_recorded(log: str) -> int:
+    return log.count("checkpoint recorded")
 
 
 def warehouse(project: Path) -> tuple[list[str], int, int]:
@@ -540,15 +545,18 @@ def crash_runs(raven_server, tmp_path_factory):
         failing_run = start_debug(root / "failing", failing_path, root / "tmp-failing", "failing.log")
         killed_at = {}
         started = time.monotonic()
-        pending = {seed: random.Random(seed) for seed in CRASH_SEEDS}
-        synced_since = {}
-        while pending:  # kill each run a seeded 0.2-3 s after its first checkpoint (1,000 of 20,000 documents)
+        # A sync checkpoints every 1,000 documents, so the 3rd to 5th checkpoint saves 3,000 to 5,000 of the 8,000
+        # documents; the kill comes a seeded moment later, with the documents read since that checkpoint unsaved and
+        # thousands still to come (a sync under `fivetran debug` lands well under 2,000 documents a second).
+        pending = {seed: random.Random(seed).uniform(0, 0.5) for seed in CRASH_SEEDS}
+        kill_at = {}
+        while pending:
             for seed in list(pending):
                 log = (root / f"kill-{seed}.log").read_text(errors="replace")
-                if seed not in synced_since and "checkpoint recorded" in log:
-                    synced_since[seed] = time.monotonic() + pending[seed].uniform(0.2, 3.0)
                 assert runs[seed].poll() is None, f"seed {seed}: the run ended before it was killed:\n{log}"
-                if seed in synced_since and time.monotonic() >= synced_since[seed]:
+                if seed not in kill_at and checkpoints_recorded(log) >= KILLED_AFTER[seed]:
+                    kill_at[seed] = time.monotonic() + pending[seed]
+                if seed in kill_at and time.monotonic() >= kill_at[seed]:
                     os.kill(runs[seed].pid, signal.SIGKILL)
                     runs[seed].wait()
                     state = root / f"seed-{seed}" / "files" / "state.json"
@@ -558,7 +566,7 @@ def crash_runs(raven_server, tmp_path_factory):
                     }
                     del pending[seed]
             assert time.monotonic() - started < 120, "no sync started"
-            time.sleep(0.02)
+            time.sleep(0.01)
         failing_run.wait(timeout=120)
         for seed in CRASH_SEEDS:
             shutil.rmtree(root / f"tmp-{seed}-resume", ignore_errors=True)
@@ -590,7 +598,7 @@ def test_a_sync_killed_mid_way_resumes_to_exactly_the_database(crash_runs, seed)
     log = (crash_runs["root"] / f"resume-{seed}.log").read_text(errors="replace")
     ids, duplicates, deleted = warehouse(crash_runs["root"] / f"seed-{seed}")
 
-    assert killed["state"] is not None and 0 < killed["rows"] < CRASH_DOCUMENTS  # killed mid-sync
+    assert killed["state"] is not None and 0 < killed["rows"] < CRASH_DOCUMENTS  # killed mid-sync, after a checkpoint
     assert crash_runs["returncodes"][seed] == 0, log[-3000:]
     assert "SYNC SUCCEEDED" in log
     assert set(ids) == crash_runs["expected"] and len(crash_runs["expected"]) == CRASH_DOCUMENTS
