@@ -2752,7 +2752,19 @@ class RevisionsBinWalk:
         return command
 
 
-class _DatabaseInfoCommand(RavenCommand):
+class _ReadCommand(RavenCommand):
+    """A request of the connector's own that only reads (`is_read_request`), its answer never kept in the client's
+    HTTP cache (each answer is read once)."""
+
+    def __init__(self, result_class: type) -> None:
+        super().__init__(result_class)
+        self._can_cache = False
+
+    def is_read_request(self) -> bool:
+        return True
+
+
+class _DatabaseInfoCommand(_ReadCommand):
     """GET /databases?name=: the names of the databases the server lists for it (the database itself, or each of
     its shards). `result`: the names, or None when the server knows no such database (404). Not kept in the
     client's HTTP cache."""
@@ -2760,7 +2772,6 @@ class _DatabaseInfoCommand(RavenCommand):
     def __init__(self, database: str):
         super().__init__(list)
         self.database = database
-        self._can_cache = False
 
     def create_request(self, node: Any) -> requests.Request:
         return requests.Request("GET", f"{node.url}/databases?name={quote(self.database, safe='')}")
@@ -2772,9 +2783,6 @@ class _DatabaseInfoCommand(RavenCommand):
             if databases is None
             else [str(entry.get("Name") if isinstance(entry, dict) else entry) for entry in databases]
         )
-
-    def is_read_request(self) -> bool:
-        return True
 
 
 class _RevisionsBinPageCommand(GetRevisionsBinEntryCommand):
@@ -2839,7 +2847,7 @@ def _older(revision: ListedRevision, results: list[dict], size: int) -> Any:
     return _UNKNOWN
 
 
-class _MultiGetCommand(RavenCommand):
+class _MultiGetCommand(_ReadCommand):
     """POST /multi_get: several GET requests of the database in one round trip (RavenDB's
     AbstractMultiGetHandlerProcessorForPost), each a path under the database and its query string. `result`: one
     `{"Result", "StatusCode", "Headers"}` per request, in order."""
@@ -2847,7 +2855,6 @@ class _MultiGetCommand(RavenCommand):
     def __init__(self, queries: list[str], path: str = "/revisions"):
         super().__init__(list)
         self.queries, self.path = queries, path
-        self._can_cache = False
 
     def create_request(self, node: Any) -> requests.Request:
         url = f"/databases/{node.database}{self.path}"
@@ -2859,11 +2866,8 @@ class _MultiGetCommand(RavenCommand):
             self._throw_invalid_response()
         self.result = json.loads(response)["Results"]
 
-    def is_read_request(self) -> bool:
-        return True
 
-
-class _ListRevisionsCommand(RavenCommand):
+class _ListRevisionsCommand(_ReadCommand):
     """GET /debug/documents/get-revisions?start=&pageSize=: the node's revisions of every collection at etags from
     `start`, in etag order, metadata only (RevisionsHandlerProcessorForGetRevisionsDebug; RavenDB 6.x/7.x return
     up to pageSize + 1). `result`: the entries."""
@@ -2871,7 +2875,6 @@ class _ListRevisionsCommand(RavenCommand):
     def __init__(self, start: int, page_size: int):
         super().__init__(list)
         self.start, self.page_size = start, page_size
-        self._can_cache = False
 
     def create_request(self, node: Any) -> requests.Request:
         return requests.Request(
@@ -2885,11 +2888,8 @@ class _ListRevisionsCommand(RavenCommand):
             self._throw_invalid_response()
         self.result = json.loads(response)["Revisions"]
 
-    def is_read_request(self) -> bool:
-        return True
 
-
-class _RevisionsCommand(RavenCommand):
+class _RevisionsCommand(_ReadCommand):
     """GET /revisions with its query string percent-encoded (the client's GetRevisionsCommand puts change vectors
     and ids in the URL as they are, so the `+` of a change vector arrives as a space). By `changeVector` (repeated):
     `{"Results": [...]}`, null for one the node does not keep; by `id`: newest first. `result`: the answer, or None
@@ -2898,7 +2898,6 @@ class _RevisionsCommand(RavenCommand):
     def __init__(self, parameters: list[tuple[str, str]]):
         super().__init__(dict)
         self.parameters = parameters
-        self._can_cache = False
 
     def create_request(self, node: Any) -> requests.Request:
         query = "&".join(f"{name}={quote(value, safe='')}" for name, value in self.parameters)
@@ -2906,9 +2905,6 @@ class _RevisionsCommand(RavenCommand):
 
     def set_response(self, response: str | None, from_cache: bool) -> None:
         self.result = json.loads(response) if response else None
-
-    def is_read_request(self) -> bool:
-        return True
 
 
 def revisions_configuration_or_why(store: DocumentStore, settings: Settings) -> "RevisionsConfiguration | str":
@@ -2920,13 +2916,12 @@ def revisions_configuration_or_why(store: DocumentStore, settings: Settings) -> 
         return exc.message
 
 
-class _RevisionsConfigurationCommand(RavenCommand):
+class _RevisionsConfigurationCommand(_ReadCommand):
     """GET /revisions/config: the database's revisions configuration (RavenDB's RevisionsHandler, any valid
     certificate); 404 when it has none. `result`: the configuration, or None."""
 
     def __init__(self) -> None:
         super().__init__(dict)
-        self._can_cache = False
 
     def create_request(self, node: Any) -> requests.Request:
         return requests.Request("GET", f"{node.url}/databases/{node.database}/revisions/config")
@@ -2934,11 +2929,8 @@ class _RevisionsConfigurationCommand(RavenCommand):
     def set_response(self, response: str | None, from_cache: bool) -> None:
         self.result = json.loads(response) if response else None
 
-    def is_read_request(self) -> bool:
-        return True
 
-
-class _CollectionDocumentsCommand(RavenCommand):
+class _CollectionDocumentsCommand(_ReadCommand):
     """GET /collections/docs?name=&start=0&pageSize=: a page of the collection's documents, newest etag first, from
     storage (RavenDB's CollectionsHandler, in one read transaction). `result`: the documents. Not kept in the
     client's HTTP cache."""
@@ -2946,7 +2938,6 @@ class _CollectionDocumentsCommand(RavenCommand):
     def __init__(self, collection: str, page_size: int):
         super().__init__(list)
         self.collection, self.page_size = collection, page_size
-        self._can_cache = False
 
     def create_request(self, node: Any) -> requests.Request:
         name = quote(self.collection, safe="")
@@ -2959,9 +2950,6 @@ class _CollectionDocumentsCommand(RavenCommand):
         if response is None:
             self._throw_invalid_response()
         self.result = json.loads(response)["Results"]
-
-    def is_read_request(self) -> bool:
-        return True
 
 
 class QueryStream:
