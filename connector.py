@@ -249,7 +249,8 @@ def update(configuration: dict, state: dict) -> None:
         selection = resolve_collections(store, settings, known=sync_state.known())
         collections = selection.counts
         select_child_tables(store, settings, selection, sync_state)
-        log.info(deletes_line(settings, list(collections), revisions_configuration_or_why(store, settings)))
+        revisions = revisions_configuration_or_why(store, settings)
+        log.info(deletes_line(settings, list(collections), revisions))
         progress = Progress(settings.progress_seconds, collections)
         deletes = sync_deletes(store, settings, list(collections), sync_state)
         database_wide = reads_database(settings, selection)
@@ -267,7 +268,7 @@ def update(configuration: dict, state: dict) -> None:
         due = [collection for collection in collections if reconciliation_due(settings, sync_state, collection, now)]
         if due:
             reconcile_deletes(store, settings, due, sync_state, progress)
-        sync_history(store, settings, collections, sync_state)
+        sync_history(store, settings, collections, sync_state, revisions)
     sync_state.children.finish(collections)
     sync_state.checkpoints.save_if_changed(nothing_read=progress.read == 0)
     saved = sync_state.checkpoints.last_saved
@@ -3587,14 +3588,22 @@ def history_collections(store: DocumentStore, settings: Settings, collections: I
     return settings.history.chosen(collections, revisions_configuration(store, settings))
 
 
-def sync_history(store: DocumentStore, settings: Settings, collections: Iterable[str], state: SyncState) -> int:
+def sync_history(
+    store: DocumentStore,
+    settings: Settings,
+    collections: Iterable[str],
+    state: SyncState,
+    revisions: "RevisionsConfiguration | str",
+) -> int:
     """Land the revisions of the history collections that RavenDB made since the last sync (every one it keeps, the
     first time), close the rows they follow, and return how many rows landed (see HistoryWalk). Sends nothing when
-    the setting is off. A collection newly given a history table starts every node's read over (the rows of the
-    others land again, unchanged)."""
+    the setting is off. `revisions` is the configuration the sync read for its deletes line, or why it could not
+    be read, in which case it is read again here and its error ends the sync. A collection newly given a history
+    table starts every node's read over (the rows of the others land again, unchanged)."""
     if not settings.history:
         return 0
-    revisions = revisions_configuration(store, settings)
+    if isinstance(revisions, str):
+        revisions = revisions_configuration(store, settings)
     chosen = settings.history.chosen(collections, revisions)
     for name in chosen:
         if not revisions.enabled(name):
