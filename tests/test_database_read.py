@@ -200,7 +200,7 @@ def test_only_the_selected_collections_land(ravendb_target, ravendb_store, ops, 
 # the database.
 
 KILL_COLLECTIONS = [f"Rack{number:02d}" for number in range(20)]
-KILL_CHANGES = 1_000  # per collection, written between the first sync and the killed one
+KILL_CHANGES = 150  # per collection, written between the first sync and the killed one: 3 checkpoints in all
 
 
 def debug_run(project: Path, configuration_path: Path, log: Path) -> subprocess.Popen:
@@ -229,13 +229,13 @@ def test_a_sync_killed_during_the_read_of_the_database_resumes_to_exactly_the_da
     )
     first = debug_run(project, configuration_path, tmp_path / "first.log")
     assert first.wait(timeout=180) == 0, (tmp_path / "first.log").read_text()[-3000:]
-    for name in KILL_COLLECTIONS:  # 20,000 changes: 10 updates and 990 inserts per collection
+    for name in KILL_COLLECTIONS:  # 3,000 changes: 10 updates and 140 inserts per collection
         standin_control.generate_orders(database, KILL_CHANGES, collection=name, start=1)
     time.sleep(1.5)
-    standin_control.throttle_streams(database, docs=500, every_ms=100)  # about 4 s of reading
+    standin_control.throttle_streams(database, docs=100, every_ms=100)  # about 3 s of reading, a checkpoint a second
     killed_log = tmp_path / "killed.log"
     killed = debug_run(project, configuration_path, killed_log)
-    delay = random.Random(7).uniform(0.3, 1.5)
+    delay = random.Random(7).uniform(0.2, 0.8)  # before the 2nd checkpoint
     deadline = time.monotonic() + 120
     while "checkpoint recorded" not in killed_log.read_text(errors="replace"):
         assert killed.poll() is None, killed_log.read_text()[-3000:]

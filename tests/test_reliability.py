@@ -171,9 +171,10 @@ def test_a_document_modified_again_within_the_cursor_tick_lands_next_sync(
 
 @pytest.mark.parametrize("serving", [True, False], ids=["serving-node-dies", "idle-node-dies"])
 def test_a_node_dying_mid_sync_fails_over_or_fails_cleanly_and_the_next_sync_completes(
-    ravendb_target, standin_control, configuration, ops, logs, monkeypatch, serving
+    ravendb_target, standin_control, configuration, ops, logs, monkeypatch, no_backoff, serving
 ):
-    standin_control.generate_orders(ravendb_target.database, 20_000)  # enough that the stream is mid-flight
+    standin_control.generate_orders(ravendb_target.database, 3_000)
+    standin_control.throttle_streams(ravendb_target.database, docs=200, every_ms=100)  # mid-flight at the 1,200th
     streams, upserted, stopped = record_streams(monkeypatch), itertools.count(1), []
     real_upsert = ops.upsert
 
@@ -194,11 +195,12 @@ def test_a_node_dying_mid_sync_fails_over_or_fails_cleanly_and_the_next_sync_com
         state = ops.checkpoints[-1]
     resumed = [line for line in logs.messages("WARNING") if "resuming from the cursor" in line]
     monkeypatch.setattr(ops, "upsert", real_upsert)
+    standin_control.throttle_streams(ravendb_target.database, docs=0, every_ms=0)
 
     sync(configuration, ops, state)
 
     assert ops.rows("Orders") == database_rows(ravendb_target, "Orders")
-    assert len(ops.rows("Orders")) == 20_000
+    assert len(ops.rows("Orders")) == 3_000
     assert not any(node["Running"] for node in standin_control.nodes() if node["Tag"] == stopped[0])
     if failed is not None:
         assert "\n" not in failed and failed.startswith("ravendb_urls: ")
@@ -497,8 +499,9 @@ def test_documents_without_a_collection_are_not_synced(ravendb_target, ravendb_s
 # 2. Crash and resume under `fivetran debug`: kill -9 mid-sync after a chosen checkpoint, rerun, compare DuckDB.
 # The seeds and a failing run (unknown client certificate: a crash report) run side by side.
 
-CRASH_DOCUMENTS = 8_000
-KILLED_AFTER = {11: 3, 23: 4, 47: 5}  # by seed: kill -9 a seeded 0-0.5 s after the run recorded this many checkpoints
+CRASH_DOCUMENTS = 5_000
+KILLED_AFTER = {11: 1, 23: 2, 47: 3}  # by seed: kill -9 a seeded 0-0.5 s after the run recorded this many checkpoints
+CRASH_STREAM_RATE = 100  # documents per 100 ms the test server streams: a checkpoint a second at most
 CRASH_SEEDS = list(KILLED_AFTER)
 
 
@@ -525,6 +528,7 @@ def crash_runs(raven_server, tmp_path_factory):
     try:
         if raven_server.control is not None:
             raven_server.control.generate_orders(name, CRASH_DOCUMENTS)
+            raven_server.control.throttle_streams(name, docs=CRASH_STREAM_RATE, every_ms=100)
         else:
             for start in range(1, CRASH_DOCUMENTS + 1, 1000):
                 documents.put(admin, orders(start, 1000))
@@ -545,9 +549,10 @@ def crash_runs(raven_server, tmp_path_factory):
         failing_run = start_debug(root / "failing", failing_path, root / "tmp-failing", "failing.log")
         killed_at = {}
         started = time.monotonic()
-        # A sync checkpoints every 1,000 documents, so the 3rd to 5th checkpoint saves 3,000 to 5,000 of the 8,000
+        # A sync checkpoints every 1,000 documents, so the 1st to 3rd checkpoint saves 1,000 to 3,000 of the 5,000
         # documents; the kill comes a seeded moment later, with the documents read since that checkpoint unsaved and
-        # thousands still to come (a sync under `fivetran debug` lands well under 2,000 documents a second).
+        # thousands still to come: the test server streams 1,000 documents a second, and a real server's sync
+        # under `fivetran debug` lands well under 2,000 a second.
         pending = {seed: random.Random(seed).uniform(0, 0.5) for seed in CRASH_SEEDS}
         kill_at = {}
         while pending:
@@ -568,6 +573,8 @@ def crash_runs(raven_server, tmp_path_factory):
             assert time.monotonic() - started < 120, "no sync started"
             time.sleep(0.01)
         failing_run.wait(timeout=120)
+        if raven_server.control is not None:
+            raven_server.control.throttle_streams(name, docs=0, every_ms=0)
         for seed in CRASH_SEEDS:
             shutil.rmtree(root / f"tmp-{seed}-resume", ignore_errors=True)
         resumed = {
