@@ -101,7 +101,7 @@ def test_with_the_setting_off_the_tables_are_todays(ravendb_target, ravendb_stor
 
 
 def test_a_run_killed_mid_backfill_resumes_to_every_revision_once(ravendb_target, ravendb_store, tmp_path):
-    count = 3_000
+    count = 1_500
     enable_revisions(ravendb_store)
     control = ravendb_target.control
     if control is not None:
@@ -112,7 +112,7 @@ def test_a_run_killed_mid_backfill_resumes_to_every_revision_once(ravendb_target
             for first in range(1, count + 1, 500):
                 documents.put(ravendb_store, orders(first, 500))
     configuration = configuration_for(
-        ravendb_target, collection_name="Orders", history_collections="Orders", batch_size="100"
+        ravendb_target, collection_name="Orders", history_collections="Orders", batch_size="500"
     )
     configuration_path = write_configuration(tmp_path / "configuration.json", configuration)
     project_dir = tmp_path / "project"
