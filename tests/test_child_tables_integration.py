@@ -182,7 +182,7 @@ def test_reconciliation_marks_deleted_the_lines_of_orders_that_no_longer_exist(r
 def test_a_sync_killed_mid_way_and_resumed_after_lines_changed_leaves_no_orphan_or_missing_line(
     ravendb_target, ravendb_store, tmp_path
 ):
-    count = 6_000
+    count = 4_000
     if ravendb_target.control is not None:
         ravendb_target.control.generate_orders(ravendb_target.database, count)
     else:
@@ -194,7 +194,7 @@ def test_a_sync_killed_mid_way_and_resumed_after_lines_changed_leaves_no_orphan_
     run = start_debug(project_dir, configuration_path, tmp_path / "tmp", "killed.log")
     log_path, deadline, killed_at = tmp_path / "killed.log", time.monotonic() + 120, None
     # kill -9 at the 4th checkpoint the SDK records: one is due every 1,000 documents and at most two more come as
-    # the sync starts (for the columns it finds), so the sync has checkpointed 1,000 to 3,000 documents of 6,000
+    # the sync starts (for the columns it finds), so the sync has checkpointed 1,000 to 3,000 documents of 4,000
     while killed_at is None:
         assert run.poll() is None, log_path.read_text(errors="replace")[-3000:]
         assert time.monotonic() < deadline, "no checkpoint within 120 s"
