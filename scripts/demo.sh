@@ -37,7 +37,12 @@ mkdir -p "$project"
 cp connector.py requirements.txt "$project/"
 python scripts/demo_configuration.py "https://127.0.0.1:$port" "$demo/tls" >"$demo/configuration.json"
 chmod 600 "$demo/configuration.json"
-(cd "$project" && fivetran debug --configuration "$demo/configuration.json" </dev/null)
+# `fivetran debug` first runs the SDK's requirements check, pipreqs, which asks PyPI about each import; without
+# network the SDK retries it for about 13 s. The demo runs it in its local mode, which answers at once either way.
+mkdir -p "$demo/bin"
+printf '#!/bin/sh\nexec "%s" --use-local "$@"\n' "$PWD/.venv/bin/pipreqs" >"$demo/bin/pipreqs"
+chmod 755 "$demo/bin/pipreqs"
+(cd "$project" && PATH="$demo/bin:$PATH" fivetran debug --configuration "$demo/configuration.json" </dev/null)
 echo
 echo "The demo's warehouse: $project/files/warehouse.db (DuckDB, schema tester); your own files/ is untouched."
 echo
