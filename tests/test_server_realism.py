@@ -10,6 +10,7 @@ real server (RAVENDB_TEST_URLS) the parts that need the stand-in's control API s
 
 import threading
 import time
+from datetime import timedelta
 from email.utils import parsedate_to_datetime
 
 import pytest
@@ -140,6 +141,29 @@ def test_the_date_header_is_the_node_clock(ravendb_target, standin_control):
         )
         dates.append(parsedate_to_datetime(response.headers["Date"]))
     assert 29 <= (dates[1] - dates[0]).total_seconds() <= 31
+
+
+def test_a_frozen_clock_stamps_the_date_header_with_the_moment_it_stamps_writes(
+    ravendb_target, ravendb_store, standin_control
+):
+    """One clock stamps a node's writes and its `Date` header, as on RavenDB (both read the system clock): frozen,
+    a response sent a second later still carries the frozen moment, never a time past the writes it stamps."""
+    standin_control.freeze_clock(True)
+    try:
+        documents.put(ravendb_store, orders(1, 1))
+        time.sleep(1.1)
+        response = requests.get(
+            f"{ravendb_target.urls[0]}/databases/{ravendb_target.database}/stats",
+            cert=ravendb_target.client_pem,
+            verify=ravendb_target.ca_pem,
+            timeout=10,
+        )
+    finally:
+        standin_control.freeze_clock(False)
+    (document,) = database_documents(ravendb_target, "Orders")
+    stamped = connector.parse_last_modified(document["@metadata"]["@last-modified"])
+    sent = parsedate_to_datetime(response.headers["Date"])
+    assert sent <= stamped < sent + timedelta(seconds=1)
 
 
 def test_a_node_whose_clock_runs_ahead_by_less_than_the_lookback_loses_nothing(

@@ -155,10 +155,11 @@ class StandIn:
         return handler
 
     def http_date(self, tag: str) -> str:
-        """The `Date` header a node sends: its own clock (the wall clock plus the node's skew, which a test sets or
-        steps), to the second, as Kestrel writes it on every response."""
-        seconds = time.time() + self.storage.skew_ticks.get(tag, 0) / 10_000_000
-        return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(seconds))
+        """The `Date` header a node sends: its own clock, the one that stamps its writes (the server clock, frozen
+        while a test freezes it, plus the node's skew, which a test sets or steps), to the second, as Kestrel writes
+        it on every response."""
+        ticks = self.storage.clock.now() + self.storage.skew_ticks.get(tag, 0)
+        return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(ticks / 10_000_000))
 
     def authorize(self, request: Request) -> None:
         """Per-request client-certificate check on a TLS server: 403 unless a known, unexpired cert was sent."""
