@@ -10,6 +10,6 @@ ruff check .
 ruff format --check .
 python bench/run.py --smoke  # figures only, no thresholds; bench/run.py --docs 100000 checks the targets
 scripts/production_set.sh
-# 4 pytest-xdist workers, each test file on one of them: more workers than CI's 2 cores, because a third of the
+# 4 pytest-xdist workers, each test file on one of them: more workers than CI's 2 cores, because much of the
 # suite's time is spent waiting (on timeouts, throttled streams and subprocesses), not computing.
 python -m pytest -n 4 --dist loadfile "$@"
