@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from run import local_pipreqs  # bench/run.py, beside this file
+
 ROUNDS = 5
 
 CONNECTOR = '''"""T declared tables; times each checkpoint."""
@@ -70,13 +72,14 @@ def measure(tables: int, work: Path) -> tuple[float, float]:
     configuration = project / "configuration.json"
     configuration.write_text(json.dumps({"tables": str(tables), "rounds": str(ROUNDS)}), encoding="utf-8")
     fivetran = Path(sys.executable).parent / "fivetran"
+    path = f"{local_pipreqs(work / 'bin')}{os.pathsep}{os.environ['PATH']}"
     result = subprocess.run(
         [str(fivetran), "debug", "--configuration", str(configuration)],
         cwd=project,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        env={**os.environ, "DO_NOT_TRACK": "1"},
+        env={**os.environ, "DO_NOT_TRACK": "1", "PATH": path},
         check=False,
     )
     match = re.search(r"RESULT (.*)", result.stdout + result.stderr)

@@ -689,10 +689,22 @@ def make_project(directory: Path, connector_source: str) -> Path:
     return directory
 
 
+def local_pipreqs(folder: Path) -> Path:
+    """`folder`, holding a `pipreqs` that runs the installed one in its local mode, to put first on PATH: the SDK's
+    requirements check, which `fivetran debug` runs before the sync, then answers at once without network (offline,
+    the SDK retries online pipreqs for about 13 s)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shim = folder / "pipreqs"
+    shim.write_text(f'#!/bin/sh\nexec "{Path(sys.executable).parent / "pipreqs"}" --use-local "$@"\n')
+    shim.chmod(0o755)
+    return folder
+
+
 def fivetran_debug(
     project: Path, configuration_values: dict[str, str], items: int, label: str, timeout: float | None = None
 ) -> Run:
-    """`fivetran debug` in `project`; seconds from the SDK's SYNC SUCCEEDED line, peak RSS from os.wait4.
+    """`fivetran debug` in `project`; seconds from the SDK's SYNC SUCCEEDED line, peak RSS from os.wait4, wall
+    time from start to exit (the requirements check, in pipreqs' local mode, included).
 
     Past `timeout` seconds the run is stopped and reported as such (seconds = the timeout, note says so)."""
     configuration_path = project / "bench-configuration.json"
@@ -700,6 +712,7 @@ def fivetran_debug(
     configuration_path.chmod(0o600)
     output_path = project / f"debug-{label}.log"
     fivetran = Path(sys.executable).parent / "fivetran"
+    tools = local_pipreqs(project.parent / "local-pipreqs")
     started = time.monotonic()
     with open(output_path, "w", encoding="utf-8") as output:
         process = subprocess.Popen(
@@ -708,7 +721,7 @@ def fivetran_debug(
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=output,
-            env={**os.environ, "DO_NOT_TRACK": "1"},
+            env={**os.environ, "DO_NOT_TRACK": "1", "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"},
         )
         timer = threading.Timer(timeout, process.kill) if timeout else None
         if timer:
