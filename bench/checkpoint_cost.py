@@ -23,7 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from run import local_pipreqs  # bench/run.py, beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests.syncing
+from tests.syncing import pipreqs_shim
 
 ROUNDS = 5
 
@@ -72,7 +73,8 @@ def measure(tables: int, work: Path) -> tuple[float, float]:
     configuration = project / "configuration.json"
     configuration.write_text(json.dumps({"tables": str(tables), "rounds": str(ROUNDS)}), encoding="utf-8")
     fivetran = Path(sys.executable).parent / "fivetran"
-    path = f"{local_pipreqs(work / 'bin')}{os.pathsep}{os.environ['PATH']}"
+    (work / "bin").mkdir(exist_ok=True)
+    path = f"{pipreqs_shim(work / 'bin', '--use-local')}{os.pathsep}{os.environ['PATH']}"
     result = subprocess.run(
         [str(fivetran), "debug", "--configuration", str(configuration)],
         cwd=project,

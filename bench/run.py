@@ -689,17 +689,6 @@ def make_project(directory: Path, connector_source: str) -> Path:
     return directory
 
 
-def local_pipreqs(folder: Path) -> Path:
-    """`folder`, holding a `pipreqs` that runs the installed one in its local mode, to put first on PATH: the SDK's
-    requirements check, which `fivetran debug` runs before the sync, then answers at once without network (offline,
-    the SDK retries online pipreqs for about 13 s)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shim = folder / "pipreqs"
-    shim.write_text(f'#!/bin/sh\nexec "{Path(sys.executable).parent / "pipreqs"}" --use-local "$@"\n')
-    shim.chmod(0o755)
-    return folder
-
-
 def fivetran_debug(
     project: Path, configuration_values: dict[str, str], items: int, label: str, timeout: float | None = None
 ) -> Run:
@@ -711,8 +700,12 @@ def fivetran_debug(
     configuration_path.write_text(json.dumps(configuration_values), encoding="utf-8")
     configuration_path.chmod(0o600)
     output_path = project / f"debug-{label}.log"
+    from tests.syncing import pipreqs_shim
+
     fivetran = Path(sys.executable).parent / "fivetran"
-    tools = local_pipreqs(project.parent / "local-pipreqs")
+    tools = project.parent / "local-pipreqs"
+    tools.mkdir(exist_ok=True)
+    pipreqs_shim(tools, "--use-local")  # the SDK's requirements check answers at once, without network
     started = time.monotonic()
     with open(output_path, "w", encoding="utf-8") as output:
         process = subprocess.Popen(

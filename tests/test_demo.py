@@ -10,16 +10,14 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from tests.syncing import configuration_for
+from tests.syncing import VENV_BIN, configuration_for, pipreqs_shim
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -37,10 +35,8 @@ def project(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "tests" / "standin", standin, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "tests" / "__init__.py", copy / "tests" / "__init__.py")
     (copy / ".venv").symlink_to(VENV_BIN.parent)
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    (tools / "pipreqs").write_text(f'#!/bin/sh\nexec "{VENV_BIN / "pipreqs"}" --use-local "$@"\n')
-    (tools / "pipreqs").chmod(0o755)
+    (tmp_path / "bin").mkdir()
+    pipreqs_shim(tmp_path / "bin", "--use-local")
     return copy
 
 
